@@ -1,0 +1,273 @@
+"""The ``n2n`` command line: ``demo``, ``train-teacher``, ``compress``, ``evaluate``, ``inspect``.
+
+Every subcommand is a plain function taking typed arguments (tests call them directly); ``main`` only parses, shows
+progress with rich, and turns :class:`~n2n.errors.N2NError` into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, get_args
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from n2n.errors import ConfigError, N2NError
+
+console = Console(stderr=True)
+
+DEMO_DEFAULTS = {"arch": "vgg11", "width": 0.5, "epochs": 15}
+
+
+# ---------------------------------------------------------------- progress display
+class _Display:
+    """Turns search events into rich progress bars."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = None
+        self.best = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "stage":
+            self._restart(f"stage {event['stage']}", event["updates"])
+        elif kind == "update":
+            best = event.get("reward_best")
+            desc = f"stage {event['stage']}  mean R {event['reward_mean']:+.3f}  best R {best:+.3f}" if best is not None else f"stage {event['stage']}"
+            self.progress.update(self.task, advance=1, description=desc)
+        elif kind == "finetune":
+            self._restart("fine-tune", event["steps"])
+        elif kind == "finetune_step":
+            self.progress.update(self.task, completed=event["step"])
+
+    def _restart(self, description: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[self.task].total)
+        self.task = self.progress.add_task(description, total=total)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+
+
+# ---------------------------------------------------------------- commands
+def train_teacher_cmd(arch: str, data: str, data_dir: str | None, out: str, width: float = 1.0, epochs: int = 3,
+                      lr: float = 1e-3, batch_size: int = 128, seed: int = 0, max_train: int | None = None) -> dict[str, Any]:
+    """Train a zoo teacher and save it to ``out``; returns its metrics."""
+    from n2n.data import load_data
+    from n2n.models.io import save_model
+    from n2n.models.zoo import list_models
+    from n2n.teacher import train_teacher
+
+    if arch not in list_models():
+        raise ConfigError(f"--arch must be one of {', '.join(list_models())}; got {arch!r}")
+    if epochs < 1 or width <= 0 or lr <= 0 or batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be positive integers, --width and --lr positive numbers")
+    bundle = load_data(data, data_dir, seed=seed, max_train=max_train)
+    with _progress() as progress:
+        task = progress.add_task(f"train {arch} on {data}", total=None)
+        model, spec = train_teacher(arch, bundle, width=width, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                    on_step=lambda s, total: progress.update(task, completed=s, total=total))
+    save_model(model, spec, out)
+    from n2n.surgery import count_params
+
+    metrics = {"params": count_params(model), "val_accuracy": spec.meta["val_accuracy"], "test_accuracy": spec.meta["test_accuracy"]}
+    console.print(f"teacher saved to {out}: {metrics['params']:,} parameters, test accuracy {metrics['test_accuracy']:.2%}")
+    return metrics
+
+
+def compress_cmd(teacher: str, data: str, data_dir: str | None, out: str, config: Any, max_train: int | None = None) -> dict[str, Any]:
+    """Compress the saved teacher at ``teacher``; writes the run directory ``out`` and returns ``report.json``."""
+    from n2n.compress import compress
+    from n2n.data import load_data
+    from n2n.models.io import load_model
+
+    config.validate()
+    model, spec = load_model(teacher)
+    bundle = load_data(data, data_dir, seed=config.seed, max_train=max_train)
+    if tuple(bundle.input_shape) != tuple(spec.input_shape):
+        raise N2NError(
+            f"the teacher takes inputs of shape {tuple(spec.input_shape)} but {data} has {tuple(bundle.input_shape)}: "
+            "pass the data set the teacher was trained on"
+        )
+    with _progress() as progress:
+        result = compress(model, spec, bundle, config, out, listener=_Display(progress))
+    _summary(result.report)
+    console.print(f"student saved to {Path(out) / 'student'}; report in {Path(out) / 'report.md'}")
+    return result.report
+
+
+def evaluate_cmd(model_dir: str, data: str, data_dir: str | None, seed: int = 0) -> dict[str, Any]:
+    """Test accuracy, parameters and FLOPs of a saved model."""
+    from n2n.data import load_data
+    from n2n.models.io import load_model
+    from n2n.search.distill import accuracy
+    from n2n.surgery import count_macs, count_params
+
+    model, spec = load_model(model_dir)
+    bundle = load_data(data, data_dir, seed=seed)
+    if tuple(bundle.input_shape) != tuple(spec.input_shape):
+        raise N2NError(f"the model takes inputs of shape {tuple(spec.input_shape)} but {data} has {tuple(bundle.input_shape)}")
+    result = {
+        "params": count_params(model),
+        "flops": 2 * count_macs(model, spec.input_shape),
+        "val_accuracy": accuracy(model, bundle.val.x, bundle.val.y),
+        "test_accuracy": accuracy(model, bundle.test.x, bundle.test.y),
+    }
+    table = Table(title=f"{model_dir} on {data}")
+    for key in ("params", "flops"):
+        table.add_column(key, justify="right")
+    table.add_column("val accuracy", justify="right")
+    table.add_column("test accuracy", justify="right")
+    table.add_row(f"{result['params']:,}", f"{result['flops']:,}", f"{result['val_accuracy']:.2%}", f"{result['test_accuracy']:.2%}")
+    Console().print(table)
+    return result
+
+
+def demo_cmd(out: str = "runs/demo", config: Any = None) -> dict[str, Any]:
+    """Train a teacher on scikit-learn's digits and compress it: the embedded default, no download."""
+    teacher_dir = Path(out) / "teacher"
+    console.print(f"[bold]n2n demo[/]: {DEMO_DEFAULTS['arch']} (width {DEMO_DEFAULTS['width']}) on scikit-learn digits")
+    train_teacher_cmd(DEMO_DEFAULTS["arch"], "digits", None, str(teacher_dir), width=DEMO_DEFAULTS["width"],
+                      epochs=DEMO_DEFAULTS["epochs"], seed=config.seed)
+    return compress_cmd(str(teacher_dir), "digits", None, str(Path(out) / "compress"), config)
+
+
+def _summary(report: dict[str, Any]) -> None:
+    t, s = report["teacher"], report["student"]
+    table = Table(title="n2n: teacher vs student")
+    for col in ("", "params", "FLOPs", "test accuracy"):
+        table.add_column(col, justify="right")
+    table.add_row("teacher", f"{t['params']:,}", f"{t['flops']:,}", f"{t['test_accuracy']:.2%}")
+    table.add_row("student", f"{s['params']:,}", f"{s['flops']:,}", f"{s['test_accuracy']:.2%}")
+    table.add_row("ratio", f"{report['compression']:.1f}x", f"{t['flops'] / max(1, s['flops']):.1f}x",
+                  f"{report['accuracy_change'] * 100:+.2f} pts")
+    Console().print(table)
+    console.print(f"{report['evaluations']} candidates evaluated, wall time {report['wall_time_s']:.0f} s")
+
+
+# ---------------------------------------------------------------- argument parsing
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per CompressConfig field, with its help text and default."""
+    from n2n.search.config import CompressConfig
+
+    defaults = CompressConfig()
+    for f in fields(CompressConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{f.metadata['help']} (default: {default})"
+        if f.name == "fix":
+            parser.add_argument(flag, action="append", default=None, metavar="PATTERN", help=help_text + "; repeatable")
+        elif f.name == "fractions":
+            parser.add_argument(flag, type=_fraction_list, default=None, metavar="F,F,...", help=help_text)
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = _scalar_type(f.type, default)
+            parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+
+
+def _scalar_type(annotation: Any, default: Any) -> type:
+    if default is not None:
+        return type(default)
+    text = str(annotation)
+    return float if "float" in text else int if "int" in text else str
+
+
+def _fraction_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.25,0.5,1.0; got {text!r}") from None
+
+
+def _config_from(args: argparse.Namespace) -> Any:
+    from n2n.search.config import CompressConfig
+
+    values = {f.name: getattr(args, f.name) for f in fields(CompressConfig) if getattr(args, f.name, None) is not None}
+    if "fix" in values:
+        values["fix"] = tuple(values["fix"])
+    return CompressConfig(**values)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit code 2, like every other user error
+        console.print(f"[red]error:[/] {message} (see `{self.prog} --help`)")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="n2n", description="Compress a trained PyTorch classifier into a smaller student by "
+                     "reinforcement learning (N2N learning, ICLR 2018).")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def data_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", default="digits", help="data set name: digits (embedded), mnist, fashion-mnist, kmnist (default: digits)")
+        p.add_argument("--data-dir", default=None, help="directory holding the data set's files (not needed for digits)")
+        p.add_argument("--max-train", type=int, default=None, help="use at most this many training examples (quick runs)")
+
+    p = sub.add_parser("demo", help="train a teacher on scikit-learn's digits and compress it (no download)")
+    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    _add_config_options(p)
+
+    p = sub.add_parser("train-teacher", help="train a zoo architecture with cross-entropy and save it")
+    p.add_argument("--arch", required=True, help="architecture: lenet5, vgg11, vgg13, vgg16, vgg19, resnet18, resnet34")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default: 1.0)")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine-decayed (default: 0.001)")
+    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default: 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", required=True, help="directory to save the teacher to")
+    data_options(p)
+
+    p = sub.add_parser("compress", help="search for a smaller student of a saved teacher")
+    p.add_argument("--teacher", required=True, help="saved model directory (from train-teacher)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    data_options(p)
+    _add_config_options(p)
+
+    p = sub.add_parser("evaluate", help="accuracy, parameters and FLOPs of a saved model")
+    p.add_argument("model", help="saved model directory (a teacher, or RUN_DIR/student)")
+    data_options(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "demo":
+            demo_cmd(args.out, _config_from(args))
+        elif args.command == "train-teacher":
+            train_teacher_cmd(args.arch, args.data, args.data_dir, args.out, width=args.width, epochs=args.epochs,
+                              lr=args.lr, batch_size=args.batch_size, seed=args.seed, max_train=args.max_train)
+        elif args.command == "compress":
+            compress_cmd(args.teacher, args.data, args.data_dir, args.out, _config_from(args), max_train=args.max_train)
+        elif args.command == "evaluate":
+            evaluate_cmd(args.model, args.data, args.data_dir)
+    except N2NError as err:
+        if args.debug:
+            raise
+        console.print(f"[red]error:[/] {err}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Data sets as in-memory tensors: a registry by name, a seeded stratified validation hold-out, normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from n2n.errors import DataError
+
+
+class RawData(NamedTuple):
+    """A data set as read from disk: images (N, H, W) or (N, C, H, W) and integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    scale: float  # divide pixel values by this to reach [0, 1]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs ``x`` (N, C, H, W) float32, normalised with the training split's statistics; labels ``y`` (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """Train / validation / test splits of one data set. Rewards use ``val``; ``test`` is for final figures only."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+Reader = Callable[[Path | None], RawData]
+_REGISTRY: dict[str, Reader] = {}
+
+
+def register_dataset(name: str) -> Callable[[Reader], Reader]:
+    """Register a reader ``fn(data_dir) -> RawData`` under ``name``."""
+
+    def wrap(fn: Reader) -> Reader:
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _as_nchw(x: np.ndarray) -> np.ndarray:
+    return x[:, None] if x.ndim == 3 else x
+
+
+def _validate(raw: RawData, name: str) -> None:
+    for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
+        if len(x) == 0:
+            raise DataError(f"{name}: the {split} split is empty")
+        if len(x) != len(y):
+            raise DataError(f"{name}: {split} has {len(x)} images but {len(y)} labels")
+        if x.ndim not in (3, 4):
+            raise DataError(f"{name}: {split} images must be (N, H, W) or (N, C, H, W); got shape {x.shape}")
+        if y.min() < 0 or y.max() >= raw.num_classes:
+            raise DataError(f"{name}: {split} labels must be in [0, {raw.num_classes}); found {y.min()}..{y.max()}")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise DataError(f"{name}: {split} images contain NaN or infinite values")
+    if _as_nchw(raw.x_train).shape[1:] != _as_nchw(raw.x_test).shape[1:]:
+        raise DataError(f"{name}: train images {raw.x_train.shape[1:]} and test images {raw.x_test.shape[1:]} differ")
+
+
+def _split(y: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of indices; plain seeded split when a class is too small to stratify."""
+    idx = np.arange(len(y))
+    try:
+        return train_test_split(idx, test_size=size, random_state=seed, stratify=y)
+    except ValueError:
+        return train_test_split(idx, test_size=size, random_state=seed)
+
+
+def load_data(
+    name: str, data_dir: str | Path | None = None, *, val_fraction: float = 0.1, seed: int = 0, max_train: int | None = None
+) -> DataBundle:
+    """Load data set ``name`` and split it.
+
+    Args:
+        name: a registered data set (see :func:`list_datasets`).
+        data_dir: directory holding its files (unused for embedded data sets).
+        val_fraction: share of the training set held out, stratified, for validation.
+        seed: seed of the hold-out (and of ``max_train`` subsampling).
+        max_train: keep at most this many training examples (stratified), for quick runs.
+    """
+    if name not in _REGISTRY:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be in (0, 1); got {val_fraction}")
+    raw = _REGISTRY[name](Path(data_dir) if data_dir is not None else None)
+    _validate(raw, name)
+    y_all = raw.y_train.astype(np.int64)
+    train_idx, val_idx = _split(y_all, val_fraction, seed)
+    if max_train is not None and max_train < len(train_idx):
+        if max_train < 1:
+            raise DataError(f"max_train must be a positive integer; got {max_train}")
+        keep, _ = _split(y_all[train_idx], len(train_idx) - max_train, seed)
+        train_idx = train_idx[keep]
+
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(_as_nchw(x).astype(np.float32) / raw.scale)
+
+    x_train, x_val, x_test = tensor(raw.x_train[train_idx]), tensor(raw.x_train[val_idx]), tensor(raw.x_test)
+    mean = x_train.mean(dim=(0, 2, 3))
+    std = x_train.std(dim=(0, 2, 3)).clamp_min(1e-6)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return ((x - mean[None, :, None, None]) / std[None, :, None, None]).contiguous()
+
+    def labels(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(y.astype(np.int64))
+
+    return DataBundle(
+        name=name,
+        train=Split(norm(x_train), labels(y_all[train_idx])),
+        val=Split(norm(x_val), labels(y_all[val_idx])),
+        test=Split(norm(x_test), labels(raw.y_test)),
+        num_classes=raw.num_classes,
+        input_shape=tuple(int(d) for d in x_train.shape[1:]),
+        mean=tuple(mean.tolist()),
+        std=tuple(std.tolist()),
+    )

@@ -1,0 +1,48 @@
+"""The run directory's event log: one JSON object per line, flushed as it is written."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class EventLog:
+    """Appends events to ``events.jsonl`` and forwards each to an optional listener (the progress display)."""
+
+    def __init__(self, path: Path, listener: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.path = path
+        self.listener = listener
+        self._file = path.open("a", encoding="utf-8")
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self._file.write(json.dumps(_clean(event)) + "\n")
+        self._file.flush()
+        if self.listener is not None:
+            self.listener(event)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_events(path: Path) -> Iterator[dict[str, Any]]:
+    """The events of a run, skipping a last line cut short by an interruption."""
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue

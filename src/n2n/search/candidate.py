@@ -1,0 +1,156 @@
+"""Candidate evaluation: build a student from edits, distil it briefly, score it.
+
+Everything a candidate needs is in :class:`EvalContext`, computed once per run (the teacher's logits above all).
+Evaluators take a list of edits and return one :class:`CandidateResult` each, in order; the serial evaluator here is
+the reference, and parallel ones must give the same results for the same seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import torch
+from torch import nn
+
+from n2n.errors import SurgeryError
+from n2n.search.distill import Diverged, accuracy, distill_loss, train_student
+from n2n.search.reward import INVALID_REWARD, reward
+from n2n.surgery import Edits, apply_edits, count_macs, count_params
+
+log = logging.getLogger(__name__)
+
+
+class CandidateResult(NamedTuple):
+    """What evaluating one student gave. ``reward`` is the unconstrained paper reward (or -1 when invalid)."""
+
+    edits: Edits
+    params: int
+    macs: int
+    val_accuracy: float
+    reward: float
+    reason: str  # why the student is invalid ("" when valid)
+    seconds: float
+
+    @property
+    def valid(self) -> bool:
+        return not self.reason
+
+
+@dataclass(frozen=True)
+class CandidateSettings:
+    """How candidates are trained (a subset of the search config)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    distill: str = "mse"
+    temperature: float = 4.0
+    reinit: bool = False
+    max_linear_inputs: int = 50000
+    eval_batch_size: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class EvalContext:
+    """Everything candidate evaluation reads, built once per run.
+
+    Attributes:
+        teacher: the trained teacher (never modified).
+        protected: layers whose output size is fixed (classifier heads).
+        x_train, z_train: the distillation subset and the teacher's logits on it (computed once).
+        x_val, y_val: the validation split rewards are computed on.
+        teacher_params, teacher_val_accuracy: the reward's normalisers.
+    """
+
+    teacher: nn.Module
+    input_shape: tuple[int, ...]
+    protected: tuple[str, ...]
+    x_train: torch.Tensor
+    z_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    teacher_params: int
+    teacher_val_accuracy: float
+    settings: CandidateSettings
+
+    @property
+    def example(self) -> torch.Tensor:
+        return self.x_val[:2]
+
+
+def candidate_seed(base: int, edits: Edits) -> int:
+    """A seed that depends only on the run's seed and the architecture, so results do not depend on order."""
+    return (base * 1_000_003 + zlib.crc32(edits.key().encode())) % 2**31
+
+
+def _reinitialise(model: nn.Module) -> None:
+    for module in model.modules():
+        if hasattr(module, "reset_parameters") and module is not model:
+            module.reset_parameters()
+
+
+def _invalid(edits: Edits, reason: str, start: float, params: int = 0, macs: int = 0) -> CandidateResult:
+    return CandidateResult(edits, params, macs, 0.0, INVALID_REWARD, reason, time.perf_counter() - start)
+
+
+def build_student(ctx: EvalContext, edits: Edits) -> nn.Module:
+    """The untrained student ``edits`` describe (inheriting the teacher's weights unless ``reinit``)."""
+    student = apply_edits(ctx.teacher, edits, ctx.example, ctx.protected)
+    if ctx.settings.reinit:
+        _reinitialise(student)
+    return student
+
+
+def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
+    """Build, distil and score one student. Never raises: any failure is an invalid result with its reason."""
+    start = time.perf_counter()
+    s = ctx.settings
+    try:
+        torch.manual_seed(candidate_seed(s.seed, edits))
+        student = build_student(ctx, edits)
+        params = count_params(student)
+        if params >= ctx.teacher_params:
+            return _invalid(edits, "not smaller than the teacher", start, params)
+        wide = [(n, m.in_features) for n, m in student.named_modules() if isinstance(m, nn.Linear)]
+        wide = [(n, f) for n, f in wide if f > s.max_linear_inputs]
+        if wide:
+            return _invalid(edits, f"linear layer {wide[0][0]} takes {wide[0][1]} inputs (> {s.max_linear_inputs})", start, params)
+        macs = count_macs(student, ctx.input_shape)
+        train_student(
+            student, ctx.x_train, ctx.z_train, steps=s.steps, batch_size=s.batch_size, lr=s.lr,
+            weight_decay=s.weight_decay, generator=torch.Generator().manual_seed(candidate_seed(s.seed, edits)),
+            loss_fn=distill_loss(s.distill, s.temperature),
+        )
+        acc = accuracy(student, ctx.x_val, ctx.y_val, s.eval_batch_size)
+    except SurgeryError as err:
+        return _invalid(edits, f"surgery: {err}", start)
+    except Diverged as err:
+        return _invalid(edits, f"training diverged: {err}", start)
+    except Exception as err:  # failure isolation: a broken candidate costs its reward, never the search
+        log.warning("candidate %s failed", edits.key(), exc_info=True)
+        return _invalid(edits, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", start)
+    r = reward(acc, ctx.teacher_val_accuracy, params, ctx.teacher_params)
+    return CandidateResult(edits, params, macs, acc, r, "", time.perf_counter() - start)
+
+
+class Evaluator(Protocol):
+    """Evaluates a batch of candidates; results come back in the order of ``batch``."""
+
+    def evaluate(self, batch: Sequence[Edits]) -> list[CandidateResult]: ...
+
+
+class SerialEvaluator:
+    """Evaluates candidates one after the other in this process."""
+
+    def __init__(self, ctx: EvalContext) -> None:
+        self.ctx = ctx
+
+    def evaluate(self, batch: Sequence[Edits]) -> list[CandidateResult]:
+        return [evaluate_candidate(self.ctx, edits) for edits in batch]

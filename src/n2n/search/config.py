@@ -1,0 +1,86 @@
+"""The typed, validated settings of a compression search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from n2n.errors import ConfigError
+
+STAGES = ("remove", "shrink")
+PAPER_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - mirrors argparse's vocabulary
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class CompressConfig:
+    """Settings of ``n2n compress``. Every field is also a command-line option (underscores become dashes)."""
+
+    stages: str = _opt("both", "stages to run: remove (stage 1), shrink (stage 2) or both", choices=("remove", "shrink", "both"))
+    updates: int = _opt(12, "policy updates per stage")
+    rollouts: int = _opt(5, "candidate students sampled per policy update")
+    seed: int = _opt(0, "seed for everything random (sampling, training, data order)")
+    steps: int = _opt(150, "distillation steps (mini-batches) per candidate")
+    batch_size: int = _opt(128, "mini-batch size for candidate training and the fine-tune")
+    lr: float = _opt(1e-3, "Adam learning rate of candidate training")
+    weight_decay: float = _opt(5e-4, "Adam weight decay of candidate training")
+    candidate_examples: int = _opt(10000, "training examples candidates are distilled on (a seeded subset)")
+    distill: str = _opt("mse", "distillation loss: mse (paper) or kl (temperature-scaled)", choices=("mse", "kl"))
+    temperature: float = _opt(4.0, "temperature of the kl distillation loss")
+    reinit: bool = _opt(False, "re-initialise candidates randomly instead of inheriting the teacher's weights (paper)")
+    fractions: tuple[float, ...] = _opt(PAPER_FRACTIONS, "keep-fractions the shrink policy chooses from")
+    removal_lr: float = _opt(0.01, "Adam learning rate of the removal policy")
+    shrink_lr: float = _opt(0.01, "Adam learning rate of the shrink policy")
+    removal_hidden: int = _opt(30, "hidden units of the removal policy's bidirectional LSTM (2 layers)")
+    shrink_hidden: int = _opt(50, "hidden units of the shrink policy's LSTM (2 layers)")
+    baseline_decay: float = _opt(0.8, "decay of the exponential moving average reward baseline b")
+    entropy_coef: float = _opt(0.0, "entropy bonus weight in the policy loss")
+    max_params: int | None = _opt(None, "constraint: student parameters at most this")
+    min_accuracy: float | None = _opt(None, "constraint: student validation accuracy at least this (fraction)")
+    constraint_mode: str = _opt("hard", "hard: R=-1 when violated; soft: the paper's annealed penalty", choices=("hard", "soft"))
+    max_linear_inputs: int = _opt(50000, "reject students with a linear layer taking more inputs (paper: 50,000)")
+    finetune_epochs: int = _opt(3, "epochs of the final fine-tune (CE + kd_weight * distillation)")
+    finetune_lr: float = _opt(1e-3, "Adam learning rate of the final fine-tune")
+    kd_weight: float = _opt(1.0, "lambda: weight of the distillation term in the final fine-tune")
+    eval_batch_size: int = _opt(1024, "batch size for teacher logits and evaluation")
+    fix: tuple[str, ...] = _opt((), "glob patterns of layer names held out of both stages")
+
+    def stage_list(self) -> list[str]:
+        return list(STAGES) if self.stages == "both" else [self.stages]
+
+    def validate(self) -> CompressConfig:
+        """Check every value; raises ConfigError naming the option and what is allowed."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"--{_flag(f.name)} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}")
+        positive = ("updates", "rollouts", "steps", "batch_size", "candidate_examples", "removal_hidden",
+                    "shrink_hidden", "eval_batch_size", "max_linear_inputs")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be a positive integer; got {getattr(self, name)}")
+        for name in ("lr", "removal_lr", "shrink_lr", "finetune_lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{_flag(name)} must be > 0; got {getattr(self, name)}")
+        for name in ("weight_decay", "entropy_coef", "kd_weight", "finetune_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0; got {getattr(self, name)}")
+        if not 0 <= self.baseline_decay < 1:
+            raise ConfigError(f"--baseline-decay must be in [0, 1); got {self.baseline_decay}")
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions) or 1.0 not in self.fractions:
+            raise ConfigError(f"--fractions must be values in (0, 1] that include 1.0; got {self.fractions}")
+        if self.max_params is not None and self.max_params < 1:
+            raise ConfigError(f"--max-params must be a positive integer; got {self.max_params}")
+        if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
+            raise ConfigError(f"--min-accuracy must be a fraction in (0, 1]; got {self.min_accuracy}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")

@@ -1,0 +1,155 @@
+"""One stage of the N2N search: sample students, evaluate them, reward, update the policy.
+
+The loop reads top to bottom as in the paper (Algorithm 1): for each policy update, sample ``m`` rollouts from the
+policy, turn each into edits of the network, evaluate the students (through an :class:`Evaluator`, reusing results
+for architectures already seen), compute rewards, and take a REINFORCE step with an exponential-moving-average
+baseline. Everything the loop changes lives in :class:`StageState`, so a stage can be checkpointed between updates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from n2n.search.candidate import CandidateResult, Evaluator
+from n2n.search.policies import RemovalPolicy, ShrinkPolicy
+from n2n.search.reinforce import EmaBaseline, reinforce_loss
+from n2n.search.reward import Constraints, INVALID_REWARD, constrained_reward
+from n2n.surgery import Analysis, Edits
+
+Policy = RemovalPolicy | ShrinkPolicy
+EventSink = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class StageState:
+    """The mutable state of one stage: enough to continue it after an interruption."""
+
+    name: str  # "remove" | "shrink"
+    policy: Policy
+    optimizer: torch.optim.Optimizer
+    baseline: EmaBaseline
+    generator: torch.Generator
+    update: int = 0
+    best: CandidateResult | None = None
+    best_reward: float = INVALID_REWARD - 1.0  # below any reward, so the first valid candidate becomes best
+
+
+@dataclass
+class SearchContext:
+    """What a stage reads but does not change."""
+
+    analysis: Analysis  # the layers the policy decides about (teacher for stage 1, stage-1 student for stage 2)
+    base: Edits  # edits already applied to the teacher before this stage
+    evaluator: Evaluator
+    cache: dict[str, CandidateResult]  # architecture key -> result, shared by both stages
+    constraints: Constraints
+    fractions: tuple[float, ...]
+    entropy_coef: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def actions_to_edits(stage: str, analysis: Analysis, actions: torch.Tensor, fractions: tuple[float, ...]) -> Edits:
+    """The edits one rollout's actions stand for (only decidable layers can change)."""
+    if stage == "remove":
+        removed = [layer.name for layer, keep in zip(analysis.layers, actions.tolist()) if layer.removable and not keep]
+        return Edits.make(removed=removed)
+    keep = {
+        layer.name: fractions[i] for layer, i in zip(analysis.layers, actions.tolist()) if layer.shrinkable
+    }
+    return Edits.make(keep=keep)
+
+
+def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: EventSink) -> list[CandidateResult]:
+    """One policy update: sample ``rollouts`` students, evaluate, reward, REINFORCE step. Returns the results."""
+    features = ctx.analysis.features()
+    decidable = ctx.analysis.removable() if state.name == "remove" else ctx.analysis.shrinkable()
+
+    # -- sample actions
+    samples = [state.policy.sample(features, decidable, state.generator) for _ in range(rollouts)]
+    edits = [ctx.base.then(actions_to_edits(state.name, ctx.analysis, s.actions, ctx.fractions)) for s in samples]
+
+    # -- build and evaluate students (new architectures only, each once)
+    todo = list(dict.fromkeys(e.key() for e in edits if e.key() not in ctx.cache))
+    by_key = {e.key(): e for e in edits}
+    t0 = time.perf_counter()
+    for result in ctx.evaluator.evaluate([by_key[k] for k in todo]):
+        ctx.cache[result.edits.key()] = result
+    ctx.seconds["candidates"] = ctx.seconds.get("candidates", 0.0) + time.perf_counter() - t0
+    results = [ctx.cache[e.key()] for e in edits]
+
+    # -- rewards (constraints applied on top of the paper reward)
+    rewards = []
+    for r in results:
+        violated = r.valid and ctx.constraints.violated(r.params, r.val_accuracy)
+        rewards.append(constrained_reward(r.reward, violated, ctx.constraints.mode, state.update) if r.valid else r.reward)
+
+    # -- policy update: grad J = 1/m sum_k grad log pi(a^k) (R_k - b)
+    t0 = time.perf_counter()
+    advantages = torch.tensor(state.baseline.advantages(rewards), dtype=torch.float32)
+    log_probs = torch.stack([s.log_prob for s in samples])
+    entropies = torch.stack([s.entropy for s in samples])
+    loss = reinforce_loss(log_probs, advantages, entropies, ctx.entropy_coef)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    baseline_before = state.baseline.value
+    state.baseline.update(rewards)
+    ctx.seconds["policy"] = ctx.seconds.get("policy", 0.0) + time.perf_counter() - t0
+
+    # -- log, track the best
+    fresh = set(todo)
+    for k, (result, rew, sample) in enumerate(zip(results, rewards, samples)):
+        key = result.edits.key()
+        emit(candidate_event(state.name, state.update, k, result, rew, sample.actions.tolist(), cached=key not in fresh))
+        fresh.discard(key)
+        if result.valid and rew > state.best_reward:
+            state.best, state.best_reward = result, rew
+    emit({
+        "event": "update",
+        "stage": state.name,
+        "update": state.update,
+        "reward_mean": sum(rewards) / len(rewards),
+        "reward_best": state.best_reward if state.best is not None else None,
+        "baseline": baseline_before,
+        "loss": loss.item(),
+        "entropy": entropies.mean().item(),
+        "probs": _policy_probs(state, features),
+    })
+    state.update += 1
+    return results
+
+
+@torch.no_grad()
+def _policy_probs(state: StageState, features: torch.Tensor) -> list[float]:
+    """Removal: keep-probability per layer; shrink: nothing cheap to summarise (chosen fractions are in events)."""
+    if isinstance(state.policy, RemovalPolicy):
+        return [round(p, 4) for p in state.policy.keep_probs(features).tolist()]
+    return []
+
+
+def candidate_event(
+    stage: str, update: int, rollout: int, result: CandidateResult, reward: float, actions: list, cached: bool
+) -> dict[str, Any]:
+    """The ``events.jsonl`` record of one evaluated candidate."""
+    return {
+        "event": "candidate",
+        "stage": stage,
+        "update": update,
+        "rollout": rollout,
+        "actions": [int(a) for a in actions],
+        "edits": result.edits.to_dict(),
+        "params": result.params,
+        "macs": result.macs,
+        "flops": 2 * result.macs,
+        "val_accuracy": result.val_accuracy,
+        "reward": reward,
+        "paper_reward": result.reward,
+        "reason": result.reason,
+        "seconds": round(result.seconds, 4) if not cached else 0.0,
+        "cached": cached,
+    }

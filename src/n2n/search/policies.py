@@ -1,0 +1,136 @@
+"""The two policies: a bidirectional LSTM that keeps or removes layers, an autoregressive LSTM that shrinks them.
+
+Both read a (T, FEATURE_DIM) sequence of layer features and work for any T, so a policy trained on one teacher can
+start the search on another. Layers that are not decidable (classifier head, held layers) are always kept/full and
+add nothing to the log-probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Categorical
+
+from n2n.surgery.analysis import FEATURE_DIM
+
+PAPER_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+class PolicySample(NamedTuple):
+    """One rollout: the actions (T,), their summed log-probability and entropy over decidable steps."""
+
+    actions: torch.Tensor
+    log_prob: torch.Tensor
+    entropy: torch.Tensor
+
+
+class RemovalPolicy(nn.Module):
+    """Stage 1: Bernoulli keep/remove per layer from a 2-layer bidirectional LSTM (paper: 30 hidden units)."""
+
+    def __init__(self, feature_dim: int = FEATURE_DIM, hidden: int = 30, num_layers: int = 2, init_keep_bias: float = 2.0):
+        super().__init__()
+        self.args = {"feature_dim": feature_dim, "hidden": hidden, "num_layers": num_layers, "init_keep_bias": init_keep_bias}
+        self.lstm = nn.LSTM(feature_dim, hidden, num_layers, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(2 * hidden, 1)
+        with torch.no_grad():  # a fresh policy keeps most layers: sigmoid(2) = 0.88
+            self.head.weight.mul_(0.1)
+            self.head.bias.fill_(init_keep_bias)
+
+    def keep_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(T, F) -> (T,) logits of KEEP."""
+        out, _ = self.lstm(features.unsqueeze(0))
+        return self.head(out).squeeze(0).squeeze(-1)
+
+    def keep_probs(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.keep_logits(features))
+
+    def _dist(self, features: torch.Tensor) -> Bernoulli:
+        return Bernoulli(logits=self.keep_logits(features))
+
+    def sample(self, features: torch.Tensor, decidable: torch.Tensor, generator: torch.Generator) -> PolicySample:
+        dist = self._dist(features)
+        u = torch.rand(features.shape[0], generator=generator)
+        keep = (u < dist.probs.detach()) | ~decidable
+        mask = decidable.float()
+        return PolicySample(keep, (dist.log_prob(keep.float()) * mask).sum(), (dist.entropy() * mask).sum())
+
+    def log_prob(self, features: torch.Tensor, actions: torch.Tensor, decidable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self._dist(features)
+        mask = decidable.float()
+        return (dist.log_prob(actions.float()) * mask).sum(), (dist.entropy() * mask).sum()
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "remove", **self.args}
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> RemovalPolicy:
+        return cls(**{k: v for k, v in cfg.items() if k != "kind"})
+
+
+class ShrinkPolicy(nn.Module):
+    """Stage 2: a keep-fraction per layer from a 2-layer LSTM fed its previous action (paper: 50 hidden units)."""
+
+    def __init__(self, feature_dim: int = FEATURE_DIM, choices: Sequence[float] = PAPER_FRACTIONS, hidden: int = 50,
+                 num_layers: int = 2, init_full_bias: float = 1.0):
+        super().__init__()
+        self.choices = tuple(float(c) for c in choices)
+        if 1.0 not in self.choices:
+            raise ValueError("the shrink policy's choices must include 1.0 (keep everything)")
+        self.full = self.choices.index(1.0)
+        self.args = {"feature_dim": feature_dim, "choices": list(self.choices), "hidden": hidden,
+                     "num_layers": num_layers, "init_full_bias": init_full_bias}
+        # Registered LSTM cells (the original code kept them in a plain list, so they were never trained).
+        self.cells = nn.ModuleList(
+            nn.LSTMCell(feature_dim + len(self.choices) if i == 0 else hidden, hidden) for i in range(num_layers)
+        )
+        self.head = nn.Linear(hidden, len(self.choices))
+        with torch.no_grad():
+            self.head.weight.mul_(0.1)
+            self.head.bias.zero_()
+            self.head.bias[self.full] = init_full_bias
+
+    def _run(self, features: torch.Tensor, decidable: torch.Tensor, actions: torch.Tensor | None,
+             generator: torch.Generator | None) -> PolicySample:
+        hidden = self.cells[0].hidden_size
+        state = [(torch.zeros(1, hidden), torch.zeros(1, hidden)) for _ in self.cells]
+        prev = torch.zeros(1, len(self.choices))
+        chosen, log_prob, entropy = [], torch.zeros(()), torch.zeros(())
+        for t in range(features.shape[0]):
+            h = torch.cat([features[t : t + 1], prev], dim=1)
+            for i, cell in enumerate(self.cells):
+                state[i] = cell(h, state[i])
+                h = state[i][0]
+            dist = Categorical(logits=self.head(h).squeeze(0))
+            if not decidable[t]:
+                a = self.full
+            elif actions is not None:
+                a = int(actions[t])
+            else:
+                a = int(torch.multinomial(dist.probs.detach(), 1, generator=generator))
+            if decidable[t]:
+                log_prob = log_prob + dist.log_prob(torch.tensor(a))
+                entropy = entropy + dist.entropy()
+            chosen.append(a)
+            prev = torch.zeros(1, len(self.choices))
+            prev[0, a] = 1.0
+        return PolicySample(torch.tensor(chosen, dtype=torch.long), log_prob, entropy)
+
+    def sample(self, features: torch.Tensor, decidable: torch.Tensor, generator: torch.Generator) -> PolicySample:
+        return self._run(features, decidable, None, generator)
+
+    def log_prob(self, features: torch.Tensor, actions: torch.Tensor, decidable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self._run(features, decidable, actions, None)
+        return sample.log_prob, sample.entropy
+
+    def fractions(self, actions: torch.Tensor) -> list[float]:
+        return [self.choices[int(a)] for a in actions]
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "shrink", **self.args}
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> ShrinkPolicy:
+        return cls(**{k: v for k, v in cfg.items() if k != "kind"})

@@ -1,0 +1,103 @@
+"""Stage-1 surgery: remove layers from a network and leave a working one."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+
+import torch
+from torch import fx, nn
+
+from n2n.errors import SurgeryError
+from n2n.surgery._fx import NORM_TYPES, is_layer, propagate, residual_merges, trace
+from n2n.surgery.repair import Bypass, _set_module, repair
+
+_ADDITIONS = {operator.add, operator.iadd, torch.add}
+
+
+def call_sites(gm: fx.GraphModule) -> dict[str, list[fx.Node]]:
+    """Module name -> the ``call_module`` nodes that call it."""
+    sites: dict[str, list[fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            sites.setdefault(str(node.target), []).append(node)
+    return sites
+
+
+def attached_norm(gm: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    """The normalisation node that is the only consumer of ``node`` (a conv's BatchNorm), if any."""
+    users = list(node.users)
+    if len(users) != 1 or users[0].op != "call_module":
+        return None
+    norm = users[0]
+    return norm if isinstance(gm.get_submodule(norm.target), NORM_TYPES) else None
+
+
+def _drop_emptied_branches(gm: fx.GraphModule, removed: set[str]) -> None:
+    """A residual addition whose main branch lost all of its layers falls back to its shortcut.
+
+    The main branch is the one that had more layers; a removed shortcut projection instead becomes a parameter-free
+    shortcut (its Bypass, zero-padded by :func:`repair` where channels differ), so the block keeps its skip.
+    """
+    for node, branch_a, branch_b in residual_merges(gm):
+        if node.target not in _ADDITIONS:
+            continue
+        count = {}
+        for key, branch in (("a", branch_a), ("b", branch_b)):
+            targets = [str(n.target) for n in branch if n.op == "call_module"]
+            kept = sum(is_layer(gm.get_submodule(t)) for t in targets)
+            count[key] = (kept, kept + sum(t in removed for t in targets))
+        for key, other, other_key in (("a", node.args[1], "b"), ("b", node.args[0], "a")):
+            kept, before = count[key]
+            if before and not kept and before > count[other_key][0]:
+                node.replace_all_uses_with(other)
+                break
+
+
+def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor) -> fx.GraphModule:
+    """Return a copy of ``model`` without the layers ``names``; ``model`` itself is not modified.
+
+    Each removed layer (and the normalisation that only it feeds) becomes a :class:`Bypass` that passes its input on,
+    resampled to the layer's output size when the layer changed it (a strided convolution). Layers downstream that
+    now receive a different number of channels are adapted, keeping the overlapping part of their weights. A residual
+    branch left with no layer falls back to its shortcut.
+
+    Args:
+        model: the network (any torch.fx-traceable module).
+        names: qualified module names of convolution / linear layers to remove.
+        example: an input batch of the shape the network takes, e.g. ``(2, C, H, W)``.
+
+    Raises:
+        SurgeryError: a name is not a removable layer, or the network cannot be made to fit without it.
+    """
+    gm = trace(model)
+    names = set(names)
+    if not names:
+        return gm
+    env = propagate(gm, example)
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    expected = tuple(env[output].shape)
+    sites = call_sites(gm)
+    for name in sorted(names):
+        nodes = sites.get(name, [])
+        if not nodes or not is_layer(gm.get_submodule(name)):
+            raise SurgeryError(name, "is not a convolution or linear layer of this network")
+        if len(nodes) > 1:
+            raise SurgeryError(name, f"is called {len(nodes)} times in forward(); shared layers cannot be removed")
+        node = nodes[0]
+        x_in, x_out = env[node.args[0]], env[node]
+        resample = x_out.dim() > 2 and x_out.shape[2:] != x_in.shape[2:]
+        norm = attached_norm(gm, node)
+        _set_module(gm, name, Bypass(tuple(x_out.shape[2:]) if resample else None))
+        if norm is not None:
+            _set_module(gm, str(norm.target), nn.Identity())
+    _drop_emptied_branches(gm, names)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    out = repair(gm, example)[output]
+    gm.recompile()
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise SurgeryError("", f"the network's output changed from {expected} to {got}")
+    return gm

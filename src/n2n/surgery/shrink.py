@@ -1,0 +1,129 @@
+"""Stage-2 surgery: shrink layers to a fraction of their output channels with Torch-Pruning.
+
+Torch-Pruning's dependency graph finds every tensor dimension coupled to a layer's output channels (the following
+norm and convolutions, both sides of a residual addition, depthwise convolutions), so coupled layers shrink
+together. Channels are ranked by group L2 weight magnitude and the strongest are kept, so the student inherits the
+teacher's most important filters.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from n2n.errors import SurgeryError
+from n2n.surgery._fx import LAYER_TYPES
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+def _prune_fn(module: nn.Module):  # noqa: ANN202 - Torch-Pruning's pruning functions have no public type
+    return tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
+
+
+def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model``."""
+    was_training = model.training
+    model.eval()  # tracing runs a forward pass: do not touch the BatchNorm statistics
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    except Exception as err:  # Torch-Pruning raises bare exceptions for graphs it cannot follow
+        raise SurgeryError("", f"Torch-Pruning cannot build the dependency graph: {err}") from err
+    finally:
+        model.train(was_training)
+
+
+def coupled_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[str]:
+    """Names of the decision layers whose output channels are tied to those of layer ``name`` (itself included)."""
+    module = model.get_submodule(name)
+    group = dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
+    names = {m: n for n, m in model.named_modules()}
+    coupled = []
+    for dep, _ in group:
+        target = dep.target.module
+        if isinstance(target, LAYER_TYPES) and dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels):
+            coupled.append(names[target])
+    return coupled
+
+
+def keep_count(channels: int, fraction: float) -> int:
+    """Channels kept for a keep-fraction: ``max(1, round(fraction * channels))``."""
+    return max(1, min(channels, round(fraction * channels)))
+
+
+def shrink_layers(
+    model: nn.Module, keep: Mapping[str, float], example: torch.Tensor, protected: Iterable[str] = ()
+) -> nn.Module:
+    """Return a copy of ``model`` whose layers keep the given fraction of their output channels.
+
+    Layers are processed in the order of ``keep``; a layer whose channels were already cut as part of an earlier
+    layer's coupled group is skipped (the first layer of a group decides for all of it).
+
+    Args:
+        model: the network; not modified.
+        keep: layer name -> keep-fraction in (0, 1]. Fractions of 1 are no-ops.
+        example: an input batch the network takes.
+        protected: layers whose output channels must not change (the classifier head).
+
+    Raises:
+        SurgeryError: a layer is unknown or protected, or the pruned network does not run.
+    """
+    model = copy.deepcopy(model)
+    todo = {name: f for name, f in keep.items() if f < 1.0}
+    if not todo:
+        return model
+    protected = set(protected)
+    dg = dependency_graph(model, example)
+    imp = tp.importance.GroupMagnitudeImportance(p=2)
+    done: set[nn.Module] = set()
+    for name, fraction in todo.items():
+        if not 0.0 < fraction <= 1.0:
+            raise SurgeryError(name, f"keep-fraction {fraction} is outside (0, 1]")
+        if name in protected:
+            raise SurgeryError(name, "is protected (its output size is fixed)")
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise SurgeryError(name, "no such layer") from None
+        if module in done:
+            continue
+        tied = set(coupled_layers(dg, model, name))
+        if tied & protected:
+            raise SurgeryError(name, f"shares its output channels with {sorted(tied & protected)[0]}, which is fixed")
+        channels = _out_channels(module)
+        n_cut = channels - keep_count(channels, fraction)
+        try:
+            group = dg.get_pruning_group(module, _prune_fn(module), idxs=list(range(channels)))
+            done.update(dep.target.module for dep, _ in group)
+            if n_cut == 0:
+                continue
+            scores = imp(group)
+            cut = torch.argsort(scores)[:n_cut].tolist()
+            group = dg.get_pruning_group(module, _prune_fn(module), idxs=cut)
+            if not dg.check_pruning_group(group):
+                raise SurgeryError(name, "cutting its channels would empty a coupled layer")
+            group.prune()
+        except SurgeryError:
+            raise
+        except Exception as err:  # Torch-Pruning's own errors carry no type of their own
+            raise SurgeryError(name, f"Torch-Pruning could not shrink it: {err}") from err
+    _check_runs(model, example)
+    return model
+
+
+@torch.no_grad()
+def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+    was_training = model.training
+    model.eval()
+    try:
+        model(example)
+    except RuntimeError as err:
+        raise SurgeryError("", f"the shrunk network does not run: {str(err).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
