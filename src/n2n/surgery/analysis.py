@@ -14,7 +14,8 @@ from n2n.errors import SurgeryError
 from n2n.surgery._fx import is_layer, propagate, residual_merges, trace
 from n2n.surgery.count import count_macs, count_params, layer_macs
 from n2n.surgery.remove import call_sites, remove_layers
-from n2n.surgery.shrink import coupled_layers, dependency_graph
+from n2n.surgery.repair import ChannelPad
+from n2n.surgery.shrink import coupled_layers, dependency_graph, shrink_layers
 
 #: Length of the per-layer feature vector the policies read (see :func:`layer_features`).
 FEATURE_DIM = 12
@@ -142,7 +143,8 @@ def _skip_positions(gm: fx.GraphModule) -> dict[str, tuple[int, int]]:
 
 
 def analyze(
-    model: nn.Module, input_shape: Sequence[int], fix: Sequence[str] = (), check_removals: bool = True
+    model: nn.Module, input_shape: Sequence[int], fix: Sequence[str] = (), check_removals: bool = True,
+    check_shrinks: bool = True,
 ) -> Analysis:
     """Enumerate the decision layers of ``model`` in execution order.
 
@@ -151,6 +153,9 @@ def analyze(
         input_shape: one sample's shape, e.g. ``(1, 28, 28)``.
         fix: glob patterns on module names held out of both stages.
         check_removals: try removing each layer on its own and mark it fixed when that fails.
+        check_shrinks: try halving each shrinkable layer on its own and mark it fixed when that fails. Only
+            networks holding a ChannelPad (left by removing a projection shortcut) need it: Torch-Pruning cannot
+            follow a zero-pad, so the groups that cross one cannot be shrunk.
     """
     input_shape = tuple(int(d) for d in input_shape)
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
@@ -168,6 +173,7 @@ def analyze(
     heads = _heads(gm, layer_nodes)
     skips = _skip_positions(gm)
     dg = dependency_graph(model, example)
+    check_shrinks = check_shrinks and any(isinstance(m, ChannelPad) for m in model.modules())
 
     def held(name: str) -> str:
         if name in heads:
@@ -189,6 +195,8 @@ def analyze(
         coupled = tuple(c for c in coupled_layers(dg, model, name) if c in fixed) if not fixed[name] else (name,)
         out_channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
         shrink_reason = fixed[name] or _shrink_failure(name, coupled, fixed, order, out_channels)
+        if check_shrinks and not shrink_reason:
+            shrink_reason = _trial_shrink(model, name, example, tuple(heads))
         is_linear = isinstance(module, nn.Linear)
         start, end = skips.get(name, (0, 0))
         layers.append(
@@ -227,6 +235,14 @@ def _removal_failure(model: nn.Module, name: str, example: torch.Tensor) -> str:
         remove_layers(model, [name], example)
     except SurgeryError as err:
         return f"removing it breaks the network: {err.reason}"
+    return ""
+
+
+def _trial_shrink(model: nn.Module, name: str, example: torch.Tensor, protected: tuple[str, ...]) -> str:
+    try:
+        shrink_layers(model, {name: 0.5}, example, protected)
+    except SurgeryError as err:
+        return f"shrinking it breaks the network: {err.reason}"
     return ""
 
 

@@ -1,0 +1,99 @@
+"""The real commands on tiny settings."""
+
+import json
+
+import pytest
+
+from n2n.cli import main
+from n2n.runlog import read_events
+
+TINY = ["--updates", "2", "--rollouts", "3", "--steps", "10", "--finetune-epochs", "1", "--candidate-examples", "200"]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    code = main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "4", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def _compress(teacher_dir, out, *extra):
+    return main(["compress", "--teacher", str(teacher_dir), "--data", "digits", "--out", str(out), *TINY, *extra])
+
+
+@pytest.mark.slow
+def test_compress_writes_a_complete_run(teacher_dir, tmp_path):
+    assert _compress(teacher_dir, tmp_path / "run") == 0
+    run = tmp_path / "run"
+    report = json.loads((run / "report.json").read_text())
+    assert report["student"]["params"] < report["teacher"]["params"]
+    assert report["compression"] == pytest.approx(report["teacher"]["params"] / report["student"]["params"])
+    for who in ("teacher", "student"):
+        assert 0.0 <= report[who]["test_accuracy"] <= 1.0
+    assert report["teacher"]["test_accuracy"] > 0.5
+    assert report["evaluations"] >= 1 and report["wall_time_s"] > 0
+    candidates = [e for e in read_events(run / "events.jsonl") if e["event"] == "candidate"]
+    assert len(candidates) == 2 * 2 * 3  # stages x updates x rollouts
+    assert {e["stage"] for e in candidates} == {"remove", "shrink"}
+    for e in candidates:
+        assert set(e) >= {"stage", "update", "actions", "params", "flops", "val_accuracy", "reward", "reason", "seconds"}
+        assert e["reward"] == -1.0 or e["reason"] == ""
+    assert sum(not e["cached"] for e in candidates) == report["evaluations"]
+    for name in ("config.json", "report.md", "student/spec.json", "student/model.safetensors",
+                 "policy_remove.safetensors", "policy_shrink.safetensors"):
+        assert (run / name).is_file(), name
+    assert "| layer |" in (run / "report.md").read_text()
+    # the saved student evaluates to the reported accuracy
+    from n2n.cli import evaluate_cmd
+
+    result = evaluate_cmd(str(run / "student"), "digits", None)
+    assert result["test_accuracy"] == pytest.approx(report["student"]["test_accuracy"])
+    assert result["params"] == report["student"]["params"]
+
+
+@pytest.mark.slow
+def test_same_seed_same_events(teacher_dir, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        assert _compress(teacher_dir, tmp_path / name, "--stages", "remove", "--seed", "3") == 0
+        events = [e for e in read_events(tmp_path / name / "events.jsonl") if e["event"] == "candidate"]
+        runs.append([{k: v for k, v in e.items() if k != "seconds"} for e in events])
+    assert runs[0] == runs[1]
+    assert (tmp_path / "a" / "student" / "model.safetensors").read_bytes() == (tmp_path / "b" / "student" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stages", ["remove", "shrink"])
+def test_single_stage(teacher_dir, tmp_path, stages):
+    assert _compress(teacher_dir, tmp_path / stages, "--stages", stages) == 0
+    events = [e for e in read_events(tmp_path / stages / "events.jsonl") if e["event"] == "candidate"]
+    assert {e["stage"] for e in events} == {stages}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compress", "--teacher", "nowhere", "--data", "digits", "--out", "x"], "not a saved n2n model"),
+        (["train-teacher", "--arch", "alexnet", "--out", "x"], "--arch must be one of"),
+        (["train-teacher", "--arch", "vgg11", "--data", "mnist", "--out", "x"], "needs --data-dir"),
+        (["train-teacher", "--arch", "vgg11", "--data", "mnist", "--data-dir", "/nonexistent", "--out", "x"], "not a directory"),
+        (["train-teacher", "--arch", "vgg11", "--data", "cifar", "--out", "x"], "unknown data set"),
+        (["train-teacher", "--arch", "vgg11", "--epochs", "0", "--out", "x"], "--epochs"),
+        (["compress", "--teacher", "t", "--out", "x", "--updates", "0"], "--updates must be a positive integer"),
+        (["compress", "--teacher", "t", "--out", "x", "--fractions", "0.5,2"], "--fractions"),
+        (["compress", "--teacher", "t", "--out", "x", "--stages", "all"], "invalid choice"),
+        (["compress", "--teacher", "t", "--out", "x", "--updates", "many"], "invalid int value"),
+        (["evaluate", "nowhere"], "not a saved n2n model"),
+    ],
+)
+def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err

@@ -1,0 +1,128 @@
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from n2n.errors import ModelError, SurgeryError
+from n2n.models import create_model
+from n2n.surgery import Bypass, Edits, analyze, apply_edits, count_params, remove_layers, shrink_layers
+
+ZOO = [("lenet5", 8, 6), ("vgg11", 8, 6), ("vgg13", 28, 4), ("resnet18", 8, 4), ("resnet34", 8, 2)]
+
+
+def _check_sampled_edits(model, shape, trials, seed=0):
+    """Every sampled removal/shrink edit gives a working smaller network or a SurgeryError; nothing else."""
+    analysis = analyze(model, shape)
+    rng = random.Random(seed)
+    x = torch.randn(2, *shape)
+    teacher_params = count_params(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    outcomes = {"ok": 0, "rejected": 0}
+    for _ in range(trials):
+        removed = [l.name for l in analysis.layers if l.removable and rng.random() < 0.4]
+        try:  # as the search does: stage 2 decides on the layers of the stage-1 student
+            stage1 = remove_layers(model, removed, x)
+            shrinkable = [l.name for l in analyze(stage1, shape, check_removals=False).layers if l.shrinkable]
+            keep = {name: rng.choice([0.1, 0.3, 0.5, 0.8, 1.0]) for name in shrinkable}
+            student = apply_edits(model, Edits.make(removed, keep), x, analysis.protected()).eval()
+        except SurgeryError as err:
+            assert err.reason
+            outcomes["rejected"] += 1
+            continue
+        assert student(x).shape == (2, analysis.num_outputs)
+        if removed or any(f < 1 for f in keep.values()):
+            assert count_params(student) < teacher_params
+        outcomes["ok"] += 1
+    # the teacher is never modified
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    return outcomes
+
+
+@pytest.mark.parametrize("name, size, trials", ZOO)
+def test_zoo_sampled_edits(name, size, trials):
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=1, num_classes=10, input_size=size, width=0.125).eval()
+    outcomes = _check_sampled_edits(model, (1, size, size), trials=trials)
+    assert outcomes["ok"] == trials
+
+
+def test_custom_residual_model_sampled_edits(small_resnet):
+    outcomes = _check_sampled_edits(small_resnet, (1, 8, 8), trials=25)
+    assert outcomes["ok"] == 25
+
+
+def test_analysis_of_custom_model(small_resnet):
+    a = analyze(small_resnet, (1, 8, 8))
+    assert a.names() == ["stem", "b1.conv1", "b1.conv2", "b2.conv1", "b2.conv2", "b2.short.0", "fc"]
+    by = {l.name: l for l in a.layers}
+    assert not by["fc"].removable and not by["fc"].shrinkable and "classifier head" in by["fc"].remove_reason
+    assert all(by[n].removable for n in a.names()[:-1])
+    # coupled through residual additions: one decision per group
+    assert by["stem"].coupled == ("stem", "b1.conv2") and by["stem"].shrinkable
+    assert not by["b1.conv2"].shrinkable and "stem" in by["b1.conv2"].shrink_reason
+    assert by["b2.conv2"].coupled == ("b2.conv2", "b2.short.0")
+    # skip features locate layers in their residual branch
+    assert (by["b1.conv1"].skip_start, by["b1.conv1"].skip_end) == (1, 2)
+    assert (by["b1.conv2"].skip_start, by["b1.conv2"].skip_end) == (2, 1)
+    assert (by["stem"].skip_start, by["stem"].skip_end) == (0, 0)
+    assert a.features().shape == (7, 12) and torch.isfinite(a.features()).all()
+    assert a.params == count_params(small_resnet)
+
+
+def test_fix_patterns_hold_layers(small_resnet):
+    a = analyze(small_resnet, (1, 8, 8), fix=["b2.*"])
+    by = {l.name: l for l in a.layers}
+    assert not by["b2.conv1"].removable and by["b2.conv1"].remove_reason == "held by --fix"
+    assert by["b1.conv1"].removable
+
+
+def test_removed_residual_branch_falls_back_to_shortcut(small_resnet):
+    x = torch.randn(2, 1, 8, 8)
+    gm = remove_layers(small_resnet, ["b1.conv1", "b1.conv2"], x)
+    code = gm.code
+    assert "b1.conv1" not in code and "b1.conv2" not in code  # the branch is gone, not just bypassed
+    assert gm(x).shape == (2, 10)
+
+
+def test_removing_a_strided_channel_changing_layer_adapts_the_next(small_resnet):
+    x = torch.randn(2, 1, 8, 8)
+    gm = remove_layers(small_resnet, ["b2.conv1"], x)
+    assert isinstance(gm.get_submodule("b2.conv1"), Bypass)
+    assert gm.get_submodule("b2.conv2").in_channels == 8  # adapted from 16
+    assert torch.equal(gm.get_submodule("b2.conv2").weight, small_resnet.b2.conv2.weight[:, :8])  # inherited
+    assert gm(x).shape == (2, 10)
+
+
+def test_shrink_keeps_strongest_channels():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    with torch.no_grad():
+        model[0].weight.mul_(torch.tensor([0.01, 10.0, 0.02, 5.0]).view(4, 1, 1, 1))
+    small = shrink_layers(model, {"0": 0.5}, torch.randn(2, 1, 8, 8), protected=["3"])
+    assert small[0].out_channels == 2
+    assert torch.equal(small[0].weight, model[0].weight[[1, 3]])
+    assert small[3].in_features == 2 * 36
+    with pytest.raises(SurgeryError, match="protected"):
+        shrink_layers(model, {"3": 0.5}, torch.randn(2, 1, 8, 8), protected=["3"])
+
+
+def test_typed_errors():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    x = torch.randn(2, 1, 8, 8)
+    with pytest.raises(SurgeryError, match="not a convolution or linear"):
+        remove_layers(model, ["1"], x)
+
+    class Untraceable(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(ModelError, match="torch.fx cannot trace Untraceable"):
+        analyze(Untraceable(), (1, 8, 8))
+
+
+def test_edits_canonical_and_round_trip():
+    e = Edits.make(["b", "a"], {"x": 0.5, "y": 1.0})
+    assert e.removed == ("a", "b") and e.keep == (("x", 0.5),)
+    assert Edits.from_dict(e.to_dict()) == e
+    assert e.then(Edits.make(keep={"z": 0.25})).keep == (("x", 0.5), ("z", 0.25))
