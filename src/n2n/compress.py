@@ -146,7 +146,7 @@ def compress(
                 f"no candidate student was valid in {len(search.cache)} evaluations; the reasons are in "
                 f"{out / 'events.jsonl'} (field 'reason')"
             )
-        student, final = _finetune(ctx, data, cfg, search.base, z_train, emit, seconds)
+        student, final = _finetune(ctx, data, cfg, search.base, z_train, emit, listener, seconds)
         spec = teacher_spec.with_edits(search.base, data=data.name, **final)
         save_model(student, spec, out / "student")
         report = write_reports(out, analysis, teacher, student, spec, data, ctx.teacher_val_accuracy,
@@ -159,7 +159,7 @@ def compress(
 
 def _finetune(
     ctx: EvalContext, data: DataBundle, cfg: CompressConfig, edits: Edits, z_train: torch.Tensor,
-    emit: Listener, seconds: dict[str, float],
+    emit: Listener, listener: Listener | None, seconds: dict[str, float],
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train the chosen student on the full training split with ``CE + lambda * distillation``."""
     t0 = time.perf_counter()
@@ -172,6 +172,7 @@ def _finetune(
             student, data.train.x, z_train, steps=steps, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
             weight_decay=0.0, generator=torch.Generator().manual_seed(cfg.seed), labels=data.train.y,
             loss_fn=distill_loss(cfg.distill, cfg.temperature), kd_weight=cfg.kd_weight,
+            on_step=None if listener is None else lambda step: listener({"event": "finetune_step", "step": step + 1}),
         )
     student.eval()
     seconds["finetune"] = time.perf_counter() - t0
