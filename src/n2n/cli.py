@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, get_args
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from n2n.errors import ConfigError, N2NError
+from n2n.errors import ConfigError, Interrupted, N2NError
 
 console = Console(stderr=True)
 
@@ -39,6 +40,7 @@ class _Display:
         kind = event.get("event")
         if kind == "stage":
             self._restart(f"stage {event['stage']}", event["updates"])
+            self.progress.update(self.task, completed=event.get("completed", 0))
         elif kind == "update":
             best = event.get("reward_best")
             desc = f"stage {event['stage']}  mean R {event['reward_mean']:+.3f}  best R {best:+.3f}" if best is not None else f"stage {event['stage']}"
@@ -89,20 +91,47 @@ def train_teacher_cmd(arch: str, data: str, data_dir: str | None, out: str, widt
 
 def compress_cmd(teacher: str, data: str, data_dir: str | None, out: str, config: Any, max_train: int | None = None) -> dict[str, Any]:
     """Compress the saved teacher at ``teacher``; writes the run directory ``out`` and returns ``report.json``."""
-    from n2n.compress import compress
-    from n2n.data import load_data
     from n2n.models.io import load_model
 
     config.validate()
     model, spec = load_model(teacher)
-    bundle = load_data(data, data_dir, seed=config.seed, max_train=max_train)
+    source = {"teacher": str(Path(teacher).resolve()), "data": data,
+              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "max_train": max_train}
+    return _run_compress(model, spec, source, out, config, resume=False)
+
+
+def resume_cmd(run_dir: str) -> dict[str, Any]:
+    """Continue the interrupted search in ``run_dir`` with its own teacher copy, data and settings."""
+    from n2n.models.io import load_model
+    from n2n.search.config import CompressConfig
+
+    run = Path(run_dir)
+    try:
+        source = json.loads((run / "run.json").read_text())
+        settings = json.loads((run / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise N2NError(f"{run} is not an n2n run directory (run.json and config.json are needed): {err}") from None
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    model, spec = load_model(run / "teacher")
+    return _run_compress(model, spec, source, run_dir, CompressConfig(**settings), resume=True)
+
+
+def _run_compress(model: Any, spec: Any, source: dict[str, Any], out: str, config: Any, resume: bool) -> dict[str, Any]:
+    from n2n.compress import compress
+    from n2n.data import load_data
+
+    bundle = load_data(source["data"], source["data_dir"], seed=config.seed, max_train=source["max_train"])
     if tuple(bundle.input_shape) != tuple(spec.input_shape):
         raise N2NError(
-            f"the teacher takes inputs of shape {tuple(spec.input_shape)} but {data} has {tuple(bundle.input_shape)}: "
-            "pass the data set the teacher was trained on"
+            f"the teacher takes inputs of shape {tuple(spec.input_shape)} but {source['data']} has "
+            f"{tuple(bundle.input_shape)}: pass the data set the teacher was trained on"
         )
+    if not resume:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        if not (Path(out) / "checkpoint.safetensors").exists():
+            (Path(out) / "run.json").write_text(json.dumps(source, indent=2) + "\n")
     with _progress() as progress:
-        result = compress(model, spec, bundle, config, out, listener=_Display(progress))
+        result = compress(model, spec, bundle, config, out, listener=_Display(progress), resume=resume)
     _summary(result.report)
     console.print(f"student saved to {Path(out) / 'student'}; report in {Path(out) / 'report.md'}")
     return result.report
@@ -192,6 +221,12 @@ def _fraction_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.25,0.5,1.0; got {text!r}") from None
 
 
+def _config_type() -> type:
+    from n2n.search.config import CompressConfig
+
+    return CompressConfig
+
+
 def _config_from(args: argparse.Namespace) -> Any:
     from n2n.search.config import CompressConfig
 
@@ -203,7 +238,7 @@ def _config_from(args: argparse.Namespace) -> Any:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit code 2, like every other user error
-        console.print(f"[red]error:[/] {message} (see `{self.prog} --help`)")
+        console.print(f"[red]error:[/] {message} (see `{self.prog} --help`)", soft_wrap=True, markup=True, highlight=False)
         raise SystemExit(2)
 
 
@@ -214,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def data_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", default="digits", help="data set name: digits (embedded), mnist, fashion-mnist, kmnist (default: digits)")
+        p.add_argument("--data", default=None, help="data set name: digits (embedded), mnist, fashion-mnist, kmnist (default: digits)")
         p.add_argument("--data-dir", default=None, help="directory holding the data set's files (not needed for digits)")
         p.add_argument("--max-train", type=int, default=None, help="use at most this many training examples (quick runs)")
 
@@ -233,8 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
 
     p = sub.add_parser("compress", help="search for a smaller student of a saved teacher")
-    p.add_argument("--teacher", required=True, help="saved model directory (from train-teacher)")
-    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--teacher", help="saved model directory (from train-teacher)")
+    p.add_argument("--out", help="run directory to write")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted search in RUN_DIR with its own teacher "
+                   "copy, data and settings (give no other option)")
     data_options(p)
     _add_config_options(p)
 
@@ -247,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "demo" and args.command != "compress":
+        args.data = args.data or "digits"
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "demo":
@@ -254,14 +293,27 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train-teacher":
             train_teacher_cmd(args.arch, args.data, args.data_dir, args.out, width=args.width, epochs=args.epochs,
                               lr=args.lr, batch_size=args.batch_size, seed=args.seed, max_train=args.max_train)
+        elif args.command == "compress" and args.resume:
+            given = [a for a in ("teacher", "out", "data", "data_dir", "max_train") if getattr(args, a) is not None]
+            given += [f.name for f in fields(_config_type()) if getattr(args, f.name, None) is not None]
+            if given:
+                raise ConfigError("--resume takes the teacher, data and settings from the run directory; drop "
+                                  + ", ".join("--" + g.replace("_", "-") for g in given))
+            resume_cmd(args.resume)
         elif args.command == "compress":
+            args.data = args.data or "digits"
+            if args.teacher is None or args.out is None:
+                raise ConfigError("n2n compress needs --teacher and --out (or --resume RUN_DIR)")
             compress_cmd(args.teacher, args.data, args.data_dir, args.out, _config_from(args), max_train=args.max_train)
         elif args.command == "evaluate":
             evaluate_cmd(args.model, args.data, args.data_dir)
+    except Interrupted as err:
+        console.print(f"[yellow]{escape(str(err))}[/]", soft_wrap=True, highlight=False)
+        return 130
     except N2NError as err:
         if args.debug:
             raise
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

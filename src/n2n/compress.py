@@ -6,24 +6,35 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from n2n._seed import seed_everything
 from n2n.data import DataBundle
-from n2n.errors import DataError, N2NError
+from n2n.errors import ConfigError, DataError, Interrupted, N2NError
 from n2n.models.io import ModelSpec, save_model
 from n2n.report import write_reports
-from n2n.runlog import EventLog
-from n2n.search.candidate import CandidateSettings, EvalContext, SerialEvaluator, build_student
+from n2n.runlog import EventLog, truncate_events
+from n2n.search.candidate import CandidateResult, CandidateSettings, EvalContext, SerialEvaluator, build_student
+from n2n.search.checkpoint import (
+    CHECKPOINT,
+    Checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    read_checkpoint,
+    result_from_dict,
+    result_to_dict,
+    write_checkpoint,
+)
 from n2n.search.config import CompressConfig
-from n2n.search.distill import accuracy, distill_loss, predict_logits, train_student
+from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits, train_student
 from n2n.search.loop import SearchContext, StageState, run_update
 from n2n.search.policies import RemovalPolicy, ShrinkPolicy
 from n2n.search.reinforce import EmaBaseline
@@ -72,6 +83,8 @@ def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
     else:
         policy = ShrinkPolicy(choices=cfg.fractions, hidden=cfg.shrink_hidden)
         lr = cfg.shrink_lr
+    if cfg.init_policy is not None:
+        policy = _initial_policy(Path(cfg.init_policy), name, policy)
     return StageState(
         name=name,
         policy=policy,
@@ -81,9 +94,92 @@ def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
     )
 
 
+def _initial_policy(run_dir: Path, name: str, fresh: RemovalPolicy | ShrinkPolicy) -> RemovalPolicy | ShrinkPolicy:
+    """The stage-``name`` policy saved in an earlier run (``--init-policy``), or ``fresh`` when it has none."""
+    config_file = run_dir / f"policy_{name}.json"
+    if not config_file.is_file():
+        log.warning("%s has no %s policy; stage %s starts from a fresh policy", run_dir, name, name)
+        return fresh
+    saved = json.loads(config_file.read_text())
+    if name == "shrink" and tuple(saved["choices"]) != fresh.choices:
+        raise ConfigError(
+            f"the shrink policy in {run_dir} chooses from {saved['choices']} but this search uses --fractions "
+            f"{list(fresh.choices)}: pass the same --fractions"
+        )
+    policy = type(fresh).from_config(saved)
+    try:
+        policy.load_state_dict(load_file(str(run_dir / f"policy_{name}.safetensors")))
+    except (OSError, RuntimeError) as err:
+        raise ConfigError(f"cannot load the {name} policy of {run_dir}: {err}") from err
+    return policy
+
+
 def _save_policy(state: StageState, out_dir: Path) -> None:
     save_file({k: v.contiguous() for k, v in state.policy.state_dict().items()}, str(out_dir / f"policy_{state.name}.safetensors"))
     (out_dir / f"policy_{state.name}.json").write_text(json.dumps(state.policy.config(), indent=2) + "\n")
+
+
+def _checkpoint(path: Path, index: int, state: StageState, search: SearchContext, best: CandidateResult | None,
+                events: int, elapsed: float) -> None:
+    """Everything needed to continue after ``state.update`` updates of stage ``index``."""
+    optim, groups, scalars = optimizer_to_flat(state.optimizer)
+    tensors = {f"policy.{k}": v for k, v in state.policy.state_dict().items()}
+    tensors.update(optim)
+    tensors["rng.stage"] = state.generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    write_checkpoint(path, {
+        "stage_index": index,
+        "stage": state.name,
+        "update": state.update,
+        "baseline": state.baseline.state_dict(),
+        "stage_best": None if state.best is None else state.best.edits.key(),
+        "stage_best_reward": state.best_reward,
+        "best": None if best is None else best.edits.key(),
+        "base": search.base.to_dict(),
+        "cache": [result_to_dict(r) for r in search.cache.values()],
+        "events": events,
+        "elapsed": elapsed,
+        "seconds": search.seconds,
+        "optim_groups": groups,
+        "optim_scalars": scalars,
+    }, tensors)
+
+
+def _restore_stage(state: StageState, ckpt: Checkpoint, cache: dict[str, CandidateResult]) -> None:
+    meta = ckpt.meta
+    state.policy.load_state_dict(ckpt.prefixed("policy"))
+    optimizer_from_flat(state.optimizer, ckpt)
+    state.generator.set_state(ckpt.tensors["rng.stage"])
+    torch.set_rng_state(ckpt.tensors["rng.torch"])
+    state.baseline.load_state_dict(meta["baseline"])
+    state.update = meta["update"]
+    state.best = None if meta["stage_best"] is None else cache[meta["stage_best"]]
+    state.best_reward = meta["stage_best_reward"]
+
+
+def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None:
+    """Check ``out`` against ``resume``; the checkpoint to continue from, or None for a new run."""
+    path = out / CHECKPOINT
+    if not resume:
+        if path.exists():
+            raise N2NError(
+                f"{out} holds an unfinished search: continue it with `n2n compress --resume {out}` "
+                "or choose another --out"
+            )
+        return None
+    if not path.exists():
+        done = (out / "report.json").exists()
+        raise N2NError(f"{out} has no search to resume" + (": it has finished (see report.md)" if done else
+                       " (no checkpoint.safetensors): start it with `n2n compress --out ...`"))
+    saved = json.loads((out / "config.json").read_text())
+    current = json.loads(json.dumps(cfg.to_dict()))
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        raise ConfigError(
+            f"a resumed search must keep its settings, but {', '.join('--' + k.replace('_', '-') for k in changed)} "
+            f"differ from {out / 'config.json'}"
+        )
+    return read_checkpoint(path)
 
 
 def compress(
@@ -93,22 +189,30 @@ def compress(
     config: CompressConfig,
     out_dir: str | Path,
     listener: Listener | None = None,
+    resume: bool = False,
 ) -> CompressResult:
     """Run the N2N search on ``teacher`` and write the run directory ``out_dir``.
 
     Stage 1 (remove) starts from the teacher; stage 2 (shrink) from the best stage-1 student. The teacher stays the
     distillation target and the compression base throughout. The best student is then fine-tuned with
     ``CE + kd_weight * distillation`` and measured on the test split.
+
+    The search state is checkpointed after every policy update; ``resume=True`` continues an interrupted run in
+    ``out_dir`` (same teacher, data and settings) and gives the same events and student as an uninterrupted run.
     """
     cfg = config.validate()
-    started = time.perf_counter()
-    seed_everything(cfg.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "events.jsonl").unlink(missing_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    ckpt = _open_run(out, cfg, resume)
+    started = time.perf_counter() - (ckpt.meta["elapsed"] if ckpt else 0.0)
+    seed_everything(cfg.seed)
+    if ckpt is None:
+        (out / "events.jsonl").unlink(missing_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    else:
+        truncate_events(out / "events.jsonl", ckpt.meta["events"])
     emit = EventLog(out / "events.jsonl", listener)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, float] = dict(ckpt.meta["seconds"]) if ckpt else {}
     try:
         teacher = teacher.eval()
         analysis = analyze(teacher, data.input_shape, fix=cfg.fix)
@@ -117,25 +221,43 @@ def compress(
                 f"the teacher has {analysis.num_outputs} outputs but {data.name} has {data.num_classes} classes: "
                 "pass the data set the teacher was trained on"
             )
+        if ckpt is None:
+            save_model(teacher, teacher_spec, out / "teacher")
         t0 = time.perf_counter()
         z_train = predict_logits(teacher, data.train.x, cfg.eval_batch_size)
-        seconds["teacher_logits"] = time.perf_counter() - t0
+        seconds["teacher_logits"] = seconds.get("teacher_logits", 0.0) + time.perf_counter() - t0
         ctx = _context(teacher, analysis, data, cfg, z_train)
-        emit({"event": "start", "teacher_params": analysis.params, "teacher_val_accuracy": ctx.teacher_val_accuracy,
-              "layers": len(analysis.layers), "stages": cfg.stage_list(), "updates": cfg.updates})
         search = SearchContext(
             analysis=analysis, base=Edits(), evaluator=SerialEvaluator(ctx), cache={},
             constraints=Constraints(cfg.max_params, cfg.min_accuracy, cfg.constraint_mode),
             fractions=tuple(cfg.fractions), entropy_coef=cfg.entropy_coef, seconds=seconds,
         )
-        best = None
-        for index, stage in enumerate(cfg.stage_list()):
+        stages, first, best = cfg.stage_list(), 0, None
+        if ckpt is None:
+            emit({"event": "start", "teacher_params": analysis.params, "teacher_val_accuracy": ctx.teacher_val_accuracy,
+                  "layers": len(analysis.layers), "stages": stages, "updates": cfg.updates})
+        else:
+            search.cache = {r.edits.key(): r for r in map(result_from_dict, ckpt.meta["cache"])}
+            search.base = Edits.from_dict(ckpt.meta["base"])
+            best = None if ckpt.meta["best"] is None else search.cache[ckpt.meta["best"]]
+            first = ckpt.meta["stage_index"]
+            log.info("resuming %s at stage %s, update %d", out, ckpt.meta["stage"], ckpt.meta["update"])
+        for index in range(first, len(stages)):
+            stage = stages[index]
             if search.base.removed:
                 search.analysis = analyze(build_student(ctx, search.base), data.input_shape, cfg.fix, check_removals=False)
             state = _new_stage(stage, cfg, index)
-            emit({"event": "stage", "stage": stage, "updates": cfg.updates, "layers": len(search.analysis.layers)})
-            for _ in range(cfg.updates):
-                run_update(state, search, cfg.rollouts, emit)
+            if ckpt is not None and index == first:
+                _restore_stage(state, ckpt, search.cache)
+                if listener is not None:  # for the progress display only: the event log already has this stage
+                    listener({"event": "stage", "stage": stage, "updates": cfg.updates, "completed": state.update})
+            else:
+                emit({"event": "stage", "stage": stage, "updates": cfg.updates, "layers": len(search.analysis.layers)})
+                _checkpoint(out / CHECKPOINT, index, state, search, best, emit.count, time.perf_counter() - started)
+            while state.update < cfg.updates:
+                results = run_update(state, search, cfg.rollouts, emit)
+                _checkpoint(out / CHECKPOINT, index, state, search, best, emit.count, time.perf_counter() - started)
+                _check_failures(state, results, out)
             _save_policy(state, out)
             if state.best is None:
                 log.warning("stage %s found no valid student; the next stage starts from the previous best", stage)
@@ -152,33 +274,78 @@ def compress(
         report = write_reports(out, analysis, teacher, student, spec, data, ctx.teacher_val_accuracy,
                                len(search.cache), time.perf_counter() - started, seconds, best)
         emit({"event": "done", "wall_time_s": report["wall_time_s"]})
+        (out / CHECKPOINT).unlink(missing_ok=True)
         return CompressResult(student, spec, report, out)
+    except KeyboardInterrupt:
+        if not (out / CHECKPOINT).exists():
+            raise Interrupted("interrupted before the search started: nothing to resume, run the command again") from None
+        raise Interrupted(
+            f"interrupted; the search state after the last policy update is saved: continue with "
+            f"`n2n compress --resume {out}`"
+        ) from None
     finally:
         emit.close()
+
+
+FAILURE_PATIENCE = 3  # policy updates in a row in which every candidate failed before a search gives up
+
+
+def _check_failures(state: StageState, results: list[CandidateResult], out: Path) -> None:
+    """Stop a stage that has produced nothing but invalid students for FAILURE_PATIENCE updates."""
+    if state.best is not None or state.update < FAILURE_PATIENCE:
+        return
+    reasons = Counter(r.reason for r in results if r.reason)
+    common = "; ".join(f"{reason} ({n}x)" for reason, n in reasons.most_common(3))
+    raise N2NError(
+        f"stage {state.name}: every candidate of the first {state.update} policy updates failed ({common}); "
+        f"details in {out / 'events.jsonl'}"
+    )
 
 
 def _finetune(
     ctx: EvalContext, data: DataBundle, cfg: CompressConfig, edits: Edits, z_train: torch.Tensor,
     emit: Listener, listener: Listener | None, seconds: dict[str, float],
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train the chosen student on the full training split with ``CE + lambda * distillation``."""
+    """Train the chosen student on the full training split with ``CE + lambda * distillation``.
+
+    The student starts from the teacher's inherited weights; validation accuracy is measured about ten times along
+    the way and the best weights are kept (the test split is only used for the final figure).
+    """
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     student = build_student(ctx, edits)
-    steps = cfg.finetune_epochs * math.ceil(len(data.train) / cfg.batch_size)
+    steps = 0
+    if cfg.finetune_epochs:
+        steps = max(cfg.finetune_epochs * math.ceil(len(data.train) / cfg.batch_size), cfg.finetune_min_steps)
     emit({"event": "finetune", "steps": steps})
+    best_acc = accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size)
+    best_state = {k: v.clone() for k, v in student.state_dict().items()}
+    every = max(1, steps // 10)
+
+    def on_step(step: int) -> None:
+        nonlocal best_acc, best_state
+        if listener is not None:
+            listener({"event": "finetune_step", "step": step + 1})
+        if (step + 1) % every == 0 or step + 1 == steps:
+            acc = accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size)
+            if acc >= best_acc:
+                best_acc, best_state = acc, {k: v.clone() for k, v in student.state_dict().items()}
+
     if steps:
-        train_student(
-            student, data.train.x, z_train, steps=steps, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
-            weight_decay=0.0, generator=torch.Generator().manual_seed(cfg.seed), labels=data.train.y,
-            loss_fn=distill_loss(cfg.distill, cfg.temperature), kd_weight=cfg.kd_weight,
-            on_step=None if listener is None else lambda step: listener({"event": "finetune_step", "step": step + 1}),
-        )
+        try:
+            train_student(
+                student, data.train.x, z_train, steps=steps, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
+                weight_decay=0.0, generator=torch.Generator().manual_seed(cfg.seed), labels=data.train.y,
+                loss_fn=distill_loss(cfg.distill, cfg.temperature), kd_weight=cfg.kd_weight, on_step=on_step,
+            )
+        except Diverged as err:
+            log.warning("the fine-tune diverged (%s); keeping the best weights seen before", err)
+    student.load_state_dict(best_state)
     student.eval()
     seconds["finetune"] = time.perf_counter() - t0
     return student, {
         "params": count_params(student),
         "macs": count_macs(student, data.input_shape),
-        "val_accuracy": accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size),
+        "val_accuracy": best_acc,
         "test_accuracy": accuracy(student, data.test.x, data.test.y, cfg.eval_batch_size),
     }

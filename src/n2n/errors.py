@@ -35,3 +35,7 @@ class SurgeryError(N2NError):
         self.layer = layer
         self.reason = reason
         super().__init__(f"{layer}: {reason}" if layer else reason)
+
+
+class Interrupted(N2NError):
+    """The user stopped a search (Ctrl-C); its state is checkpointed and the message says how to resume."""

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _clean(value: Any) -> Any:
@@ -26,11 +30,13 @@ class EventLog:
     def __init__(self, path: Path, listener: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = path
         self.listener = listener
+        self.count = sum(1 for _ in path.open(encoding="utf-8")) if path.exists() else 0
         self._file = path.open("a", encoding="utf-8")
 
     def __call__(self, event: dict[str, Any]) -> None:
         self._file.write(json.dumps(_clean(event)) + "\n")
         self._file.flush()
+        self.count += 1
         if self.listener is not None:
             self.listener(event)
 
@@ -46,3 +52,13 @@ def read_events(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+def truncate_events(path: Path, count: int) -> None:
+    """Keep the first ``count`` lines of ``path`` (what a checkpoint saw), so a resumed run logs nothing twice."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+    if len(lines) < count:
+        log.warning("%s has %d events but its checkpoint saw %d; some events were lost", path, len(lines), count)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines[:count]), encoding="utf-8")
+    os.replace(tmp, path)

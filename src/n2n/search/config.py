@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from n2n.errors import ConfigError
@@ -43,10 +44,14 @@ class CompressConfig:
     constraint_mode: str = _opt("hard", "hard: R=-1 when violated; soft: the paper's annealed penalty", choices=("hard", "soft"))
     max_linear_inputs: int = _opt(50000, "reject students with a linear layer taking more inputs (paper: 50,000)")
     finetune_epochs: int = _opt(3, "epochs of the final fine-tune (CE + kd_weight * distillation)")
+    finetune_min_steps: int = _opt(1000, "the fine-tune runs at least this many steps (when --finetune-epochs > 0), "
+                                         "so small data sets get enough training")
     finetune_lr: float = _opt(1e-3, "Adam learning rate of the final fine-tune")
     kd_weight: float = _opt(1.0, "lambda: weight of the distillation term in the final fine-tune")
     eval_batch_size: int = _opt(1024, "batch size for teacher logits and evaluation")
     fix: tuple[str, ...] = _opt((), "glob patterns of layer names held out of both stages")
+    init_policy: str | None = _opt(None, "run directory of an earlier search whose trained policies start this one "
+                                         "(they work on any teacher: policies read per-layer features)")
 
     def stage_list(self) -> list[str]:
         return list(STAGES) if self.stages == "both" else [self.stages]
@@ -65,7 +70,7 @@ class CompressConfig:
         for name in ("lr", "removal_lr", "shrink_lr", "finetune_lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{_flag(name)} must be > 0; got {getattr(self, name)}")
-        for name in ("weight_decay", "entropy_coef", "kd_weight", "finetune_epochs"):
+        for name in ("weight_decay", "entropy_coef", "kd_weight", "finetune_epochs", "finetune_min_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0; got {getattr(self, name)}")
         if not 0 <= self.baseline_decay < 1:
@@ -76,6 +81,13 @@ class CompressConfig:
             raise ConfigError(f"--max-params must be a positive integer; got {self.max_params}")
         if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
             raise ConfigError(f"--min-accuracy must be a fraction in (0, 1]; got {self.min_accuracy}")
+        if self.init_policy is not None:
+            found = [n for n in ("policy_remove.json", "policy_shrink.json") if (Path(self.init_policy) / n).is_file()]
+            if not found:
+                raise ConfigError(
+                    f"--init-policy {self.init_policy!r} holds no trained policy (policy_remove.json or "
+                    "policy_shrink.json): pass the run directory of an earlier `n2n compress`"
+                )
         return self
 
     def to_dict(self) -> dict[str, Any]:
