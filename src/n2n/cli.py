@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -89,15 +89,84 @@ def train_teacher_cmd(arch: str, data: str, data_dir: str | None, out: str, widt
     return metrics
 
 
-def compress_cmd(teacher: str, data: str, data_dir: str | None, out: str, config: Any, max_train: int | None = None) -> dict[str, Any]:
-    """Compress the saved teacher at ``teacher``; writes the run directory ``out`` and returns ``report.json``."""
-    from n2n.models.io import load_model
+def compress_cmd(teacher: str, data: str, data_dir: str | None, out: str, config: Any, max_train: int | None = None,
+                 weights: str | None = None, teacher_kwargs: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+    """Compress ``teacher`` (saved model, zoo name or import path); writes ``out`` and returns ``report.json``."""
+    from n2n.data import load_data
+    from n2n.models.source import parse_kwargs, resolve_teacher
 
     config.validate()
-    model, spec = load_model(teacher)
-    source = {"teacher": str(Path(teacher).resolve()), "data": data,
+    bundle = load_data(data, data_dir, seed=config.seed, max_train=max_train)
+    model, spec = resolve_teacher(teacher, weights=weights, kwargs=parse_kwargs(teacher_kwargs),
+                                  input_shape=tuple(bundle.input_shape), num_classes=bundle.num_classes,
+                                  trust_pickle=trust_pickle)
+    if not spec.normalization:
+        spec = replace(spec, normalization={"mean": list(bundle.mean), "std": list(bundle.std)})
+    source = {"teacher": teacher, "data": data,
               "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "max_train": max_train}
-    return _run_compress(model, spec, source, out, config, resume=False)
+    return _run_compress(model, spec, source, out, config, resume=False, bundle=bundle)
+
+
+def inspect_cmd(teacher: str, input_shape: str | None, weights: str | None = None, teacher_kwargs: str | None = None,
+                fix: list[str] | None = None, as_json: bool = False, trust_pickle: bool = False) -> dict[str, Any]:
+    """What the search can change in ``teacher``, layer by layer, with the reason for every fixed layer."""
+    from n2n.models.source import parse_kwargs, resolve_teacher
+    from n2n.surgery import analyze
+
+    shape = _shape(input_shape) if input_shape else None
+    if shape is None and not Path(teacher, "spec.json").is_file():
+        raise ConfigError("--input-shape C,H,W is needed unless --teacher is a saved n2n model (e.g. 3,32,32)")
+    model, spec = resolve_teacher(teacher, weights=weights, kwargs=parse_kwargs(teacher_kwargs), input_shape=shape,
+                                  num_classes=(json.loads(teacher_kwargs or "{}").get("num_classes", 10)),
+                                  trust_pickle=trust_pickle, require_weights=False)
+    analysis = analyze(model, spec.input_shape, fix=tuple(fix or ()))
+    result = analysis_report(analysis)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return result
+    table = Table(title=f"{teacher}: {analysis.params:,} parameters, {2 * analysis.macs:,} FLOPs, "
+                  f"input {tuple(spec.input_shape)}, {analysis.num_outputs} outputs")
+    for col, justify in (("#", "right"), ("layer", "left"), ("type", "left"), ("output", "left"), ("params", "right"),
+                         ("FLOPs", "right"), ("remove", "left"), ("shrink", "left")):
+        table.add_column(col, justify=justify)
+    for row in result["layers"]:
+        table.add_row(str(row["index"]), row["name"], row["type"], "x".join(map(str, row["output_shape"])),
+                      f"{row['params']:,}", f"{row['flops']:,}", row["remove"], row["shrink"])
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped output: one row per line
+    counts = result["summary"]
+    console.print(f"{counts['removable']} of {counts['layers']} layers removable, {counts['shrinkable']} shrink "
+                  f"decisions, {counts['fixed']} fixed")
+    return result
+
+
+def analysis_report(analysis: Any) -> dict[str, Any]:
+    """``n2n inspect --json``: the analysis as plain data, with one word and a reason per stage and layer."""
+    layers = []
+    for layer in analysis.layers:
+        shrink = "yes" if layer.shrinkable else f"no: {layer.shrink_reason}"
+        layers.append({
+            "index": layer.index, "name": layer.name, "type": layer.kind, "output_shape": list(layer.output_shape),
+            "params": layer.params, "flops": 2 * layer.macs,
+            "removable": layer.removable, "remove": "yes" if layer.removable else f"no: {layer.remove_reason}",
+            "shrinkable": layer.shrinkable, "shrink": shrink, "coupled": list(layer.coupled),
+        })
+    fixed = sum(not (row["removable"] or row["shrinkable"]) for row in layers)
+    return {
+        "input_shape": list(analysis.input_shape), "outputs": analysis.num_outputs,
+        "params": analysis.params, "flops": 2 * analysis.macs, "layers": layers,
+        "summary": {"layers": len(layers), "removable": sum(r["removable"] for r in layers),
+                    "shrinkable": sum(r["shrinkable"] for r in layers), "fixed": fixed},
+    }
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--input-shape must be integers like 3,32,32 (channels,height,width); got {text!r}") from None
+    if not shape or any(d < 1 for d in shape):
+        raise ConfigError(f"--input-shape must be positive integers like 3,32,32; got {text!r}")
+    return shape
 
 
 def resume_cmd(run_dir: str) -> dict[str, Any]:
@@ -116,11 +185,13 @@ def resume_cmd(run_dir: str) -> dict[str, Any]:
     return _run_compress(model, spec, source, run_dir, CompressConfig(**settings), resume=True)
 
 
-def _run_compress(model: Any, spec: Any, source: dict[str, Any], out: str, config: Any, resume: bool) -> dict[str, Any]:
+def _run_compress(model: Any, spec: Any, source: dict[str, Any], out: str, config: Any, resume: bool,
+                  bundle: Any = None) -> dict[str, Any]:
     from n2n.compress import compress
     from n2n.data import load_data
 
-    bundle = load_data(source["data"], source["data_dir"], seed=config.seed, max_train=source["max_train"])
+    if bundle is None:
+        bundle = load_data(source["data"], source["data_dir"], seed=config.seed, max_train=source["max_train"])
     if tuple(bundle.input_shape) != tuple(spec.input_shape):
         raise N2NError(
             f"the teacher takes inputs of shape {tuple(spec.input_shape)} but {source['data']} has "
@@ -267,13 +338,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to save the teacher to")
     data_options(p)
 
-    p = sub.add_parser("compress", help="search for a smaller student of a saved teacher")
-    p.add_argument("--teacher", help="saved model directory (from train-teacher)")
+    def teacher_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--teacher", help="the teacher: a saved n2n model directory, a zoo name (vgg13, ...) with "
+                       "--weights, or an import path 'package.module:build_function' (torchvision:NAME and "
+                       "timm:NAME when those are installed)")
+        p.add_argument("--weights", help="the teacher's trained weights: .safetensors or a PyTorch state dict file")
+        p.add_argument("--teacher-kwargs", metavar="JSON", help="keyword arguments for the teacher's builder, "
+                       "e.g. '{\"num_classes\": 10}'")
+        p.add_argument("--trust-pickle", action="store_true", help="allow --weights files that need full "
+                       "unpickling (runs code from the file: only for files you trust)")
+
+    p = sub.add_parser("compress", help="search for a smaller student of a trained teacher")
+    teacher_options(p)
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted search in RUN_DIR with its own teacher "
                    "copy, data and settings (give no other option)")
     data_options(p)
     _add_config_options(p)
+
+    p = sub.add_parser("inspect", help="list the teacher's layers with what the search may change and why not")
+    teacher_options(p)
+    p.add_argument("--input-shape", metavar="C,H,W", help="one input's shape, e.g. 3,32,32 (not needed for a saved "
+                   "n2n model)")
+    p.add_argument("--fix", action="append", metavar="PATTERN", help="glob of layer names to hold fixed; repeatable")
+    p.add_argument("--json", action="store_true", help="print the analysis as JSON")
 
     p = sub.add_parser("evaluate", help="accuracy, parameters and FLOPs of a saved model")
     p.add_argument("model", help="saved model directory (a teacher, or RUN_DIR/student)")
@@ -284,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "demo" and args.command != "compress":
+    if args.command in ("train-teacher", "evaluate"):
         args.data = args.data or "digits"
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -294,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             train_teacher_cmd(args.arch, args.data, args.data_dir, args.out, width=args.width, epochs=args.epochs,
                               lr=args.lr, batch_size=args.batch_size, seed=args.seed, max_train=args.max_train)
         elif args.command == "compress" and args.resume:
-            given = [a for a in ("teacher", "out", "data", "data_dir", "max_train") if getattr(args, a) is not None]
+            given = [a for a in ("teacher", "weights", "teacher_kwargs", "out", "data", "data_dir", "max_train") if getattr(args, a) is not None]
             given += [f.name for f in fields(_config_type()) if getattr(args, f.name, None) is not None]
             if given:
                 raise ConfigError("--resume takes the teacher, data and settings from the run directory; drop "
@@ -304,7 +392,13 @@ def main(argv: list[str] | None = None) -> int:
             args.data = args.data or "digits"
             if args.teacher is None or args.out is None:
                 raise ConfigError("n2n compress needs --teacher and --out (or --resume RUN_DIR)")
-            compress_cmd(args.teacher, args.data, args.data_dir, args.out, _config_from(args), max_train=args.max_train)
+            compress_cmd(args.teacher, args.data, args.data_dir, args.out, _config_from(args), max_train=args.max_train,
+                         weights=args.weights, teacher_kwargs=args.teacher_kwargs, trust_pickle=args.trust_pickle)
+        elif args.command == "inspect":
+            if args.teacher is None:
+                raise ConfigError("n2n inspect needs --teacher")
+            inspect_cmd(args.teacher, args.input_shape, args.weights, args.teacher_kwargs, args.fix, args.json,
+                        args.trust_pickle)
         elif args.command == "evaluate":
             evaluate_cmd(args.model, args.data, args.data_dir)
     except Interrupted as err:

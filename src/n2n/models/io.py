@@ -33,7 +33,8 @@ class ModelSpec:
     """Everything needed to rebuild a network, as JSON-friendly data.
 
     Attributes:
-        arch: how to build the teacher architecture: ``{"source": "zoo", "name": ..., "kwargs": {...}}``.
+        arch: how to build the teacher architecture: ``{"source": "zoo", "name": ..., "kwargs": {...}}`` or
+            ``{"source": "import", "target": "package.module:builder", "kwargs": {...}}``.
         input_shape: one sample's shape ``(C, H, W)``.
         num_classes: size of the output.
         edits: the student's edits relative to ``arch`` (empty for a teacher).
@@ -92,7 +93,11 @@ def build_architecture(arch: Mapping[str, Any]) -> nn.Module:
     source = arch.get("source")
     if source == "zoo":
         return create_model(arch["name"], **arch.get("kwargs", {}))
-    raise ModelError(f"unknown architecture source {source!r} in spec (known: 'zoo')")
+    if source == "import":  # the user's own builder, e.g. "mypackage.models:build_net" (must be importable)
+        from n2n.models.source import build_imported
+
+        return build_imported(arch["target"], arch.get("kwargs", {}))
+    raise ModelError(f"unknown architecture source {source!r} in spec (known: 'zoo', 'import')")
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
