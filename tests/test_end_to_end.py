@@ -75,7 +75,7 @@ def test_single_stage(teacher_dir, tmp_path, stages):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["compress", "--teacher", "nowhere", "--data", "digits", "--out", "x"], "not a saved n2n model"),
+        (["compress", "--teacher", "nowhere", "--data", "digits", "--out", "x"], "neither a saved n2n model"),
         (["train-teacher", "--arch", "alexnet", "--out", "x"], "--arch must be one of"),
         (["train-teacher", "--arch", "vgg11", "--data", "mnist", "--out", "x"], "needs --data-dir"),
         (["train-teacher", "--arch", "vgg11", "--data", "mnist", "--data-dir", "/nonexistent", "--out", "x"], "not a directory"),
