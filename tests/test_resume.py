@@ -106,6 +106,11 @@ def test_unfinished_run_is_not_overwritten(teacher, tmp_path, capsys):
     assert main(["compress", "--teacher", str(teacher), "--out", str(run), *SETTINGS]) == 2
     assert "--resume" in capsys.readouterr().err
     assert (run / "events.jsonl").read_bytes() == before
+    # the interrupted run still has a report: its progress so far
+    assert main(["report", str(run)]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["status"] == "incomplete" and report["resumable"] and report["evaluations"] >= 1
+    assert f"n2n compress --resume {run}" in (run / "report.md").read_text()
 
 
 @pytest.mark.parametrize("extra, message", [

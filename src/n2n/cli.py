@@ -119,6 +119,8 @@ def inspect_cmd(teacher: str, input_shape: str | None, weights: str | None = Non
     model, spec = resolve_teacher(teacher, weights=weights, kwargs=parse_kwargs(teacher_kwargs), input_shape=shape,
                                   num_classes=(json.loads(teacher_kwargs or "{}").get("num_classes", 10)),
                                   trust_pickle=trust_pickle, require_weights=False)
+    if shape is not None and tuple(shape) != tuple(spec.input_shape):
+        raise ConfigError(f"{teacher} takes inputs of shape {tuple(spec.input_shape)}; drop --input-shape or match it")
     analysis = analyze(model, spec.input_shape, fix=tuple(fix or ()))
     result = analysis_report(analysis)
     if as_json:
@@ -180,9 +182,9 @@ def resume_cmd(run_dir: str) -> dict[str, Any]:
         settings = json.loads((run / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise N2NError(f"{run} is not an n2n run directory (run.json and config.json are needed): {err}") from None
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
     model, spec = load_model(run / "teacher")
-    return _run_compress(model, spec, source, run_dir, CompressConfig(**settings), resume=True)
+    config = CompressConfig.from_mapping(settings, where=str(run / "config.json")).validate()
+    return _run_compress(model, spec, source, run_dir, config, resume=True)
 
 
 def _run_compress(model: Any, spec: Any, source: dict[str, Any], out: str, config: Any, resume: bool,
@@ -263,6 +265,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     from n2n.search.config import CompressConfig
 
     defaults = CompressConfig()
+    parser.add_argument("--config", metavar="FILE", help="YAML file of settings (names as below, dashes or "
+                        "underscores); options given on the command line override it")
     for f in fields(CompressConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -301,10 +305,36 @@ def _config_type() -> type:
 def _config_from(args: argparse.Namespace) -> Any:
     from n2n.search.config import CompressConfig
 
-    values = {f.name: getattr(args, f.name) for f in fields(CompressConfig) if getattr(args, f.name, None) is not None}
-    if "fix" in values:
-        values["fix"] = tuple(values["fix"])
-    return CompressConfig(**values)
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values = _read_config_file(args.config)
+    given = {f.name: getattr(args, f.name) for f in fields(CompressConfig) if getattr(args, f.name, None) is not None}
+    if "fix" in given:
+        given["fix"] = tuple(given["fix"])
+    values.update(given)  # options on the command line override the file
+    return CompressConfig.from_mapping(values, where="settings").validate()
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    """A YAML (or JSON) file of settings, keys as in `n2n compress --help` (dashes or underscores)."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"--config {path}: {err.strerror}") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path} must map setting names to values (e.g. 'updates: 20')")
+    from n2n.search.config import CompressConfig
+
+    checked = CompressConfig.from_mapping(values, where=f"--config {path}").to_dict()
+    return {name: checked[name] for name in (str(key).replace("-", "_") for key in values)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -356,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
     _add_config_options(p)
 
+    p = sub.add_parser("report", help="write report.json and report.md of a run directory again (also mid-run)")
+    p.add_argument("run", help="run directory of `n2n compress`")
+
     p = sub.add_parser("inspect", help="list the teacher's layers with what the search may change and why not")
     teacher_options(p)
     p.add_argument("--input-shape", metavar="C,H,W", help="one input's shape, e.g. 3,32,32 (not needed for a saved "
@@ -382,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             train_teacher_cmd(args.arch, args.data, args.data_dir, args.out, width=args.width, epochs=args.epochs,
                               lr=args.lr, batch_size=args.batch_size, seed=args.seed, max_train=args.max_train)
         elif args.command == "compress" and args.resume:
-            given = [a for a in ("teacher", "weights", "teacher_kwargs", "out", "data", "data_dir", "max_train") if getattr(args, a) is not None]
+            given = [a for a in ("teacher", "weights", "teacher_kwargs", "out", "data", "data_dir", "max_train", "config") if getattr(args, a) is not None]
             given += [f.name for f in fields(_config_type()) if getattr(args, f.name, None) is not None]
             if given:
                 raise ConfigError("--resume takes the teacher, data and settings from the run directory; drop "
@@ -394,6 +427,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("n2n compress needs --teacher and --out (or --resume RUN_DIR)")
             compress_cmd(args.teacher, args.data, args.data_dir, args.out, _config_from(args), max_train=args.max_train,
                          weights=args.weights, teacher_kwargs=args.teacher_kwargs, trust_pickle=args.trust_pickle)
+        elif args.command == "report":
+            from n2n.report import rebuild_reports
+
+            report = rebuild_reports(args.run)
+            if "status" in report:
+                console.print(f"search not finished: {report['evaluations']} candidates so far; see {Path(args.run) / 'report.md'}")
+            else:
+                _summary(report)
         elif args.command == "inspect":
             if args.teacher is None:
                 raise ConfigError("n2n inspect needs --teacher")

@@ -97,3 +97,87 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{row['teacher_params']:,} | {row['student_params']:,} | {row['status']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def rebuild_reports(run_dir: str | Path) -> dict[str, Any]:
+    """Write ``report.json`` and ``report.md`` of a run directory again, from what is on disk.
+
+    A finished run (with ``student/``) is measured again: its teacher copy, student and data (from ``run.json``).
+    An unfinished or interrupted run gets a progress report from ``events.jsonl``: the best candidate of each stage
+    so far, with its validation accuracy (no test figures: nothing has been fine-tuned yet).
+    """
+    from n2n.errors import N2NError
+    from n2n.runlog import read_events
+
+    run = Path(run_dir)
+    if not (run / "events.jsonl").is_file():
+        raise N2NError(f"{run} is not an n2n run directory: it has no events.jsonl")
+    events = list(read_events(run / "events.jsonl"))
+    candidates = [e for e in events if e.get("event") == "candidate"]
+    done = next((e for e in events if e.get("event") == "done"), None)
+    if done is not None and (run / "student" / "spec.json").is_file() and (run / "run.json").is_file():
+        return _rebuild_finished(run, candidates, done["wall_time_s"])
+    return _progress_report(run, events, candidates)
+
+
+def _best(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    valid = [e for e in candidates if not e.get("reason")]
+    return max(valid, key=lambda e: e["reward"]) if valid else None
+
+
+def _rebuild_finished(run: Path, candidates: list[dict[str, Any]], wall_time_s: float) -> dict[str, Any]:
+    from n2n.data import load_data
+    from n2n.models.io import load_model
+    from n2n.surgery import Edits, analyze
+
+    source = json.loads((run / "run.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    teacher, _ = load_model(run / "teacher")
+    student, spec = load_model(run / "student")
+    data = load_data(source["data"], source["data_dir"], seed=config["seed"], max_train=source["max_train"])
+    analysis = analyze(teacher, data.input_shape, fix=tuple(config.get("fix", ())), check_removals=False)
+    best_event = _best(candidates) or {"edits": {}, "params": 0, "macs": 0, "val_accuracy": 0.0, "reward": -1.0}
+    best = CandidateResult(Edits.from_dict(best_event["edits"]), best_event["params"], best_event["macs"],
+                           best_event["val_accuracy"], best_event["reward"], "", 0.0)
+    teacher_val = accuracy(teacher, data.val.x, data.val.y)
+    seconds = {"candidates": sum(e.get("seconds", 0.0) for e in candidates)}
+    evaluations = sum(not e.get("cached") for e in candidates)
+    return write_reports(run, analysis, teacher, student, spec, data, teacher_val, evaluations, wall_time_s, seconds, best)
+
+
+def _progress_report(run: Path, events: list[dict[str, Any]], candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    start = next((e for e in events if e.get("event") == "start"), {})
+    updates = [e for e in events if e.get("event") == "update"]
+    stages = {}
+    for stage in dict.fromkeys(e["stage"] for e in candidates):
+        mine = [e for e in candidates if e["stage"] == stage]
+        best = _best(mine)
+        stages[stage] = {
+            "updates": sum(u["stage"] == stage for u in updates),
+            "best": None if best is None else {k: best[k] for k in ("edits", "params", "flops", "val_accuracy", "reward")},
+        }
+    report = {
+        "status": "incomplete",
+        "teacher": {"params": start.get("teacher_params"), "val_accuracy": start.get("teacher_val_accuracy")},
+        "stages": stages,
+        "evaluations": sum(not e.get("cached") for e in candidates),
+        "candidate_seconds": sum(e.get("seconds") or 0.0 for e in candidates),
+        "resumable": (run / "checkpoint.safetensors").is_file(),
+    }
+    lines = [f"# n2n report ({run.name}): search not finished", ""]
+    if report["resumable"]:
+        lines += [f"Continue it with `n2n compress --resume {run}`.", ""]
+    lines += [f"{report['evaluations']} candidates evaluated ({report['candidate_seconds']:.0f} s of training).", "",
+              "| stage | updates | best reward | params | compression | validation accuracy |", "|---|---:|---:|---:|---:|---:|"]
+    teacher_params = report["teacher"]["params"] or 0
+    for stage, info in stages.items():
+        b = info["best"]
+        if b is None:
+            lines.append(f"| {stage} | {info['updates']} | none valid | | | |")
+        else:
+            ratio = f"{teacher_params / b['params']:.1f}x" if teacher_params and b["params"] else ""
+            lines.append(f"| {stage} | {info['updates']} | {b['reward']:.3f} | {b['params']:,} | {ratio} | "
+                         f"{b['val_accuracy']:.2%} |")
+    (run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (run / "report.md").write_text("\n".join(lines) + "\n")
+    return report

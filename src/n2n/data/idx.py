@@ -56,8 +56,9 @@ def _find(data_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def read_idx_dataset(name: str, data_dir: Path | None) -> RawData:
-    """The four standard IDX files of an MNIST-format data set in ``data_dir``."""
+def read_idx_dataset(name: str, data_dir: Path | None, num_classes: int = 10) -> RawData:
+    """The four standard IDX files of an MNIST-format data set in ``data_dir`` (labels checked against
+    ``num_classes`` when the data is validated)."""
     layout = ", ".join(FILES) + " (each optionally .gz)"
     if data_dir is None:
         raise DataError(f"{name} needs --data-dir DIR, a directory containing {layout}")
@@ -71,7 +72,6 @@ def read_idx_dataset(name: str, data_dir: Path | None) -> RawData:
     for p, arr, ndim in zip(paths, (x_train, y_train, x_test, y_test), (3, 1, 3, 1)):
         if arr.ndim != ndim:
             raise DataError(f"{p} has {arr.ndim} dimensions; expected {ndim}")
-    num_classes = max(10, int(max(y_train.max(), y_test.max())) + 1)
     scale = 255.0 if x_train.dtype == np.uint8 else 1.0
     return RawData(x_train, y_train, x_test, y_test, num_classes, scale)
 

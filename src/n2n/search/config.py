@@ -90,9 +90,44 @@ class CompressConfig:
                 )
         return self
 
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], where: str = "config") -> CompressConfig:
+        """Settings from a mapping (a YAML file, ``config.json``): keys may use dashes; types are checked."""
+        known = {f.name: f for f in fields(cls)}
+        settings: dict[str, Any] = {}
+        for key, value in values.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"{where}: unknown setting {key!r}; known settings: {', '.join(known)}")
+            settings[name] = _coerce(name, value, getattr(cls(), name), where)
+        return cls(**settings)
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
+    """``value`` as the type of setting ``name`` (its default's type), or a ConfigError naming both."""
+    if value is None:
+        return None
+    if isinstance(default, tuple) or name in ("fix", "fractions"):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        kind = float if name == "fractions" else str
+        try:
+            return tuple(kind(v) for v in items)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {name} must be a list of {kind.__name__} values; got {value!r}") from None
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be true or false; got {value!r}")
+        return value
+    kind = type(default) if default is not None else (int if name == "max_params" else float if name == "min_accuracy" else str)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{where}: {name} must be {kind.__name__}; got {value!r}")
+    return value
