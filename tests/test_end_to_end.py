@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from n2n.cli import main
 from n2n.runlog import read_events
@@ -70,3 +71,33 @@ def test_single_stage(teacher_dir, tmp_path, stages):
     assert _compress(teacher_dir, tmp_path / stages, "--stages", stages) == 0
     events = [e for e in read_events(tmp_path / stages / "events.jsonl") if e["event"] == "candidate"]
     assert {e["stage"] for e in events} == {stages}
+
+
+@pytest.mark.slow
+def test_init_policy_starts_a_search_on_another_teacher(teacher_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from n2n.compress import _initial_policy
+    from n2n.errors import ConfigError
+    from n2n.search.policies import RemovalPolicy, ShrinkPolicy
+
+    assert _compress(teacher_dir, tmp_path / "a") == 0
+    saved = load_file(str(tmp_path / "a" / "policy_remove.safetensors"))
+    loaded = _initial_policy(tmp_path / "a", "remove", RemovalPolicy())
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in saved.items())
+    with pytest.raises(ConfigError, match="--fractions"):
+        _initial_policy(tmp_path / "a", "shrink", ShrinkPolicy(choices=(0.5, 1.0)))
+    # a policy trained on vgg11 (9 layers) drives the search on lenet5 (5 layers)
+    other = tmp_path / "lenet"
+    assert main(["train-teacher", "--arch", "lenet5", "--data", "digits", "--epochs", "1", "--out", str(other)]) == 0
+    assert _compress(other, tmp_path / "b", "--init-policy", str(tmp_path / "a")) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["init_policy"] == str(tmp_path / "a")
+
+
+@pytest.mark.slow
+def test_a_search_where_every_candidate_fails_stops(teacher_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _compress(teacher_dir, run, "--max-linear-inputs", "1", "--updates", "10", "--stages", "remove") == 2
+    assert "every candidate of the first 3 policy updates failed" in capsys.readouterr().err
+    updates = [e for e in read_events(run / "events.jsonl") if e["event"] == "update"]
+    assert len(updates) == 3
