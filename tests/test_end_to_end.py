@@ -101,3 +101,15 @@ def test_a_search_where_every_candidate_fails_stops(teacher_dir, tmp_path, capsy
     assert "every candidate of the first 3 policy updates failed" in capsys.readouterr().err
     updates = [e for e in read_events(run / "events.jsonl") if e["event"] == "update"]
     assert len(updates) == 3
+
+
+@pytest.mark.slow
+def test_random_search_baseline_has_the_same_budget(teacher_dir, tmp_path):
+    assert _compress(teacher_dir, tmp_path / "random", "--search", "random") == 0
+    events = list(read_events(tmp_path / "random" / "events.jsonl"))
+    candidates = [e for e in events if e["event"] == "candidate"]
+    assert len(candidates) == 2 * 2 * 3
+    removal_actions = [a for e in candidates if e["stage"] == "remove" for a in e["actions"]]
+    assert 0 in removal_actions and 1 in removal_actions  # not the policy's keep-mostly start
+    assert not (tmp_path / "random" / "policy_remove.safetensors").exists()
+    assert (tmp_path / "random" / "student" / "model.safetensors").is_file()

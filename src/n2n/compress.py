@@ -36,7 +36,7 @@ from n2n.search.checkpoint import (
 from n2n.search.config import CompressConfig
 from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits, train_student
 from n2n.search.loop import SearchContext, StageState, run_update
-from n2n.search.policies import RemovalPolicy, ShrinkPolicy
+from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.reinforce import EmaBaseline
 from n2n.search.reward import Constraints
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params
@@ -77,6 +77,10 @@ def _context(teacher: nn.Module, analysis: Analysis, data: DataBundle, cfg: Comp
 
 
 def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + index)
+    if cfg.search == "random":
+        return StageState(name=name, policy=RandomPolicy(name, cfg.fractions), optimizer=None,
+                          baseline=EmaBaseline(cfg.baseline_decay), generator=generator)
     if name == "remove":
         policy: RemovalPolicy | ShrinkPolicy = RemovalPolicy(hidden=cfg.removal_hidden)
         lr = cfg.removal_lr
@@ -90,7 +94,7 @@ def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
         policy=policy,
         optimizer=torch.optim.Adam(policy.parameters(), lr=lr),
         baseline=EmaBaseline(cfg.baseline_decay),
-        generator=torch.Generator().manual_seed(cfg.seed * 1000 + index),
+        generator=generator,
     )
 
 
@@ -122,7 +126,7 @@ def _save_policy(state: StageState, out_dir: Path) -> None:
 def _checkpoint(path: Path, index: int, state: StageState, search: SearchContext, best: CandidateResult | None,
                 events: int, elapsed: float) -> None:
     """Everything needed to continue after ``state.update`` updates of stage ``index``."""
-    optim, groups, scalars = optimizer_to_flat(state.optimizer)
+    optim, groups, scalars = optimizer_to_flat(state.optimizer) if state.optimizer else ({}, [], {})
     tensors = {f"policy.{k}": v for k, v in state.policy.state_dict().items()}
     tensors.update(optim)
     tensors["rng.stage"] = state.generator.get_state()
@@ -148,7 +152,8 @@ def _checkpoint(path: Path, index: int, state: StageState, search: SearchContext
 def _restore_stage(state: StageState, ckpt: Checkpoint, cache: dict[str, CandidateResult]) -> None:
     meta = ckpt.meta
     state.policy.load_state_dict(ckpt.prefixed("policy"))
-    optimizer_from_flat(state.optimizer, ckpt)
+    if state.optimizer is not None:
+        optimizer_from_flat(state.optimizer, ckpt)
     state.generator.set_state(ckpt.tensors["rng.stage"])
     torch.set_rng_state(ckpt.tensors["rng.torch"])
     state.baseline.load_state_dict(meta["baseline"])
@@ -258,7 +263,8 @@ def compress(
                 results = run_update(state, search, cfg.rollouts, emit)
                 _checkpoint(out / CHECKPOINT, index, state, search, best, emit.count, time.perf_counter() - started)
                 _check_failures(state, results, out)
-            _save_policy(state, out)
+            if cfg.search == "rl":
+                _save_policy(state, out)
             if state.best is None:
                 log.warning("stage %s found no valid student; the next stage starts from the previous best", stage)
                 continue

@@ -21,6 +21,8 @@ class CompressConfig:
     """Settings of ``n2n compress``. Every field is also a command-line option (underscores become dashes)."""
 
     stages: str = _opt("both", "stages to run: remove (stage 1), shrink (stage 2) or both", choices=("remove", "shrink", "both"))
+    search: str = _opt("rl", "rl: the N2N policies learn from rewards; random: uniform random actions with the same "
+                             "budget (the baseline a learned search must beat)", choices=("rl", "random"))
     updates: int = _opt(12, "policy updates per stage")
     rollouts: int = _opt(5, "candidate students sampled per policy update")
     seed: int = _opt(0, "seed for everything random (sampling, training, data order)")
@@ -81,6 +83,8 @@ class CompressConfig:
             raise ConfigError(f"--max-params must be a positive integer; got {self.max_params}")
         if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
             raise ConfigError(f"--min-accuracy must be a fraction in (0, 1]; got {self.min_accuracy}")
+        if self.init_policy is not None and self.search == "random":
+            raise ConfigError("--init-policy starts a learned search; it cannot be combined with --search random")
         if self.init_policy is not None:
             found = [n for n in ("policy_remove.json", "policy_shrink.json") if (Path(self.init_policy) / n).is_file()]
             if not found:

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from n2n.search.candidate import CandidateResult, Evaluator
-from n2n.search.policies import RemovalPolicy, ShrinkPolicy
+from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.reinforce import EmaBaseline, reinforce_loss
 from n2n.search.reward import Constraints, INVALID_REWARD, constrained_reward
 from n2n.surgery import Analysis, Edits
 
-Policy = RemovalPolicy | ShrinkPolicy
+Policy = RemovalPolicy | ShrinkPolicy | RandomPolicy
 EventSink = Callable[[dict[str, Any]], None]
 
 
@@ -31,7 +31,7 @@ class StageState:
 
     name: str  # "remove" | "shrink"
     policy: Policy
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None for the random-search baseline (nothing to learn)
     baseline: EmaBaseline
     generator: torch.Generator
     update: int = 0
@@ -94,9 +94,10 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     log_probs = torch.stack([s.log_prob for s in samples])
     entropies = torch.stack([s.entropy for s in samples])
     loss = reinforce_loss(log_probs, advantages, entropies, ctx.entropy_coef)
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    state.optimizer.step()
+    if state.optimizer is not None:
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
     baseline_before = state.baseline.value
     state.baseline.update(rewards)
     ctx.seconds["policy"] = ctx.seconds.get("policy", 0.0) + time.perf_counter() - t0

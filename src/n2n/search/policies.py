@@ -134,3 +134,31 @@ class ShrinkPolicy(nn.Module):
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> ShrinkPolicy:
         return cls(**{k: v for k, v in cfg.items() if k != "kind"})
+
+
+class RandomPolicy(nn.Module):
+    """The random-search baseline (``--search random``): uniform actions, nothing to learn.
+
+    Removal: each decidable layer is removed with probability 1/2. Shrink: a keep-fraction drawn uniformly from
+    ``choices``. It samples with the same interface as the learned policies, so the search loop, the evaluation
+    budget and the logs are identical; only the REINFORCE step is skipped.
+    """
+
+    def __init__(self, kind: str, choices: Sequence[float] = PAPER_FRACTIONS):
+        super().__init__()
+        self.kind = kind
+        self.choices = tuple(float(c) for c in choices)
+        self.full = self.choices.index(1.0)
+
+    def sample(self, features: torch.Tensor, decidable: torch.Tensor, generator: torch.Generator) -> PolicySample:
+        n = features.shape[0]
+        if self.kind == "remove":
+            actions = (torch.rand(n, generator=generator) < 0.5) | ~decidable
+        else:
+            actions = torch.randint(len(self.choices), (n,), generator=generator)
+            actions[~decidable] = self.full
+        zero = torch.zeros(())
+        return PolicySample(actions.long() if self.kind != "remove" else actions, zero, zero)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": f"random-{self.kind}", "choices": list(self.choices)}
