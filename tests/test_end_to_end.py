@@ -8,7 +8,7 @@ import torch
 from n2n.cli import main
 from n2n.runlog import read_events
 
-TINY = ["--updates", "2", "--rollouts", "3", "--steps", "10", "--finetune-epochs", "1",
+TINY = ["--workers", "1", "--updates", "2", "--rollouts", "3", "--steps", "10", "--finetune-epochs", "1",
         "--finetune-min-steps", "20", "--candidate-examples", "200"]
 
 
@@ -113,3 +113,16 @@ def test_random_search_baseline_has_the_same_budget(teacher_dir, tmp_path):
     assert 0 in removal_actions and 1 in removal_actions  # not the policy's keep-mostly start
     assert not (tmp_path / "random" / "policy_remove.safetensors").exists()
     assert (tmp_path / "random" / "student" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_serial_results(teacher_dir, tmp_path):
+    runs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / workers
+        assert _compress(teacher_dir, out, "--workers", workers, "--seed", "4") == 0
+        runs[workers] = [{k: v for k, v in e.items() if k != "seconds"}
+                         for e in read_events(out / "events.jsonl") if e["event"] == "candidate"]
+    assert runs["1"] == runs["2"]
+    assert (tmp_path / "1" / "student" / "model.safetensors").read_bytes() == \
+        (tmp_path / "2" / "student" / "model.safetensors").read_bytes()

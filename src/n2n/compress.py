@@ -35,6 +35,7 @@ from n2n.search.checkpoint import (
 )
 from n2n.search.config import CompressConfig
 from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits, train_student
+from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.loop import SearchContext, StageState, run_update
 from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.reinforce import EmaBaseline
@@ -81,6 +82,7 @@ def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
     if cfg.search == "random":
         return StageState(name=name, policy=RandomPolicy(name, cfg.fractions), optimizer=None,
                           baseline=EmaBaseline(cfg.baseline_decay), generator=generator)
+    torch.manual_seed(cfg.seed * 1000 + index)  # policy initialisation must not depend on what ran before it
     if name == "remove":
         policy: RemovalPolicy | ShrinkPolicy = RemovalPolicy(hidden=cfg.removal_hidden)
         lr = cfg.removal_lr
@@ -178,7 +180,7 @@ def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None
                        " (no checkpoint.safetensors): start it with `n2n compress --out ...`"))
     saved = json.loads((out / "config.json").read_text())
     current = json.loads(json.dumps(cfg.to_dict()))
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k != "workers")
     if changed:
         raise ConfigError(
             f"a resumed search must keep its settings, but {', '.join('--' + k.replace('_', '-') for k in changed)} "
@@ -218,6 +220,7 @@ def compress(
         truncate_events(out / "events.jsonl", ckpt.meta["events"])
     emit = EventLog(out / "events.jsonl", listener)
     seconds: dict[str, float] = dict(ckpt.meta["seconds"]) if ckpt else {}
+    search: SearchContext | None = None
     try:
         teacher = teacher.eval()
         analysis = analyze(teacher, data.input_shape, fix=cfg.fix)
@@ -233,7 +236,7 @@ def compress(
         seconds["teacher_logits"] = seconds.get("teacher_logits", 0.0) + time.perf_counter() - t0
         ctx = _context(teacher, analysis, data, cfg, z_train)
         search = SearchContext(
-            analysis=analysis, base=Edits(), evaluator=SerialEvaluator(ctx), cache={},
+            analysis=analysis, base=Edits(), evaluator=_evaluator(ctx, cfg), cache={},
             constraints=Constraints(cfg.max_params, cfg.min_accuracy, cfg.constraint_mode),
             fractions=tuple(cfg.fractions), entropy_coef=cfg.entropy_coef, seconds=seconds,
         )
@@ -291,6 +294,15 @@ def compress(
         ) from None
     finally:
         emit.close()
+        if search is not None:
+            search.evaluator.close()
+
+
+def _evaluator(ctx: EvalContext, cfg: CompressConfig) -> SerialEvaluator | ProcessPoolEvaluator:
+    workers = cfg.workers or default_workers(cfg.candidate_threads)
+    if workers == 1:
+        return SerialEvaluator(ctx, cfg.candidate_threads)
+    return ProcessPoolEvaluator(ctx, workers, cfg.candidate_threads)
 
 
 FAILURE_PATIENCE = 3  # policy updates in a row in which every candidate failed before a search gives up

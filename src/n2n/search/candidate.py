@@ -96,7 +96,8 @@ def _reinitialise(model: nn.Module) -> None:
             module.reset_parameters()
 
 
-def _invalid(edits: Edits, reason: str, start: float, params: int = 0, macs: int = 0) -> CandidateResult:
+def invalid_result(edits: Edits, reason: str, start: float, params: int = 0, macs: int = 0) -> CandidateResult:
+    """An invalid candidate (R = -1) with its reason; ``start`` is when its evaluation began."""
     return CandidateResult(edits, params, macs, 0.0, INVALID_REWARD, reason, time.perf_counter() - start)
 
 
@@ -117,11 +118,11 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
         student = build_student(ctx, edits)
         params = count_params(student)
         if params >= ctx.teacher_params:
-            return _invalid(edits, "not smaller than the teacher", start, params)
+            return invalid_result(edits, "not smaller than the teacher", start, params)
         wide = [(n, m.in_features) for n, m in student.named_modules() if isinstance(m, nn.Linear)]
         wide = [(n, f) for n, f in wide if f > s.max_linear_inputs]
         if wide:
-            return _invalid(edits, f"linear layer {wide[0][0]} takes {wide[0][1]} inputs (> {s.max_linear_inputs})", start, params)
+            return invalid_result(edits, f"linear layer {wide[0][0]} takes {wide[0][1]} inputs (> {s.max_linear_inputs})", start, params)
         macs = count_macs(student, ctx.input_shape)
         train_student(
             student, ctx.x_train, ctx.z_train, steps=s.steps, batch_size=s.batch_size, lr=s.lr,
@@ -130,12 +131,12 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
         )
         acc = accuracy(student, ctx.x_val, ctx.y_val, s.eval_batch_size)
     except SurgeryError as err:
-        return _invalid(edits, f"surgery: {err}", start)
+        return invalid_result(edits, f"surgery: {err}", start)
     except Diverged as err:
-        return _invalid(edits, f"training diverged: {err}", start)
+        return invalid_result(edits, f"training diverged: {err}", start)
     except Exception as err:  # failure isolation: a broken candidate costs its reward, never the search
         log.warning("candidate %s failed", edits.key(), exc_info=True)
-        return _invalid(edits, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", start)
+        return invalid_result(edits, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", start)
     r = reward(acc, ctx.teacher_val_accuracy, params, ctx.teacher_params)
     return CandidateResult(edits, params, macs, acc, r, "", time.perf_counter() - start)
 
@@ -145,12 +146,23 @@ class Evaluator(Protocol):
 
     def evaluate(self, batch: Sequence[Edits]) -> list[CandidateResult]: ...
 
+    def close(self) -> None: ...
+
 
 class SerialEvaluator:
-    """Evaluates candidates one after the other in this process."""
+    """Evaluates candidates one after the other in this process, each with ``threads`` threads."""
 
-    def __init__(self, ctx: EvalContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: EvalContext, threads: int | None = None) -> None:
+        self.ctx, self.threads = ctx, threads
 
     def evaluate(self, batch: Sequence[Edits]) -> list[CandidateResult]:
-        return [evaluate_candidate(self.ctx, edits) for edits in batch]
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            return [evaluate_candidate(self.ctx, edits) for edits in batch]
+        finally:
+            torch.set_num_threads(before)
+
+    def close(self) -> None:
+        pass

@@ -26,6 +26,10 @@ class CompressConfig:
     updates: int = _opt(12, "policy updates per stage")
     rollouts: int = _opt(5, "candidate students sampled per policy update")
     seed: int = _opt(0, "seed for everything random (sampling, training, data order)")
+    workers: int = _opt(0, "candidates evaluated in parallel by worker processes (0: as many as CPUs / "
+                           "--candidate-threads; 1: serial in this process)")
+    candidate_threads: int = _opt(1, "threads each candidate trains with; results depend on it (not on --workers), "
+                                     "so keep it fixed to compare runs")
     steps: int = _opt(150, "distillation steps (mini-batches) per candidate")
     batch_size: int = _opt(128, "mini-batch size for candidate training and the fine-tune")
     lr: float = _opt(1e-3, "Adam learning rate of candidate training")
@@ -64,7 +68,9 @@ class CompressConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{_flag(f.name)} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}")
-        positive = ("updates", "rollouts", "steps", "batch_size", "candidate_examples", "removal_hidden",
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be >= 0 (0: automatic); got {self.workers}")
+        positive = ("candidate_threads", "updates", "rollouts", "steps", "batch_size", "candidate_examples", "removal_hidden",
                     "shrink_hidden", "eval_batch_size", "max_linear_inputs")
         for name in positive:
             if getattr(self, name) < 1:

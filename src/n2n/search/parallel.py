@@ -1,0 +1,109 @@
+"""Candidates evaluated in parallel worker processes on this machine (``--workers N``).
+
+Each worker receives the evaluation context (teacher, distillation subset with the teacher's logits, validation
+split) once, when it starts, and then only edits; it sends back one :class:`CandidateResult` per candidate. A
+candidate trains with a fixed number of threads (``--candidate-threads``) whichever evaluator runs it, and is seeded
+by its own architecture, so parallel and serial runs give the same results. A worker that dies (out of memory,
+killed) costs its candidates one retry on a fresh pool; a candidate that fails twice is invalid (R = -1) with the
+reason recorded, and the search goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import torch
+
+from n2n.errors import N2NError
+from n2n.search.candidate import CandidateResult, EvalContext, evaluate_candidate, invalid_result
+from n2n.surgery import Edits
+
+log = logging.getLogger(__name__)
+
+_WORKER_CTX: EvalContext | None = None
+
+
+def _init_worker(ctx: EvalContext, threads: int) -> None:
+    global _WORKER_CTX
+    torch.set_num_threads(threads)
+    _WORKER_CTX = ctx
+
+
+def _evaluate_in_worker(edits: Edits) -> CandidateResult:
+    assert _WORKER_CTX is not None, "worker used before its initializer ran"
+    return evaluate_candidate(_WORKER_CTX, edits)
+
+
+def default_workers(threads: int) -> int:
+    """As many workers as fit the CPUs this process may use, ``threads`` each."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, threads))
+
+
+class ProcessPoolEvaluator:
+    """Evaluates a batch of candidates on ``workers`` processes; results come back in the order of the batch."""
+
+    def __init__(self, ctx: EvalContext, workers: int, threads: int = 1,
+                 task: Callable[[Edits], CandidateResult] | None = None) -> None:
+        self.ctx, self.workers, self.threads = ctx, workers, threads
+        self.task = task or _evaluate_in_worker  # a module-level function (it is sent to the workers by name)
+        self._pool: ProcessPoolExecutor | None = None
+        self._worked = False  # has any worker ever returned a result?
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: forking a process that already ran PyTorch's thread pools can deadlock
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(self.ctx, self.threads),
+            )
+        return self._pool
+
+    def _restart(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+
+    def evaluate(self, batch: Sequence[Edits]) -> list[CandidateResult]:
+        results: dict[int, CandidateResult] = {}
+        todo = list(range(len(batch)))
+        for attempt in (1, 2):
+            pool = self._start()
+            futures: dict[int, Future] = {i: pool.submit(self.task, batch[i]) for i in todo}
+            failed: dict[int, str] = {}
+            for i, future in futures.items():
+                start = time.perf_counter()
+                try:
+                    results[i] = future.result()
+                except BrokenProcessPool:
+                    failed[i] = "worker process died (out of memory or killed)"
+                except Exception as err:  # noqa: BLE001 - e.g. the context could not be sent to the worker
+                    failed[i] = f"{type(err).__name__}: {err}"
+                if i in failed and attempt == 2:
+                    results[i] = invalid_result(batch[i], failed[i], start)
+            if len(failed) < len(todo):
+                self._worked = True
+            if not failed:
+                break
+            if attempt == 2 and not self._worked:
+                raise N2NError(
+                    f"the {self.workers} worker processes could not start ({next(iter(failed.values()))}). When calling "
+                    "n2n.compress from a script, put the call under `if __name__ == \"__main__\":` (workers are "
+                    "spawned and re-import the script); or set workers=1 (--workers 1) to evaluate in this process"
+                )
+            log.warning("%d candidate(s) failed in a worker (%s); %s", len(failed), next(iter(failed.values())),
+                        "retrying once on a fresh pool" if attempt == 1 else "counting them as invalid")
+            self._restart()
+            todo = sorted(failed)
+        return [results[i] for i in range(len(batch))]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
