@@ -61,14 +61,40 @@ def main() -> int:
         commands = [f"n2n demo --seed {args.seed}"]
     else:
         teacher = work / "teacher"
-        train = ["train-teacher", "--arch", "vgg13", "--width", "0.5", "--data", "mnist", "--data-dir", args.data_dir,
-                 "--epochs", "3", "--seed", str(args.seed), "--out", str(teacher)]
+        train = [
+            "train-teacher",
+            "--arch",
+            "vgg13",
+            "--width",
+            "0.5",
+            "--data",
+            "mnist",
+            "--data-dir",
+            args.data_dir,
+            "--epochs",
+            "3",
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(teacher),
+        ]
         if not (args.reuse_teacher and (teacher / "spec.json").exists()):
             seconds["train_teacher"] = run([*N2N, *train])
         run_dir = work / "compress"
         shutil.rmtree(run_dir, ignore_errors=True)
-        compress = ["compress", "--teacher", str(teacher), "--data", "mnist", "--data-dir", args.data_dir,
-                    "--seed", str(args.seed), "--out", str(run_dir)]
+        compress = [
+            "compress",
+            "--teacher",
+            str(teacher),
+            "--data",
+            "mnist",
+            "--data-dir",
+            args.data_dir,
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(run_dir),
+        ]
         seconds["compress"] = run([*N2N, *compress])
         total = seconds["compress"]
         commands = ["n2n " + " ".join(train), "n2n " + " ".join(compress)]
@@ -95,14 +121,21 @@ def main() -> int:
         "search_seconds": report["seconds"],
         "targets": target,
         "met": checks,
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
     }
     rows = [
-        ("teacher params", f"{t['params']:,}"), ("student params", f"{s['params']:,}"),
+        ("teacher params", f"{t['params']:,}"),
+        ("student params", f"{s['params']:,}"),
         ("compression", f"{report['compression']:.1f}x (target >= {target['compression']:.0f}x)"),
         ("FLOPs reduction", f"{result['flops_reduction']:.1f}x"),
-        ("teacher test acc", f"{t['test_accuracy']:.2%}"), ("student test acc", f"{s['test_accuracy']:.2%}"),
+        ("teacher test acc", f"{t['test_accuracy']:.2%}"),
+        ("student test acc", f"{s['test_accuracy']:.2%}"),
         ("accuracy drop", f"{drop:+.2f} pts (target <= {target['max_drop_pts']})"),
         ("candidates evaluated", str(report["evaluations"])),
         ("wall time", f"{total:.0f} s (target <= {target['max_seconds']:.0f} s)"),

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_tiny_mnist
+
 from n2n.cli import main
 from n2n.data import write_idx
 

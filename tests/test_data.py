@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_tiny_mnist
+
 from n2n.data import list_datasets, load_data, read_idx, write_idx
 from n2n.errors import DataError
 

@@ -1,7 +1,14 @@
 import pytest
 
 from n2n.search.reward import (
-    INVALID_REWARD, Constraints, accuracy_reward, compression, compression_reward, constrained_reward, epsilon, reward,
+    INVALID_REWARD,
+    Constraints,
+    accuracy_reward,
+    compression,
+    compression_reward,
+    constrained_reward,
+    epsilon,
+    reward,
 )
 
 

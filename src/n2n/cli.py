@@ -10,10 +10,9 @@ import argparse
 import json
 import logging
 import sys
-import time
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -43,7 +42,11 @@ class _Display:
             self.progress.update(self.task, completed=event.get("completed", 0))
         elif kind == "update":
             best = event.get("reward_best")
-            desc = f"stage {event['stage']}  mean R {event['reward_mean']:+.3f}  best R {best:+.3f}" if best is not None else f"stage {event['stage']}"
+            desc = (
+                f"stage {event['stage']}  mean R {event['reward_mean']:+.3f}  best R {best:+.3f}"
+                if best is not None
+                else f"stage {event['stage']}"
+            )
             self.progress.update(self.task, advance=1, description=desc)
         elif kind == "finetune":
             self._restart("fine-tune", event["steps"])
@@ -58,14 +61,29 @@ class _Display:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
 
 
 # ---------------------------------------------------------------- commands
-def train_teacher_cmd(arch: str, data: str, data_dir: str | None, out: str, width: float = 1.0, epochs: int = 3,
-                      lr: float = 1e-3, batch_size: int = 128, seed: int = 0, max_train: int | None = None) -> dict[str, Any]:
+def train_teacher_cmd(
+    arch: str,
+    data: str,
+    data_dir: str | None,
+    out: str,
+    width: float = 1.0,
+    epochs: int = 3,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+    max_train: int | None = None,
+) -> dict[str, Any]:
     """Train a zoo teacher and save it to ``out``; returns its metrics."""
     from n2n.data import load_data
     from n2n.models.io import save_model
@@ -79,36 +97,75 @@ def train_teacher_cmd(arch: str, data: str, data_dir: str | None, out: str, widt
     bundle = load_data(data, data_dir, seed=seed, max_train=max_train)
     with _progress() as progress:
         task = progress.add_task(f"train {arch} on {data}", total=None)
-        model, spec = train_teacher(arch, bundle, width=width, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                    on_step=lambda s, total: progress.update(task, completed=s, total=total))
+        model, spec = train_teacher(
+            arch,
+            bundle,
+            width=width,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            on_step=lambda s, total: progress.update(task, completed=s, total=total),
+        )
     save_model(model, spec, out)
     from n2n.surgery import count_params
 
-    metrics = {"params": count_params(model), "val_accuracy": spec.meta["val_accuracy"], "test_accuracy": spec.meta["test_accuracy"]}
-    console.print(f"teacher saved to {out}: {metrics['params']:,} parameters, test accuracy {metrics['test_accuracy']:.2%}")
+    metrics = {
+        "params": count_params(model),
+        "val_accuracy": spec.meta["val_accuracy"],
+        "test_accuracy": spec.meta["test_accuracy"],
+    }
+    console.print(
+        f"teacher saved to {out}: {metrics['params']:,} parameters, test accuracy {metrics['test_accuracy']:.2%}"
+    )
     return metrics
 
 
-def compress_cmd(teacher: str, data: str, data_dir: str | None, out: str, config: Any, max_train: int | None = None,
-                 weights: str | None = None, teacher_kwargs: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+def compress_cmd(
+    teacher: str,
+    data: str,
+    data_dir: str | None,
+    out: str,
+    config: Any,
+    max_train: int | None = None,
+    weights: str | None = None,
+    teacher_kwargs: str | None = None,
+    trust_pickle: bool = False,
+) -> dict[str, Any]:
     """Compress ``teacher`` (saved model, zoo name or import path); writes ``out`` and returns ``report.json``."""
     from n2n.data import load_data
     from n2n.models.source import parse_kwargs, resolve_teacher
 
     config.validate()
     bundle = load_data(data, data_dir, seed=config.seed, max_train=max_train)
-    model, spec = resolve_teacher(teacher, weights=weights, kwargs=parse_kwargs(teacher_kwargs),
-                                  input_shape=tuple(bundle.input_shape), num_classes=bundle.num_classes,
-                                  trust_pickle=trust_pickle)
+    model, spec = resolve_teacher(
+        teacher,
+        weights=weights,
+        kwargs=parse_kwargs(teacher_kwargs),
+        input_shape=tuple(bundle.input_shape),
+        num_classes=bundle.num_classes,
+        trust_pickle=trust_pickle,
+    )
     if not spec.normalization:
         spec = replace(spec, normalization={"mean": list(bundle.mean), "std": list(bundle.std)})
-    source = {"teacher": teacher, "data": data,
-              "data_dir": None if data_dir is None else str(Path(data_dir).resolve()), "max_train": max_train}
+    source = {
+        "teacher": teacher,
+        "data": data,
+        "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
+        "max_train": max_train,
+    }
     return _run_compress(model, spec, source, out, config, resume=False, bundle=bundle)
 
 
-def inspect_cmd(teacher: str, input_shape: str | None, weights: str | None = None, teacher_kwargs: str | None = None,
-                fix: list[str] | None = None, as_json: bool = False, trust_pickle: bool = False) -> dict[str, Any]:
+def inspect_cmd(
+    teacher: str,
+    input_shape: str | None,
+    weights: str | None = None,
+    teacher_kwargs: str | None = None,
+    fix: list[str] | None = None,
+    as_json: bool = False,
+    trust_pickle: bool = False,
+) -> dict[str, Any]:
     """What the search can change in ``teacher``, layer by layer, with the reason for every fixed layer."""
     from n2n.models.source import parse_kwargs, resolve_teacher
     from n2n.surgery import analyze
@@ -116,9 +173,15 @@ def inspect_cmd(teacher: str, input_shape: str | None, weights: str | None = Non
     shape = _shape(input_shape) if input_shape else None
     if shape is None and not Path(teacher, "spec.json").is_file():
         raise ConfigError("--input-shape C,H,W is needed unless --teacher is a saved n2n model (e.g. 3,32,32)")
-    model, spec = resolve_teacher(teacher, weights=weights, kwargs=parse_kwargs(teacher_kwargs), input_shape=shape,
-                                  num_classes=(json.loads(teacher_kwargs or "{}").get("num_classes", 10)),
-                                  trust_pickle=trust_pickle, require_weights=False)
+    model, spec = resolve_teacher(
+        teacher,
+        weights=weights,
+        kwargs=parse_kwargs(teacher_kwargs),
+        input_shape=shape,
+        num_classes=(json.loads(teacher_kwargs or "{}").get("num_classes", 10)),
+        trust_pickle=trust_pickle,
+        require_weights=False,
+    )
     if shape is not None and tuple(shape) != tuple(spec.input_shape):
         raise ConfigError(f"{teacher} takes inputs of shape {tuple(spec.input_shape)}; drop --input-shape or match it")
     analysis = analyze(model, spec.input_shape, fix=tuple(fix or ()))
@@ -126,18 +189,38 @@ def inspect_cmd(teacher: str, input_shape: str | None, weights: str | None = Non
     if as_json:
         print(json.dumps(result, indent=2))
         return result
-    table = Table(title=f"{teacher}: {analysis.params:,} parameters, {2 * analysis.macs:,} FLOPs, "
-                  f"input {tuple(spec.input_shape)}, {analysis.num_outputs} outputs")
-    for col, justify in (("#", "right"), ("layer", "left"), ("type", "left"), ("output", "left"), ("params", "right"),
-                         ("FLOPs", "right"), ("remove", "left"), ("shrink", "left")):
+    table = Table(
+        title=f"{teacher}: {analysis.params:,} parameters, {2 * analysis.macs:,} FLOPs, "
+        f"input {tuple(spec.input_shape)}, {analysis.num_outputs} outputs"
+    )
+    for col, justify in (
+        ("#", "right"),
+        ("layer", "left"),
+        ("type", "left"),
+        ("output", "left"),
+        ("params", "right"),
+        ("FLOPs", "right"),
+        ("remove", "left"),
+        ("shrink", "left"),
+    ):
         table.add_column(col, justify=justify)
     for row in result["layers"]:
-        table.add_row(str(row["index"]), row["name"], row["type"], "x".join(map(str, row["output_shape"])),
-                      f"{row['params']:,}", f"{row['flops']:,}", row["remove"], row["shrink"])
+        table.add_row(
+            str(row["index"]),
+            row["name"],
+            row["type"],
+            "x".join(map(str, row["output_shape"])),
+            f"{row['params']:,}",
+            f"{row['flops']:,}",
+            row["remove"],
+            row["shrink"],
+        )
     Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped output: one row per line
     counts = result["summary"]
-    console.print(f"{counts['removable']} of {counts['layers']} layers removable, {counts['shrinkable']} shrink "
-                  f"decisions, {counts['fixed']} fixed")
+    console.print(
+        f"{counts['removable']} of {counts['layers']} layers removable, {counts['shrinkable']} shrink "
+        f"decisions, {counts['fixed']} fixed"
+    )
     return result
 
 
@@ -146,18 +229,34 @@ def analysis_report(analysis: Any) -> dict[str, Any]:
     layers = []
     for layer in analysis.layers:
         shrink = "yes" if layer.shrinkable else f"no: {layer.shrink_reason}"
-        layers.append({
-            "index": layer.index, "name": layer.name, "type": layer.kind, "output_shape": list(layer.output_shape),
-            "params": layer.params, "flops": 2 * layer.macs,
-            "removable": layer.removable, "remove": "yes" if layer.removable else f"no: {layer.remove_reason}",
-            "shrinkable": layer.shrinkable, "shrink": shrink, "coupled": list(layer.coupled),
-        })
+        layers.append(
+            {
+                "index": layer.index,
+                "name": layer.name,
+                "type": layer.kind,
+                "output_shape": list(layer.output_shape),
+                "params": layer.params,
+                "flops": 2 * layer.macs,
+                "removable": layer.removable,
+                "remove": "yes" if layer.removable else f"no: {layer.remove_reason}",
+                "shrinkable": layer.shrinkable,
+                "shrink": shrink,
+                "coupled": list(layer.coupled),
+            }
+        )
     fixed = sum(not (row["removable"] or row["shrinkable"]) for row in layers)
     return {
-        "input_shape": list(analysis.input_shape), "outputs": analysis.num_outputs,
-        "params": analysis.params, "flops": 2 * analysis.macs, "layers": layers,
-        "summary": {"layers": len(layers), "removable": sum(r["removable"] for r in layers),
-                    "shrinkable": sum(r["shrinkable"] for r in layers), "fixed": fixed},
+        "input_shape": list(analysis.input_shape),
+        "outputs": analysis.num_outputs,
+        "params": analysis.params,
+        "flops": 2 * analysis.macs,
+        "layers": layers,
+        "summary": {
+            "layers": len(layers),
+            "removable": sum(r["removable"] for r in layers),
+            "shrinkable": sum(r["shrinkable"] for r in layers),
+            "fixed": fixed,
+        },
     }
 
 
@@ -165,7 +264,9 @@ def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"--input-shape must be integers like 3,32,32 (channels,height,width); got {text!r}") from None
+        raise ConfigError(
+            f"--input-shape must be integers like 3,32,32 (channels,height,width); got {text!r}"
+        ) from None
     if not shape or any(d < 1 for d in shape):
         raise ConfigError(f"--input-shape must be positive integers like 3,32,32; got {text!r}")
     return shape
@@ -187,8 +288,9 @@ def resume_cmd(run_dir: str) -> dict[str, Any]:
     return _run_compress(model, spec, source, run_dir, config, resume=True)
 
 
-def _run_compress(model: Any, spec: Any, source: dict[str, Any], out: str, config: Any, resume: bool,
-                  bundle: Any = None) -> dict[str, Any]:
+def _run_compress(
+    model: Any, spec: Any, source: dict[str, Any], out: str, config: Any, resume: bool, bundle: Any = None
+) -> dict[str, Any]:
     from n2n.compress import compress
     from n2n.data import load_data
 
@@ -220,7 +322,9 @@ def evaluate_cmd(model_dir: str, data: str, data_dir: str | None, seed: int = 0)
     model, spec = load_model(model_dir)
     bundle = load_data(data, data_dir, seed=seed)
     if tuple(bundle.input_shape) != tuple(spec.input_shape):
-        raise N2NError(f"the model takes inputs of shape {tuple(spec.input_shape)} but {data} has {tuple(bundle.input_shape)}")
+        raise N2NError(
+            f"the model takes inputs of shape {tuple(spec.input_shape)} but {data} has {tuple(bundle.input_shape)}"
+        )
     result = {
         "params": count_params(model),
         "flops": 2 * count_macs(model, spec.input_shape),
@@ -232,7 +336,12 @@ def evaluate_cmd(model_dir: str, data: str, data_dir: str | None, seed: int = 0)
         table.add_column(key, justify="right")
     table.add_column("val accuracy", justify="right")
     table.add_column("test accuracy", justify="right")
-    table.add_row(f"{result['params']:,}", f"{result['flops']:,}", f"{result['val_accuracy']:.2%}", f"{result['test_accuracy']:.2%}")
+    table.add_row(
+        f"{result['params']:,}",
+        f"{result['flops']:,}",
+        f"{result['val_accuracy']:.2%}",
+        f"{result['test_accuracy']:.2%}",
+    )
     Console().print(table)
     return result
 
@@ -241,8 +350,15 @@ def demo_cmd(out: str = "runs/demo", config: Any = None) -> dict[str, Any]:
     """Train a teacher on scikit-learn's digits and compress it: the embedded default, no download."""
     teacher_dir = Path(out) / "teacher"
     console.print(f"[bold]n2n demo[/]: {DEMO_DEFAULTS['arch']} (width {DEMO_DEFAULTS['width']}) on scikit-learn digits")
-    train_teacher_cmd(DEMO_DEFAULTS["arch"], "digits", None, str(teacher_dir), width=DEMO_DEFAULTS["width"],
-                      epochs=DEMO_DEFAULTS["epochs"], seed=config.seed)
+    train_teacher_cmd(
+        DEMO_DEFAULTS["arch"],
+        "digits",
+        None,
+        str(teacher_dir),
+        width=DEMO_DEFAULTS["width"],
+        epochs=DEMO_DEFAULTS["epochs"],
+        seed=config.seed,
+    )
     return compress_cmd(str(teacher_dir), "digits", None, str(Path(out) / "compress"), config)
 
 
@@ -253,8 +369,12 @@ def _summary(report: dict[str, Any]) -> None:
         table.add_column(col, justify="right")
     table.add_row("teacher", f"{t['params']:,}", f"{t['flops']:,}", f"{t['test_accuracy']:.2%}")
     table.add_row("student", f"{s['params']:,}", f"{s['flops']:,}", f"{s['test_accuracy']:.2%}")
-    table.add_row("ratio", f"{report['compression']:.1f}x", f"{t['flops'] / max(1, s['flops']):.1f}x",
-                  f"{report['accuracy_change'] * 100:+.2f} pts")
+    table.add_row(
+        "ratio",
+        f"{report['compression']:.1f}x",
+        f"{t['flops'] / max(1, s['flops']):.1f}x",
+        f"{report['accuracy_change'] * 100:+.2f} pts",
+    )
     Console().print(table)
     console.print(f"{report['evaluations']} candidates evaluated, wall time {report['wall_time_s']:.0f} s")
 
@@ -265,8 +385,12 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     from n2n.search.config import CompressConfig
 
     defaults = CompressConfig()
-    parser.add_argument("--config", metavar="FILE", help="YAML file of settings (names as below, dashes or "
-                        "underscores); options given on the command line override it")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file of settings (names as below, dashes or "
+        "underscores); options given on the command line override it",
+    )
     for f in fields(CompressConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -293,7 +417,9 @@ def _fraction_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.25,0.5,1.0; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.25,0.5,1.0; got {text!r}"
+        ) from None
 
 
 def _config_type() -> type:
@@ -339,20 +465,33 @@ def _read_config_file(path: str) -> dict[str, Any]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit code 2, like every other user error
-        console.print(f"[red]error:[/] {message} (see `{self.prog} --help`)", soft_wrap=True, markup=True, highlight=False)
+        console.print(
+            f"[red]error:[/] {message} (see `{self.prog} --help`)", soft_wrap=True, markup=True, highlight=False
+        )
         raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="n2n", description="Compress a trained PyTorch classifier into a smaller student by "
-                     "reinforcement learning (N2N learning, ICLR 2018).")
+    parser = _Parser(
+        prog="n2n",
+        description="Compress a trained PyTorch classifier into a smaller student by "
+        "reinforcement learning (N2N learning, ICLR 2018).",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def data_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", default=None, help="data set name: digits (embedded), mnist, fashion-mnist, kmnist (default: digits)")
-        p.add_argument("--data-dir", default=None, help="directory holding the data set's files (not needed for digits)")
-        p.add_argument("--max-train", type=int, default=None, help="use at most this many training examples (quick runs)")
+        p.add_argument(
+            "--data",
+            default=None,
+            help="data set name: digits (embedded), mnist, fashion-mnist, kmnist (default: digits)",
+        )
+        p.add_argument(
+            "--data-dir", default=None, help="directory holding the data set's files (not needed for digits)"
+        )
+        p.add_argument(
+            "--max-train", type=int, default=None, help="use at most this many training examples (quick runs)"
+        )
 
     p = sub.add_parser("demo", help="train a teacher on scikit-learn's digits and compress it (no download)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
@@ -369,20 +508,34 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
 
     def teacher_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--teacher", help="the teacher: a saved n2n model directory, a zoo name (vgg13, ...) with "
-                       "--weights, or an import path 'package.module:build_function' (torchvision:NAME and "
-                       "timm:NAME when those are installed)")
+        p.add_argument(
+            "--teacher",
+            help="the teacher: a saved n2n model directory, a zoo name (vgg13, ...) with "
+            "--weights, or an import path 'package.module:build_function' (torchvision:NAME and "
+            "timm:NAME when those are installed)",
+        )
         p.add_argument("--weights", help="the teacher's trained weights: .safetensors or a PyTorch state dict file")
-        p.add_argument("--teacher-kwargs", metavar="JSON", help="keyword arguments for the teacher's builder, "
-                       "e.g. '{\"num_classes\": 10}'")
-        p.add_argument("--trust-pickle", action="store_true", help="allow --weights files that need full "
-                       "unpickling (runs code from the file: only for files you trust)")
+        p.add_argument(
+            "--teacher-kwargs",
+            metavar="JSON",
+            help="keyword arguments for the teacher's builder, " "e.g. '{\"num_classes\": 10}'",
+        )
+        p.add_argument(
+            "--trust-pickle",
+            action="store_true",
+            help="allow --weights files that need full "
+            "unpickling (runs code from the file: only for files you trust)",
+        )
 
     p = sub.add_parser("compress", help="search for a smaller student of a trained teacher")
     teacher_options(p)
     p.add_argument("--out", help="run directory to write")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted search in RUN_DIR with its own teacher "
-                   "copy, data and settings (give no other option)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the interrupted search in RUN_DIR with its own teacher "
+        "copy, data and settings (give no other option)",
+    )
     data_options(p)
     _add_config_options(p)
 
@@ -391,8 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="list the teacher's layers with what the search may change and why not")
     teacher_options(p)
-    p.add_argument("--input-shape", metavar="C,H,W", help="one input's shape, e.g. 3,32,32 (not needed for a saved "
-                   "n2n model)")
+    p.add_argument(
+        "--input-shape", metavar="C,H,W", help="one input's shape, e.g. 3,32,32 (not needed for a saved " "n2n model)"
+    )
     p.add_argument("--fix", action="append", metavar="PATTERN", help="glob of layer names to hold fixed; repeatable")
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
 
@@ -407,39 +561,76 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("train-teacher", "evaluate"):
         args.data = args.data or "digits"
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command == "demo":
             demo_cmd(args.out, _config_from(args))
         elif args.command == "train-teacher":
-            train_teacher_cmd(args.arch, args.data, args.data_dir, args.out, width=args.width, epochs=args.epochs,
-                              lr=args.lr, batch_size=args.batch_size, seed=args.seed, max_train=args.max_train)
+            train_teacher_cmd(
+                args.arch,
+                args.data,
+                args.data_dir,
+                args.out,
+                width=args.width,
+                epochs=args.epochs,
+                lr=args.lr,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                max_train=args.max_train,
+            )
         elif args.command == "compress" and args.resume:
-            given = [a for a in ("teacher", "weights", "teacher_kwargs", "out", "data", "data_dir", "max_train", "config") if getattr(args, a) is not None]
+            given = [
+                a
+                for a in ("teacher", "weights", "teacher_kwargs", "out", "data", "data_dir", "max_train", "config")
+                if getattr(args, a) is not None
+            ]
             given += [f.name for f in fields(_config_type()) if getattr(args, f.name, None) is not None]
             if given:
-                raise ConfigError("--resume takes the teacher, data and settings from the run directory; drop "
-                                  + ", ".join("--" + g.replace("_", "-") for g in given))
+                raise ConfigError(
+                    "--resume takes the teacher, data and settings from the run directory; drop "
+                    + ", ".join("--" + g.replace("_", "-") for g in given)
+                )
             resume_cmd(args.resume)
         elif args.command == "compress":
             args.data = args.data or "digits"
             if args.teacher is None or args.out is None:
                 raise ConfigError("n2n compress needs --teacher and --out (or --resume RUN_DIR)")
-            compress_cmd(args.teacher, args.data, args.data_dir, args.out, _config_from(args), max_train=args.max_train,
-                         weights=args.weights, teacher_kwargs=args.teacher_kwargs, trust_pickle=args.trust_pickle)
+            compress_cmd(
+                args.teacher,
+                args.data,
+                args.data_dir,
+                args.out,
+                _config_from(args),
+                max_train=args.max_train,
+                weights=args.weights,
+                teacher_kwargs=args.teacher_kwargs,
+                trust_pickle=args.trust_pickle,
+            )
         elif args.command == "report":
             from n2n.report import rebuild_reports
 
             report = rebuild_reports(args.run)
             if "status" in report:
-                console.print(f"search not finished: {report['evaluations']} candidates so far; see {Path(args.run) / 'report.md'}")
+                console.print(
+                    f"search not finished: {report['evaluations']} candidates so far; "
+                    f"see {Path(args.run) / 'report.md'}"
+                )
             else:
                 _summary(report)
         elif args.command == "inspect":
             if args.teacher is None:
                 raise ConfigError("n2n inspect needs --teacher")
-            inspect_cmd(args.teacher, args.input_shape, args.weights, args.teacher_kwargs, args.fix, args.json,
-                        args.trust_pickle)
+            inspect_cmd(
+                args.teacher,
+                args.input_shape,
+                args.weights,
+                args.teacher_kwargs,
+                args.fix,
+                args.json,
+                args.trust_pickle,
+            )
         elif args.command == "evaluate":
             evaluate_cmd(args.model, args.data, args.data_dir)
     except Interrupted as err:

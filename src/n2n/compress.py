@@ -35,8 +35,8 @@ from n2n.search.checkpoint import (
 )
 from n2n.search.config import CompressConfig
 from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits, train_student
-from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.loop import SearchContext, StageState, run_update
+from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.reinforce import EmaBaseline
 from n2n.search.reward import Constraints
@@ -56,7 +56,9 @@ class CompressResult:
     out_dir: Path
 
 
-def _context(teacher: nn.Module, analysis: Analysis, data: DataBundle, cfg: CompressConfig, z_train: torch.Tensor) -> EvalContext:
+def _context(
+    teacher: nn.Module, analysis: Analysis, data: DataBundle, cfg: CompressConfig, z_train: torch.Tensor
+) -> EvalContext:
     n = min(cfg.candidate_examples, len(data.train))
     subset = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
     return EvalContext(
@@ -70,9 +72,16 @@ def _context(teacher: nn.Module, analysis: Analysis, data: DataBundle, cfg: Comp
         teacher_params=analysis.params,
         teacher_val_accuracy=accuracy(teacher, data.val.x, data.val.y, cfg.eval_batch_size),
         settings=CandidateSettings(
-            steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            distill=cfg.distill, temperature=cfg.temperature, reinit=cfg.reinit,
-            max_linear_inputs=cfg.max_linear_inputs, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed,
+            steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            distill=cfg.distill,
+            temperature=cfg.temperature,
+            reinit=cfg.reinit,
+            max_linear_inputs=cfg.max_linear_inputs,
+            eval_batch_size=cfg.eval_batch_size,
+            seed=cfg.seed,
         ),
     )
 
@@ -80,8 +89,13 @@ def _context(teacher: nn.Module, analysis: Analysis, data: DataBundle, cfg: Comp
 def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + index)
     if cfg.search == "random":
-        return StageState(name=name, policy=RandomPolicy(name, cfg.fractions), optimizer=None,
-                          baseline=EmaBaseline(cfg.baseline_decay), generator=generator)
+        return StageState(
+            name=name,
+            policy=RandomPolicy(name, cfg.fractions),
+            optimizer=None,
+            baseline=EmaBaseline(cfg.baseline_decay),
+            generator=generator,
+        )
     torch.manual_seed(cfg.seed * 1000 + index)  # policy initialisation must not depend on what ran before it
     if name == "remove":
         policy: RemovalPolicy | ShrinkPolicy = RemovalPolicy(hidden=cfg.removal_hidden)
@@ -121,34 +135,48 @@ def _initial_policy(run_dir: Path, name: str, fresh: RemovalPolicy | ShrinkPolic
 
 
 def _save_policy(state: StageState, out_dir: Path) -> None:
-    save_file({k: v.contiguous() for k, v in state.policy.state_dict().items()}, str(out_dir / f"policy_{state.name}.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in state.policy.state_dict().items()},
+        str(out_dir / f"policy_{state.name}.safetensors"),
+    )
     (out_dir / f"policy_{state.name}.json").write_text(json.dumps(state.policy.config(), indent=2) + "\n")
 
 
-def _checkpoint(path: Path, index: int, state: StageState, search: SearchContext, best: CandidateResult | None,
-                events: int, elapsed: float) -> None:
+def _checkpoint(
+    path: Path,
+    index: int,
+    state: StageState,
+    search: SearchContext,
+    best: CandidateResult | None,
+    events: int,
+    elapsed: float,
+) -> None:
     """Everything needed to continue after ``state.update`` updates of stage ``index``."""
     optim, groups, scalars = optimizer_to_flat(state.optimizer) if state.optimizer else ({}, [], {})
     tensors = {f"policy.{k}": v for k, v in state.policy.state_dict().items()}
     tensors.update(optim)
     tensors["rng.stage"] = state.generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    write_checkpoint(path, {
-        "stage_index": index,
-        "stage": state.name,
-        "update": state.update,
-        "baseline": state.baseline.state_dict(),
-        "stage_best": None if state.best is None else state.best.edits.key(),
-        "stage_best_reward": state.best_reward,
-        "best": None if best is None else best.edits.key(),
-        "base": search.base.to_dict(),
-        "cache": [result_to_dict(r) for r in search.cache.values()],
-        "events": events,
-        "elapsed": elapsed,
-        "seconds": search.seconds,
-        "optim_groups": groups,
-        "optim_scalars": scalars,
-    }, tensors)
+    write_checkpoint(
+        path,
+        {
+            "stage_index": index,
+            "stage": state.name,
+            "update": state.update,
+            "baseline": state.baseline.state_dict(),
+            "stage_best": None if state.best is None else state.best.edits.key(),
+            "stage_best_reward": state.best_reward,
+            "best": None if best is None else best.edits.key(),
+            "base": search.base.to_dict(),
+            "cache": [result_to_dict(r) for r in search.cache.values()],
+            "events": events,
+            "elapsed": elapsed,
+            "seconds": search.seconds,
+            "optim_groups": groups,
+            "optim_scalars": scalars,
+        },
+        tensors,
+    )
 
 
 def _restore_stage(state: StageState, ckpt: Checkpoint, cache: dict[str, CandidateResult]) -> None:
@@ -176,8 +204,14 @@ def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None
         return None
     if not path.exists():
         done = (out / "report.json").exists()
-        raise N2NError(f"{out} has no search to resume" + (": it has finished (see report.md)" if done else
-                       " (no checkpoint.safetensors): start it with `n2n compress --out ...`"))
+        raise N2NError(
+            f"{out} has no search to resume"
+            + (
+                ": it has finished (see report.md)"
+                if done
+                else " (no checkpoint.safetensors): start it with `n2n compress --out ...`"
+            )
+        )
     saved = json.loads((out / "config.json").read_text())
     current = json.loads(json.dumps(cfg.to_dict()))
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k != "workers")
@@ -236,14 +270,27 @@ def compress(
         seconds["teacher_logits"] = seconds.get("teacher_logits", 0.0) + time.perf_counter() - t0
         ctx = _context(teacher, analysis, data, cfg, z_train)
         search = SearchContext(
-            analysis=analysis, base=Edits(), evaluator=_evaluator(ctx, cfg), cache={},
+            analysis=analysis,
+            base=Edits(),
+            evaluator=_evaluator(ctx, cfg),
+            cache={},
             constraints=Constraints(cfg.max_params, cfg.min_accuracy, cfg.constraint_mode),
-            fractions=tuple(cfg.fractions), entropy_coef=cfg.entropy_coef, seconds=seconds,
+            fractions=tuple(cfg.fractions),
+            entropy_coef=cfg.entropy_coef,
+            seconds=seconds,
         )
         stages, first, best = cfg.stage_list(), 0, None
         if ckpt is None:
-            emit({"event": "start", "teacher_params": analysis.params, "teacher_val_accuracy": ctx.teacher_val_accuracy,
-                  "layers": len(analysis.layers), "stages": stages, "updates": cfg.updates})
+            emit(
+                {
+                    "event": "start",
+                    "teacher_params": analysis.params,
+                    "teacher_val_accuracy": ctx.teacher_val_accuracy,
+                    "layers": len(analysis.layers),
+                    "stages": stages,
+                    "updates": cfg.updates,
+                }
+            )
         else:
             search.cache = {r.edits.key(): r for r in map(result_from_dict, ckpt.meta["cache"])}
             search.base = Edits.from_dict(ckpt.meta["base"])
@@ -253,7 +300,9 @@ def compress(
         for index in range(first, len(stages)):
             stage = stages[index]
             if search.base.removed:
-                search.analysis = analyze(build_student(ctx, search.base), data.input_shape, cfg.fix, check_removals=False)
+                search.analysis = analyze(
+                    build_student(ctx, search.base), data.input_shape, cfg.fix, check_removals=False
+                )
             state = _new_stage(stage, cfg, index)
             if ckpt is not None and index == first:
                 _restore_stage(state, ckpt, search.cache)
@@ -280,14 +329,27 @@ def compress(
         student, final = _finetune(ctx, data, cfg, search.base, z_train, emit, listener, seconds)
         spec = teacher_spec.with_edits(search.base, data=data.name, **final)
         save_model(student, spec, out / "student")
-        report = write_reports(out, analysis, teacher, student, spec, data, ctx.teacher_val_accuracy,
-                               len(search.cache), time.perf_counter() - started, seconds, best)
+        report = write_reports(
+            out,
+            analysis,
+            teacher,
+            student,
+            spec,
+            data,
+            ctx.teacher_val_accuracy,
+            len(search.cache),
+            time.perf_counter() - started,
+            seconds,
+            best,
+        )
         emit({"event": "done", "wall_time_s": report["wall_time_s"]})
         (out / CHECKPOINT).unlink(missing_ok=True)
         return CompressResult(student, spec, report, out)
     except KeyboardInterrupt:
         if not (out / CHECKPOINT).exists():
-            raise Interrupted("interrupted before the search started: nothing to resume, run the command again") from None
+            raise Interrupted(
+                "interrupted before the search started: nothing to resume, run the command again"
+            ) from None
         raise Interrupted(
             f"interrupted; the search state after the last policy update is saved: continue with "
             f"`n2n compress --resume {out}`"
@@ -321,8 +383,14 @@ def _check_failures(state: StageState, results: list[CandidateResult], out: Path
 
 
 def _finetune(
-    ctx: EvalContext, data: DataBundle, cfg: CompressConfig, edits: Edits, z_train: torch.Tensor,
-    emit: Listener, listener: Listener | None, seconds: dict[str, float],
+    ctx: EvalContext,
+    data: DataBundle,
+    cfg: CompressConfig,
+    edits: Edits,
+    z_train: torch.Tensor,
+    emit: Listener,
+    listener: Listener | None,
+    seconds: dict[str, float],
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train the chosen student on the full training split with ``CE + lambda * distillation``.
 
@@ -352,9 +420,18 @@ def _finetune(
     if steps:
         try:
             train_student(
-                student, data.train.x, z_train, steps=steps, batch_size=cfg.batch_size, lr=cfg.finetune_lr,
-                weight_decay=0.0, generator=torch.Generator().manual_seed(cfg.seed), labels=data.train.y,
-                loss_fn=distill_loss(cfg.distill, cfg.temperature), kd_weight=cfg.kd_weight, on_step=on_step,
+                student,
+                data.train.x,
+                z_train,
+                steps=steps,
+                batch_size=cfg.batch_size,
+                lr=cfg.finetune_lr,
+                weight_decay=0.0,
+                generator=torch.Generator().manual_seed(cfg.seed),
+                labels=data.train.y,
+                loss_fn=distill_loss(cfg.distill, cfg.temperature),
+                kd_weight=cfg.kd_weight,
+                on_step=on_step,
             )
         except Diverged as err:
             log.warning("the fine-tune diverged (%s); keeping the best weights seen before", err)

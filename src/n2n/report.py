@@ -20,21 +20,37 @@ def layer_table(analysis: Analysis, student: nn.Module, spec: ModelSpec) -> list
     removed = set(spec.edits.removed)
     rows = []
     for layer in analysis.layers:
-        row = {"name": layer.name, "kind": layer.kind, "teacher_out": layer.out_channels, "teacher_params": layer.params}
+        row = {
+            "name": layer.name,
+            "kind": layer.kind,
+            "teacher_out": layer.out_channels,
+            "teacher_params": layer.params,
+        }
         if layer.name in removed:
             row.update(student_out=0, student_params=0, status="removed")
         else:
             module = student.get_submodule(layer.name)
             out = module.out_features if isinstance(module, nn.Linear) else module.out_channels
-            row.update(student_out=out, student_params=count_params(module),
-                       status="kept" if out == layer.out_channels else f"shrunk to {out / layer.out_channels:.0%}")
+            row.update(
+                student_out=out,
+                student_params=count_params(module),
+                status="kept" if out == layer.out_channels else f"shrunk to {out / layer.out_channels:.0%}",
+            )
         rows.append(row)
     return rows
 
 
 def write_reports(
-    out: Path, analysis: Analysis, teacher: nn.Module, student: nn.Module, spec: ModelSpec, data: DataBundle,
-    teacher_val_accuracy: float, evaluations: int, wall_time_s: float, seconds: dict[str, float],
+    out: Path,
+    analysis: Analysis,
+    teacher: nn.Module,
+    student: nn.Module,
+    spec: ModelSpec,
+    data: DataBundle,
+    teacher_val_accuracy: float,
+    evaluations: int,
+    wall_time_s: float,
+    seconds: dict[str, float],
     best: CandidateResult,
 ) -> dict[str, Any]:
     """Write ``report.json`` and ``report.md`` into ``out``; returns the report."""
@@ -137,12 +153,21 @@ def _rebuild_finished(run: Path, candidates: list[dict[str, Any]], wall_time_s: 
     data = load_data(source["data"], source["data_dir"], seed=config["seed"], max_train=source["max_train"])
     analysis = analyze(teacher, data.input_shape, fix=tuple(config.get("fix", ())), check_removals=False)
     best_event = _best(candidates) or {"edits": {}, "params": 0, "macs": 0, "val_accuracy": 0.0, "reward": -1.0}
-    best = CandidateResult(Edits.from_dict(best_event["edits"]), best_event["params"], best_event["macs"],
-                           best_event["val_accuracy"], best_event["reward"], "", 0.0)
+    best = CandidateResult(
+        Edits.from_dict(best_event["edits"]),
+        best_event["params"],
+        best_event["macs"],
+        best_event["val_accuracy"],
+        best_event["reward"],
+        "",
+        0.0,
+    )
     teacher_val = accuracy(teacher, data.val.x, data.val.y)
     seconds = {"candidates": sum(e.get("seconds", 0.0) for e in candidates)}
     evaluations = sum(not e.get("cached") for e in candidates)
-    return write_reports(run, analysis, teacher, student, spec, data, teacher_val, evaluations, wall_time_s, seconds, best)
+    return write_reports(
+        run, analysis, teacher, student, spec, data, teacher_val, evaluations, wall_time_s, seconds, best
+    )
 
 
 def _progress_report(run: Path, events: list[dict[str, Any]], candidates: list[dict[str, Any]]) -> dict[str, Any]:
@@ -154,7 +179,9 @@ def _progress_report(run: Path, events: list[dict[str, Any]], candidates: list[d
         best = _best(mine)
         stages[stage] = {
             "updates": sum(u["stage"] == stage for u in updates),
-            "best": None if best is None else {k: best[k] for k in ("edits", "params", "flops", "val_accuracy", "reward")},
+            "best": None
+            if best is None
+            else {k: best[k] for k in ("edits", "params", "flops", "val_accuracy", "reward")},
         }
     report = {
         "status": "incomplete",
@@ -167,8 +194,12 @@ def _progress_report(run: Path, events: list[dict[str, Any]], candidates: list[d
     lines = [f"# n2n report ({run.name}): search not finished", ""]
     if report["resumable"]:
         lines += [f"Continue it with `n2n compress --resume {run}`.", ""]
-    lines += [f"{report['evaluations']} candidates evaluated ({report['candidate_seconds']:.0f} s of training).", "",
-              "| stage | updates | best reward | params | compression | validation accuracy |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        f"{report['evaluations']} candidates evaluated ({report['candidate_seconds']:.0f} s of training).",
+        "",
+        "| stage | updates | best reward | params | compression | validation accuracy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     teacher_params = report["teacher"]["params"] or 0
     for stage, info in stages.items():
         b = info["best"]
@@ -176,8 +207,10 @@ def _progress_report(run: Path, events: list[dict[str, Any]], candidates: list[d
             lines.append(f"| {stage} | {info['updates']} | none valid | | | |")
         else:
             ratio = f"{teacher_params / b['params']:.1f}x" if teacher_params and b["params"] else ""
-            lines.append(f"| {stage} | {info['updates']} | {b['reward']:.3f} | {b['params']:,} | {ratio} | "
-                         f"{b['val_accuracy']:.2%} |")
+            lines.append(
+                f"| {stage} | {info['updates']} | {b['reward']:.3f} | {b['params']:,} | {ratio} | "
+                f"{b['val_accuracy']:.2%} |"
+            )
     (run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run / "report.md").write_text("\n".join(lines) + "\n")
     return report

@@ -98,7 +98,12 @@ def _split(y: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.
 
 
 def load_data(
-    name: str, data_dir: str | Path | None = None, *, val_fraction: float = 0.1, seed: int = 0, max_train: int | None = None
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    max_train: int | None = None,
 ) -> DataBundle:
     """Load data set ``name`` and split it.
 

@@ -10,10 +10,22 @@ import numpy as np
 from n2n.data._base import RawData, register_dataset
 from n2n.errors import DataError
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
-           0x0E: np.dtype(">f8")}
-_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B, np.dtype(np.int32): 0x0C,
-          np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_CODES = {
+    np.dtype(np.uint8): 0x08,
+    np.dtype(np.int8): 0x09,
+    np.dtype(np.int16): 0x0B,
+    np.dtype(np.int32): 0x0C,
+    np.dtype(np.float32): 0x0D,
+    np.dtype(np.float64): 0x0E,
+}
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
@@ -33,7 +45,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(f"{path} is truncated or padded: {len(raw) - header} data bytes, expected {expected} for {shape}")
+        raise DataError(
+            f"{path} is truncated or padded: {len(raw) - header} data bytes, expected {expected} for {shape}"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -65,11 +79,11 @@ def read_idx_dataset(name: str, data_dir: Path | None, num_classes: int = 10) ->
     if not data_dir.is_dir():
         raise DataError(f"--data-dir {data_dir} is not a directory; it must contain {layout}")
     paths = [_find(data_dir, stem) for stem in FILES]
-    missing = [stem for stem, p in zip(FILES, paths) if p is None]
+    missing = [stem for stem, p in zip(FILES, paths, strict=False) if p is None]
     if missing:
         raise DataError(f"{data_dir} lacks {', '.join(missing)}; an {name} directory holds {layout}")
     x_train, y_train, x_test, y_test = (read_idx(p) for p in paths)
-    for p, arr, ndim in zip(paths, (x_train, y_train, x_test, y_test), (3, 1, 3, 1)):
+    for p, arr, ndim in zip(paths, (x_train, y_train, x_test, y_test), (3, 1, 3, 1), strict=False):
         if arr.ndim != ndim:
             raise DataError(f"{p} has {arr.ndim} dimensions; expected {ndim}")
     scale = 255.0 if x_train.dtype == np.uint8 else 1.0

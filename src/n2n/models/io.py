@@ -83,8 +83,13 @@ class ModelSpec:
     def with_edits(self, edits: Edits, **meta: Any) -> ModelSpec:
         """The spec of a student of this network (the edits are relative to the same architecture)."""
         return ModelSpec(
-            self.arch, self.input_shape, self.num_classes, self.edits.then(edits), self.protected,
-            self.normalization, {**self.meta, **meta},
+            self.arch,
+            self.input_shape,
+            self.num_classes,
+            self.edits.then(edits),
+            self.protected,
+            self.normalization,
+            {**self.meta, **meta},
         )
 
 

@@ -32,8 +32,12 @@ def import_callable(target: str) -> Any:
         module = importlib.import_module(hub or module_name)
     except ImportError as err:
         if hub:
-            raise ModelError(f"--teacher {target!r} needs {module_name}, which is not installed (pip install {module_name})") from None
-        raise ModelError(f"cannot import {module_name!r} for --teacher {target!r}: {err} (is it on PYTHONPATH?)") from None
+            raise ModelError(
+                f"--teacher {target!r} needs {module_name}, which is not installed (pip install {module_name})"
+            ) from None
+        raise ModelError(
+            f"cannot import {module_name!r} for --teacher {target!r}: {err} (is it on PYTHONPATH?)"
+        ) from None
     if hub == "timm":
         return lambda **kwargs: module.create_model(attr, **kwargs)
     obj: Any = module
@@ -42,7 +46,9 @@ def import_callable(target: str) -> Any:
             raise ModelError(f"{module_name!r} has no attribute {attr!r} (from --teacher {target!r})")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ModelError(f"--teacher {target!r} names {type(obj).__name__}, not a class or function that builds a model")
+        raise ModelError(
+            f"--teacher {target!r} names {type(obj).__name__}, not a class or function that builds a model"
+        )
     return obj
 
 
@@ -120,10 +126,20 @@ def resolve_teacher(
     elif teacher in list_models():
         if input_shape is None or num_classes is None:
             raise ModelError(f"building the zoo model {teacher!r} needs the input shape and the number of classes")
-        arch = {"source": "zoo", "name": teacher, "kwargs": {"in_channels": input_shape[0], "num_classes": num_classes,
-                                                               "input_size": list(input_shape[1:]), **(kwargs or {})}}
+        arch = {
+            "source": "zoo",
+            "name": teacher,
+            "kwargs": {
+                "in_channels": input_shape[0],
+                "num_classes": num_classes,
+                "input_size": list(input_shape[1:]),
+                **(kwargs or {}),
+            },
+        }
     elif Path(teacher).exists():
-        raise ModelError(f"{teacher} is not a saved n2n model: expected {SPEC_FILE} in it (made by `n2n train-teacher`)")
+        raise ModelError(
+            f"{teacher} is not a saved n2n model: expected {SPEC_FILE} in it (made by `n2n train-teacher`)"
+        )
     else:
         raise ModelError(
             f"--teacher {teacher!r} is neither a saved n2n model directory, a zoo architecture "
@@ -132,7 +148,9 @@ def resolve_teacher(
     model = build_architecture(arch)
     if weights is None:
         if require_weights:
-            raise ModelError(f"--teacher {teacher} builds an untrained network: pass its trained weights with --weights")
+            raise ModelError(
+                f"--teacher {teacher} builds an untrained network: pass its trained weights with --weights"
+            )
     else:
         loaded = load_weights(weights, trust_pickle)
         state = loaded.state_dict() if isinstance(loaded, nn.Module) else loaded
@@ -151,8 +169,12 @@ def resolve_teacher(
             raise ModelError(f"{teacher} does not run on inputs of shape {tuple(input_shape)}: {err}") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise ModelError(f"{teacher} must return logits of shape (batch, classes); it returned {_describe(out)}")
-    spec = ModelSpec(arch=arch, input_shape=tuple(input_shape), num_classes=int(out.shape[1]),
-                     meta={"teacher": teacher, "weights": None if weights is None else str(weights)})
+    spec = ModelSpec(
+        arch=arch,
+        input_shape=tuple(input_shape),
+        num_classes=int(out.shape[1]),
+        meta={"teacher": teacher, "weights": None if weights is None else str(weights)},
+    )
     return model, spec
 
 

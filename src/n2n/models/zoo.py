@@ -33,7 +33,11 @@ def list_models() -> list[str]:
 
 
 def create_model(
-    name: str, *, in_channels: int = 3, num_classes: int = 10, input_size: int | tuple[int, int] | list[int] = 32,
+    name: str,
+    *,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    input_size: int | tuple[int, int] | list[int] = 32,
     width: float = 1.0,
 ) -> nn.Module:
     """Build architecture ``name`` for inputs (in_channels, H, W) and ``num_classes`` outputs, widths x ``width``."""
@@ -43,7 +47,9 @@ def create_model(
     if width <= 0:
         raise ModelError(f"width must be > 0; got {width}")
     if in_channels < 1 or num_classes < 2 or min(size) < 1:
-        raise ModelError(f"need in_channels >= 1, num_classes >= 2, input size >= 1; got {in_channels}, {num_classes}, {size}")
+        raise ModelError(
+            f"need in_channels >= 1, num_classes >= 2, input size >= 1; got {in_channels}, {num_classes}, {size}"
+        )
     return _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, input_size=size, width=width)
 
 
@@ -71,7 +77,10 @@ class LeNet5(nn.Module):
             h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Linear(c2 * h * w, _w(120, width)), nn.ReLU(), nn.Linear(_w(120, width), _w(84, width)), nn.ReLU(),
+            nn.Linear(c2 * h * w, _w(120, width)),
+            nn.ReLU(),
+            nn.Linear(_w(120, width), _w(84, width)),
+            nn.ReLU(),
             nn.Linear(_w(84, width), num_classes),
         )
 
@@ -91,7 +100,9 @@ class VGG(nn.Module):
     """CIFAR-style VGG with batch norm: 3x3 conv-BN-ReLU stacks, 2x2 max-pools (skipped once the map is 1x1),
     global average pooling and one linear classifier (the paper's 9.4M-parameter MNIST VGG-13)."""
 
-    def __init__(self, cfg: list[int | str], in_channels: int, num_classes: int, input_size: tuple[int, int], width: float):
+    def __init__(
+        self, cfg: list[int | str], in_channels: int, num_classes: int, input_size: tuple[int, int], width: float
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         c, size = in_channels, min(input_size)
@@ -141,7 +152,7 @@ class ResNet(nn.Module):
         c = _w(64, width)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
         stages = []
-        for i, (n, base) in enumerate(zip(blocks, (64, 128, 256, 512))):
+        for i, (n, base) in enumerate(zip(blocks, (64, 128, 256, 512), strict=False)):
             out = _w(base, width)
             layers = []
             for j in range(n):

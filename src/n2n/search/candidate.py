@@ -122,11 +122,19 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
         wide = [(n, m.in_features) for n, m in student.named_modules() if isinstance(m, nn.Linear)]
         wide = [(n, f) for n, f in wide if f > s.max_linear_inputs]
         if wide:
-            return invalid_result(edits, f"linear layer {wide[0][0]} takes {wide[0][1]} inputs (> {s.max_linear_inputs})", start, params)
+            return invalid_result(
+                edits, f"linear layer {wide[0][0]} takes {wide[0][1]} inputs (> {s.max_linear_inputs})", start, params
+            )
         macs = count_macs(student, ctx.input_shape)
         train_student(
-            student, ctx.x_train, ctx.z_train, steps=s.steps, batch_size=s.batch_size, lr=s.lr,
-            weight_decay=s.weight_decay, generator=torch.Generator().manual_seed(candidate_seed(s.seed, edits)),
+            student,
+            ctx.x_train,
+            ctx.z_train,
+            steps=s.steps,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            weight_decay=s.weight_decay,
+            generator=torch.Generator().manual_seed(candidate_seed(s.seed, edits)),
             loss_fn=distill_loss(s.distill, s.temperature),
         )
         acc = accuracy(student, ctx.x_val, ctx.y_val, s.eval_batch_size)

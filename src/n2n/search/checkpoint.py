@@ -44,10 +44,12 @@ class Checkpoint:
     def prefixed(self, prefix: str) -> dict[str, torch.Tensor]:
         """The tensors stored under ``prefix.``, with the prefix stripped."""
         start = prefix + "."
-        return {k[len(start):]: v for k, v in self.tensors.items() if k.startswith(start)}
+        return {k[len(start) :]: v for k, v in self.tensors.items() if k.startswith(start)}
 
 
-def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dict[str, list[str]]]:
+def optimizer_to_flat(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dict[str, list[str]]]:
     """An optimizer's state as flat tensors ``optim.<param>.<name>`` plus its JSON-able param groups."""
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -75,8 +77,11 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> N
 def write_checkpoint(path: Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
     """Write ``path`` atomically: temporary file, fsync, rename (and fsync the directory)."""
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"n2n": json.dumps({"format": FORMAT, **meta})})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(tmp),
+        metadata={"n2n": json.dumps({"format": FORMAT, **meta})},
+    )
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)

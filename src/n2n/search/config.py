@@ -20,16 +20,28 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - mirrors 
 class CompressConfig:
     """Settings of ``n2n compress``. Every field is also a command-line option (underscores become dashes)."""
 
-    stages: str = _opt("both", "stages to run: remove (stage 1), shrink (stage 2) or both", choices=("remove", "shrink", "both"))
-    search: str = _opt("rl", "rl: the N2N policies learn from rewards; random: uniform random actions with the same "
-                             "budget (the baseline a learned search must beat)", choices=("rl", "random"))
+    stages: str = _opt(
+        "both", "stages to run: remove (stage 1), shrink (stage 2) or both", choices=("remove", "shrink", "both")
+    )
+    search: str = _opt(
+        "rl",
+        "rl: the N2N policies learn from rewards; random: uniform random actions with the same "
+        "budget (the baseline a learned search must beat)",
+        choices=("rl", "random"),
+    )
     updates: int = _opt(12, "policy updates per stage")
     rollouts: int = _opt(5, "candidate students sampled per policy update")
     seed: int = _opt(0, "seed for everything random (sampling, training, data order)")
-    workers: int = _opt(0, "candidates evaluated in parallel by worker processes (0: as many as CPUs / "
-                           "--candidate-threads; 1: serial in this process)")
-    candidate_threads: int = _opt(1, "threads each candidate trains with; results depend on it (not on --workers), "
-                                     "so keep it fixed to compare runs")
+    workers: int = _opt(
+        0,
+        "candidates evaluated in parallel by worker processes (0: as many as CPUs / "
+        "--candidate-threads; 1: serial in this process)",
+    )
+    candidate_threads: int = _opt(
+        1,
+        "threads each candidate trains with; results depend on it (not on --workers), "
+        "so keep it fixed to compare runs",
+    )
     steps: int = _opt(150, "distillation steps (mini-batches) per candidate")
     batch_size: int = _opt(128, "mini-batch size for candidate training and the fine-tune")
     lr: float = _opt(1e-3, "Adam learning rate of candidate training")
@@ -47,17 +59,25 @@ class CompressConfig:
     entropy_coef: float = _opt(0.0, "entropy bonus weight in the policy loss")
     max_params: int | None = _opt(None, "constraint: student parameters at most this")
     min_accuracy: float | None = _opt(None, "constraint: student validation accuracy at least this (fraction)")
-    constraint_mode: str = _opt("hard", "hard: R=-1 when violated; soft: the paper's annealed penalty", choices=("hard", "soft"))
+    constraint_mode: str = _opt(
+        "hard", "hard: R=-1 when violated; soft: the paper's annealed penalty", choices=("hard", "soft")
+    )
     max_linear_inputs: int = _opt(50000, "reject students with a linear layer taking more inputs (paper: 50,000)")
     finetune_epochs: int = _opt(3, "epochs of the final fine-tune (CE + kd_weight * distillation)")
-    finetune_min_steps: int = _opt(1000, "the fine-tune runs at least this many steps (when --finetune-epochs > 0), "
-                                         "so small data sets get enough training")
+    finetune_min_steps: int = _opt(
+        1000,
+        "the fine-tune runs at least this many steps (when --finetune-epochs > 0), "
+        "so small data sets get enough training",
+    )
     finetune_lr: float = _opt(1e-3, "Adam learning rate of the final fine-tune")
     kd_weight: float = _opt(1.0, "lambda: weight of the distillation term in the final fine-tune")
     eval_batch_size: int = _opt(1024, "batch size for teacher logits and evaluation")
     fix: tuple[str, ...] = _opt((), "glob patterns of layer names held out of both stages")
-    init_policy: str | None = _opt(None, "run directory of an earlier search whose trained policies start this one "
-                                         "(they work on any teacher: policies read per-layer features)")
+    init_policy: str | None = _opt(
+        None,
+        "run directory of an earlier search whose trained policies start this one "
+        "(they work on any teacher: policies read per-layer features)",
+    )
 
     def stage_list(self) -> list[str]:
         return list(STAGES) if self.stages == "both" else [self.stages]
@@ -67,11 +87,23 @@ class CompressConfig:
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"--{_flag(f.name)} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}")
+                raise ConfigError(
+                    f"--{_flag(f.name)} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}"
+                )
         if self.workers < 0:
             raise ConfigError(f"--workers must be >= 0 (0: automatic); got {self.workers}")
-        positive = ("candidate_threads", "updates", "rollouts", "steps", "batch_size", "candidate_examples", "removal_hidden",
-                    "shrink_hidden", "eval_batch_size", "max_linear_inputs")
+        positive = (
+            "candidate_threads",
+            "updates",
+            "rollouts",
+            "steps",
+            "batch_size",
+            "candidate_examples",
+            "removal_hidden",
+            "shrink_hidden",
+            "eval_batch_size",
+            "max_linear_inputs",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer; got {getattr(self, name)}")
@@ -125,7 +157,7 @@ def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
     if value is None:
         return None
     if isinstance(default, tuple) or name in ("fix", "fractions"):
-        items = value if isinstance(value, (list, tuple)) else [value]
+        items = value if isinstance(value, list | tuple) else [value]
         kind = float if name == "fractions" else str
         try:
             return tuple(kind(v) for v in items)
@@ -135,7 +167,11 @@ def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {name} must be true or false; got {value!r}")
         return value
-    kind = type(default) if default is not None else (int if name == "max_params" else float if name == "min_accuracy" else str)
+    kind = (
+        type(default)
+        if default is not None
+        else (int if name == "max_params" else float if name == "min_accuracy" else str)
+    )
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or isinstance(value, bool):

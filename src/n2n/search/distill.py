@@ -17,7 +17,9 @@ def mse_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor)
     return (student_logits - teacher_logits).pow(2).sum(dim=1).mean()
 
 
-def kl_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def kl_distill_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
+) -> torch.Tensor:
     """Hinton et al. (2015): ``T^2 * KL(softmax(z_t / T) || softmax(f_s / T))``, averaged over the batch."""
     log_p = F.log_softmax(student_logits / temperature, dim=1)
     q = F.log_softmax(teacher_logits / temperature, dim=1)

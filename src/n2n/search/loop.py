@@ -18,7 +18,7 @@ import torch
 from n2n.search.candidate import CandidateResult, Evaluator
 from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.reinforce import EmaBaseline, reinforce_loss
-from n2n.search.reward import Constraints, INVALID_REWARD, constrained_reward
+from n2n.search.reward import INVALID_REWARD, Constraints, constrained_reward
 from n2n.surgery import Analysis, Edits
 
 Policy = RemovalPolicy | ShrinkPolicy | RandomPolicy
@@ -56,10 +56,16 @@ class SearchContext:
 def actions_to_edits(stage: str, analysis: Analysis, actions: torch.Tensor, fractions: tuple[float, ...]) -> Edits:
     """The edits one rollout's actions stand for (only decidable layers can change)."""
     if stage == "remove":
-        removed = [layer.name for layer, keep in zip(analysis.layers, actions.tolist()) if layer.removable and not keep]
+        removed = [
+            layer.name
+            for layer, keep in zip(analysis.layers, actions.tolist(), strict=False)
+            if layer.removable and not keep
+        ]
         return Edits.make(removed=removed)
     keep = {
-        layer.name: fractions[i] for layer, i in zip(analysis.layers, actions.tolist()) if layer.shrinkable
+        layer.name: fractions[i]
+        for layer, i in zip(analysis.layers, actions.tolist(), strict=False)
+        if layer.shrinkable
     }
     return Edits.make(keep=keep)
 
@@ -86,7 +92,9 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     rewards = []
     for r in results:
         violated = r.valid and ctx.constraints.violated(r.params, r.val_accuracy)
-        rewards.append(constrained_reward(r.reward, violated, ctx.constraints.mode, state.update) if r.valid else r.reward)
+        rewards.append(
+            constrained_reward(r.reward, violated, ctx.constraints.mode, state.update) if r.valid else r.reward
+        )
 
     # -- policy update: grad J = 1/m sum_k grad log pi(a^k) (R_k - b)
     t0 = time.perf_counter()
@@ -104,23 +112,27 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
 
     # -- log, track the best
     fresh = set(todo)
-    for k, (result, rew, sample) in enumerate(zip(results, rewards, samples)):
+    for k, (result, rew, sample) in enumerate(zip(results, rewards, samples, strict=False)):
         key = result.edits.key()
-        emit(candidate_event(state.name, state.update, k, result, rew, sample.actions.tolist(), cached=key not in fresh))
+        emit(
+            candidate_event(state.name, state.update, k, result, rew, sample.actions.tolist(), cached=key not in fresh)
+        )
         fresh.discard(key)
         if result.valid and rew > state.best_reward:
             state.best, state.best_reward = result, rew
-    emit({
-        "event": "update",
-        "stage": state.name,
-        "update": state.update,
-        "reward_mean": sum(rewards) / len(rewards),
-        "reward_best": state.best_reward if state.best is not None else None,
-        "baseline": baseline_before,
-        "loss": loss.item(),
-        "entropy": entropies.mean().item(),
-        "probs": _policy_probs(state, features),
-    })
+    emit(
+        {
+            "event": "update",
+            "stage": state.name,
+            "update": state.update,
+            "reward_mean": sum(rewards) / len(rewards),
+            "reward_best": state.best_reward if state.best is not None else None,
+            "baseline": baseline_before,
+            "loss": loss.item(),
+            "entropy": entropies.mean().item(),
+            "probs": _policy_probs(state, features),
+        }
+    )
     state.update += 1
     return results
 

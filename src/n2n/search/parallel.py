@@ -49,8 +49,9 @@ def default_workers(threads: int) -> int:
 class ProcessPoolEvaluator:
     """Evaluates a batch of candidates on ``workers`` processes; results come back in the order of the batch."""
 
-    def __init__(self, ctx: EvalContext, workers: int, threads: int = 1,
-                 task: Callable[[Edits], CandidateResult] | None = None) -> None:
+    def __init__(
+        self, ctx: EvalContext, workers: int, threads: int = 1, task: Callable[[Edits], CandidateResult] | None = None
+    ) -> None:
         self.ctx, self.workers, self.threads = ctx, workers, threads
         self.task = task or _evaluate_in_worker  # a module-level function (it is sent to the workers by name)
         self._pool: ProcessPoolExecutor | None = None
@@ -60,8 +61,10 @@ class ProcessPoolEvaluator:
         if self._pool is None:
             # spawn, not fork: forking a process that already ran PyTorch's thread pools can deadlock
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.ctx, self.threads),
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.ctx, self.threads),
             )
         return self._pool
 
@@ -93,12 +96,17 @@ class ProcessPoolEvaluator:
                 break
             if attempt == 2 and not self._worked:
                 raise N2NError(
-                    f"the {self.workers} worker processes could not start ({next(iter(failed.values()))}). When calling "
-                    "n2n.compress from a script, put the call under `if __name__ == \"__main__\":` (workers are "
-                    "spawned and re-import the script); or set workers=1 (--workers 1) to evaluate in this process"
+                    f"the {self.workers} worker processes could not start ({next(iter(failed.values()))}). "
+                    'When calling n2n.compress from a script, put the call under `if __name__ == "__main__":` '
+                    "(workers are spawned and re-import the script); or set workers=1 (--workers 1) to evaluate "
+                    "in this process"
                 )
-            log.warning("%d candidate(s) failed in a worker (%s); %s", len(failed), next(iter(failed.values())),
-                        "retrying once on a fresh pool" if attempt == 1 else "counting them as invalid")
+            log.warning(
+                "%d candidate(s) failed in a worker (%s); %s",
+                len(failed),
+                next(iter(failed.values())),
+                "retrying once on a fresh pool" if attempt == 1 else "counting them as invalid",
+            )
             self._restart()
             todo = sorted(failed)
         return [results[i] for i in range(len(batch))]

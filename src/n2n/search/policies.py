@@ -30,9 +30,16 @@ class PolicySample(NamedTuple):
 class RemovalPolicy(nn.Module):
     """Stage 1: Bernoulli keep/remove per layer from a 2-layer bidirectional LSTM (paper: 30 hidden units)."""
 
-    def __init__(self, feature_dim: int = FEATURE_DIM, hidden: int = 30, num_layers: int = 2, init_keep_bias: float = 2.0):
+    def __init__(
+        self, feature_dim: int = FEATURE_DIM, hidden: int = 30, num_layers: int = 2, init_keep_bias: float = 2.0
+    ):
         super().__init__()
-        self.args = {"feature_dim": feature_dim, "hidden": hidden, "num_layers": num_layers, "init_keep_bias": init_keep_bias}
+        self.args = {
+            "feature_dim": feature_dim,
+            "hidden": hidden,
+            "num_layers": num_layers,
+            "init_keep_bias": init_keep_bias,
+        }
         self.lstm = nn.LSTM(feature_dim, hidden, num_layers, batch_first=True, bidirectional=True)
         self.head = nn.Linear(2 * hidden, 1)
         with torch.no_grad():  # a fresh policy keeps most layers: sigmoid(2) = 0.88
@@ -57,7 +64,9 @@ class RemovalPolicy(nn.Module):
         mask = decidable.float()
         return PolicySample(keep, (dist.log_prob(keep.float()) * mask).sum(), (dist.entropy() * mask).sum())
 
-    def log_prob(self, features: torch.Tensor, actions: torch.Tensor, decidable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob(
+        self, features: torch.Tensor, actions: torch.Tensor, decidable: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dist = self._dist(features)
         mask = decidable.float()
         return (dist.log_prob(actions.float()) * mask).sum(), (dist.entropy() * mask).sum()
@@ -73,15 +82,26 @@ class RemovalPolicy(nn.Module):
 class ShrinkPolicy(nn.Module):
     """Stage 2: a keep-fraction per layer from a 2-layer LSTM fed its previous action (paper: 50 hidden units)."""
 
-    def __init__(self, feature_dim: int = FEATURE_DIM, choices: Sequence[float] = PAPER_FRACTIONS, hidden: int = 50,
-                 num_layers: int = 2, init_full_bias: float = 1.0):
+    def __init__(
+        self,
+        feature_dim: int = FEATURE_DIM,
+        choices: Sequence[float] = PAPER_FRACTIONS,
+        hidden: int = 50,
+        num_layers: int = 2,
+        init_full_bias: float = 1.0,
+    ):
         super().__init__()
         self.choices = tuple(float(c) for c in choices)
         if 1.0 not in self.choices:
             raise ValueError("the shrink policy's choices must include 1.0 (keep everything)")
         self.full = self.choices.index(1.0)
-        self.args = {"feature_dim": feature_dim, "choices": list(self.choices), "hidden": hidden,
-                     "num_layers": num_layers, "init_full_bias": init_full_bias}
+        self.args = {
+            "feature_dim": feature_dim,
+            "choices": list(self.choices),
+            "hidden": hidden,
+            "num_layers": num_layers,
+            "init_full_bias": init_full_bias,
+        }
         # Registered LSTM cells (the original code kept them in a plain list, so they were never trained).
         self.cells = nn.ModuleList(
             nn.LSTMCell(feature_dim + len(self.choices) if i == 0 else hidden, hidden) for i in range(num_layers)
@@ -92,8 +112,13 @@ class ShrinkPolicy(nn.Module):
             self.head.bias.zero_()
             self.head.bias[self.full] = init_full_bias
 
-    def _run(self, features: torch.Tensor, decidable: torch.Tensor, actions: torch.Tensor | None,
-             generator: torch.Generator | None) -> PolicySample:
+    def _run(
+        self,
+        features: torch.Tensor,
+        decidable: torch.Tensor,
+        actions: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> PolicySample:
         hidden = self.cells[0].hidden_size
         state = [(torch.zeros(1, hidden), torch.zeros(1, hidden)) for _ in self.cells]
         prev = torch.zeros(1, len(self.choices))
@@ -121,7 +146,9 @@ class ShrinkPolicy(nn.Module):
     def sample(self, features: torch.Tensor, decidable: torch.Tensor, generator: torch.Generator) -> PolicySample:
         return self._run(features, decidable, None, generator)
 
-    def log_prob(self, features: torch.Tensor, actions: torch.Tensor, decidable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob(
+        self, features: torch.Tensor, actions: torch.Tensor, decidable: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self._run(features, decidable, actions, None)
         return sample.log_prob, sample.entropy
 

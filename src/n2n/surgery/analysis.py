@@ -143,7 +143,10 @@ def _skip_positions(gm: fx.GraphModule) -> dict[str, tuple[int, int]]:
 
 
 def analyze(
-    model: nn.Module, input_shape: Sequence[int], fix: Sequence[str] = (), check_removals: bool = True,
+    model: nn.Module,
+    input_shape: Sequence[int],
+    fix: Sequence[str] = (),
+    check_removals: bool = True,
     check_shrinks: bool = True,
 ) -> Analysis:
     """Enumerate the decision layers of ``model`` in execution order.

@@ -38,7 +38,9 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         nonlocal total
         total += layer_macs(module, output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
+    ]
     was_training = model.training
     model.eval()
     try:

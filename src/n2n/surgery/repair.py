@@ -62,7 +62,7 @@ class ChannelPad(nn.Module):
 
 def _copy_overlap(dst: torch.Tensor, src: torch.Tensor) -> None:
     """Copy the overlapping corner of ``src`` into ``dst`` (same number of dimensions)."""
-    region = tuple(slice(0, min(a, b)) for a, b in zip(dst.shape, src.shape))
+    region = tuple(slice(0, min(a, b)) for a, b in zip(dst.shape, src.shape, strict=False))
     dst[region] = src[region]
 
 
@@ -80,9 +80,7 @@ def _adapt_conv(m: nn.modules.conv._ConvNd, x: torch.Tensor) -> nn.Module | None
         if c % m.groups:
             raise SurgeryError("", f"grouped convolution (groups={m.groups}) cannot take {c} input channels")
         groups, out = m.groups, m.out_channels
-    new = type(m)(
-        c, out, m.kernel_size, m.stride, m.padding, m.dilation, groups, m.bias is not None, m.padding_mode
-    )
+    new = type(m)(c, out, m.kernel_size, m.stride, m.padding, m.dilation, groups, m.bias is not None, m.padding_mode)
     with torch.no_grad():
         if not depthwise:  # new input channels start silent; a depthwise filter keeps its fresh init
             new.weight.zero_()

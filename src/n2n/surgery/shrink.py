@@ -47,7 +47,10 @@ def coupled_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[
     coupled = []
     for dep, _ in group:
         target = dep.target.module
-        if isinstance(target, LAYER_TYPES) and dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels):
+        if isinstance(target, LAYER_TYPES) and dep.handler in (
+            tp.prune_conv_out_channels,
+            tp.prune_linear_out_channels,
+        ):
             coupled.append(names[target])
     return coupled
 
