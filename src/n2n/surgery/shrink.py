@@ -8,6 +8,9 @@ teacher's most important filters.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import copy
 from collections.abc import Iterable, Mapping
 
@@ -125,7 +128,9 @@ def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
     was_training = model.training
     model.eval()
     try:
-        model(example)
+        # a failing GraphModule prints its generated code to stderr before raising: keep that off the user's terminal
+        with contextlib.redirect_stderr(io.StringIO()):
+            model(example)
     except RuntimeError as err:
         raise SurgeryError("", f"the shrunk network does not run: {str(err).splitlines()[0]}") from None
     finally:
