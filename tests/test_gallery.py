@@ -7,11 +7,11 @@ output shape, a modified teacher) fails the test.
 
 import pytest
 import torch
+from gallery import GALLERY, build
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import fx, nn
 
-from gallery import GALLERY, build
 from n2n.errors import ModelError, SurgeryError
 from n2n.models import create_model
 from n2n.surgery import Edits, analyze, apply_edits, count_params, remove_layers

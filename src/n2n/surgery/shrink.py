@@ -9,9 +9,8 @@ teacher's most important filters.
 from __future__ import annotations
 
 import contextlib
-import io
-
 import copy
+import io
 from collections.abc import Iterable, Mapping
 
 import torch
