@@ -51,7 +51,7 @@ def test_removal_log_prob_matches_manual_and_ignores_fixed_layers():
     assert lp.item() == pytest.approx(math.log(p[0]) + math.log(1 - p[2]), abs=1e-5)
     s = policy.sample(f, decidable, torch.Generator().manual_seed(0))
     assert bool(s.actions[1])  # a fixed layer is always kept
-    assert 0.85 < p.mean().item() < 0.91  # fresh policy keeps layers: sigmoid(2) = 0.88
+    assert 0.57 < p.mean().item() < 0.63  # a fresh policy keeps a layer with probability sigmoid(0.4) = 0.6
 
 
 def test_shrink_fixed_steps_are_full_and_choices_map_to_fractions():

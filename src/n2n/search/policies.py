@@ -31,7 +31,7 @@ class RemovalPolicy(nn.Module):
     """Stage 1: Bernoulli keep/remove per layer from a 2-layer bidirectional LSTM (paper: 30 hidden units)."""
 
     def __init__(
-        self, feature_dim: int = FEATURE_DIM, hidden: int = 30, num_layers: int = 2, init_keep_bias: float = 2.0
+        self, feature_dim: int = FEATURE_DIM, hidden: int = 30, num_layers: int = 2, init_keep_bias: float = 0.4
     ):
         super().__init__()
         self.args = {
@@ -42,7 +42,7 @@ class RemovalPolicy(nn.Module):
         }
         self.lstm = nn.LSTM(feature_dim, hidden, num_layers, batch_first=True, bidirectional=True)
         self.head = nn.Linear(2 * hidden, 1)
-        with torch.no_grad():  # a fresh policy keeps most layers: sigmoid(2) = 0.88
+        with torch.no_grad():  # a fresh policy keeps a layer with probability sigmoid(0.4) = 0.6
             self.head.weight.mul_(0.1)
             self.head.bias.fill_(init_keep_bias)
 
