@@ -79,6 +79,12 @@ def _not_a_tensor_file(d):
     return d / "w.safetensors"
 
 
+def _a_file(d):
+    d.mkdir(parents=True)
+    (d / "f").write_text("x")
+    return d / "f"
+
+
 def _empty_dir(d):
     d.mkdir(parents=True)
     return d
@@ -100,6 +106,9 @@ CASES = [
     ("max-train-zero", ["train-teacher", "--arch", "lenet5", "--max-train", "0", "--out", "o"], None, "max_train must be a positive"),
     ("teacher-missing", ["compress", "--teacher", "nowhere", "--out", "o"], None, "neither a saved n2n model"),
     ("teacher-dir-without-spec", ["compress", "--teacher", "{X}", "--out", "o"], _empty_dir, "not a saved n2n model"),
+    ("out-is-a-file", ["compress", "--teacher", "{T}", "--out", "{X}"], _a_file, "is a file; give a directory"),
+    ("random-search-with-init-policy", ["compress", "--teacher", "{T}", "--out", "o", "--search", "random", "--init-policy", "{X}"], _empty_dir, "cannot be combined with --search random"),
+    ("workers-negative", ["compress", "--teacher", "{T}", "--out", "o", "--workers", "-1"], None, "--workers must be >= 0"),
     ("no-teacher", ["compress", "--out", "o"], None, "needs --teacher and --out"),
     ("updates-zero", ["compress", "--teacher", "{T}", "--out", "o", "--updates", "0"], None, "--updates must be a positive integer"),
     ("fraction-above-one", ["compress", "--teacher", "{T}", "--out", "o", "--fractions", "0.5,2"], None, "--fractions"),

@@ -565,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        out = getattr(args, "out", None)
+        if out is not None and Path(out).exists() and not Path(out).is_dir():
+            raise ConfigError(f"--out {out} is a file; give a directory to write the results to")
         if args.command == "demo":
             demo_cmd(args.out, _config_from(args))
         elif args.command == "train-teacher":
