@@ -52,23 +52,49 @@ def main() -> int:
         weights = work / "teacher.safetensors"
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(weights))
         run = work / "run"
-        argv = [sys.executable, "-m", "n2n.cli", "compress", "--teacher", "gallery:build", "--teacher-kwargs",
-                json.dumps({"name": name}), "--weights", str(weights), "--data", "digits", "--out", str(run),
-                "--updates", str(args.updates)]
+        argv = [
+            sys.executable,
+            "-m",
+            "n2n.cli",
+            "compress",
+            "--teacher",
+            "gallery:build",
+            "--teacher-kwargs",
+            json.dumps({"name": name}),
+            "--weights",
+            str(weights),
+            "--data",
+            "digits",
+            "--out",
+            str(run),
+            "--updates",
+            str(args.updates),
+        ]
         print("$ n2n " + " ".join(argv[3:]), flush=True)
         t0 = time.perf_counter()
         subprocess.run(argv, check=True, env=env)
         report = json.loads((run / "report.json").read_text())
-        rows.append({
-            "model": name, "teacher_params": report["teacher"]["params"], "student_params": report["student"]["params"],
-            "compression": report["compression"], "teacher_test_accuracy": report["teacher"]["test_accuracy"],
-            "student_test_accuracy": report["student"]["test_accuracy"], "removed": report["student"]["edits"]["removed"],
-            "evaluations": report["evaluations"], "seconds": time.perf_counter() - t0,
-        })
-    print(f"\n{'model':<12} {'teacher':>9} {'student':>9} {'ratio':>7} {'teacher acc':>12} {'student acc':>12} {'s':>6}")
+        rows.append(
+            {
+                "model": name,
+                "teacher_params": report["teacher"]["params"],
+                "student_params": report["student"]["params"],
+                "compression": report["compression"],
+                "teacher_test_accuracy": report["teacher"]["test_accuracy"],
+                "student_test_accuracy": report["student"]["test_accuracy"],
+                "removed": report["student"]["edits"]["removed"],
+                "evaluations": report["evaluations"],
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    print(
+        f"\n{'model':<12} {'teacher':>9} {'student':>9} {'ratio':>7} {'teacher acc':>12} {'student acc':>12} {'s':>6}"
+    )
     for r in rows:
-        print(f"{r['model']:<12} {r['teacher_params']:>9,} {r['student_params']:>9,} {r['compression']:>6.1f}x "
-              f"{r['teacher_test_accuracy']:>12.2%} {r['student_test_accuracy']:>12.2%} {r['seconds']:>6.0f}")
+        print(
+            f"{r['model']:<12} {r['teacher_params']:>9,} {r['student_params']:>9,} {r['compression']:>6.1f}x "
+            f"{r['teacher_test_accuracy']:>12.2%} {r['student_test_accuracy']:>12.2%} {r['seconds']:>6.0f}"
+        )
     out = HERE / "results" / "gallery.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"data": "digits", "updates": args.updates, "rows": rows}, indent=2) + "\n")

@@ -126,3 +126,28 @@ def test_two_workers_give_the_serial_results(teacher_dir, tmp_path):
     assert runs["1"] == runs["2"]
     assert (tmp_path / "1" / "student" / "model.safetensors").read_bytes() == \
         (tmp_path / "2" / "student" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_paper_protocol_preset(teacher_dir, tmp_path):
+    from n2n.search.config import PAPER_PROTOCOL
+
+    run = tmp_path / "paper"
+    code = main(["compress", "--teacher", str(teacher_dir), "--data", "digits", "--out", str(run), "--protocol", "paper",
+                 "--workers", "1", "--updates", "1", "--rollouts", "2", "--candidate-examples", "64",
+                 "--candidate-epochs", "1", "--finetune-epochs", "1", "--finetune-min-steps", "5"])
+    assert code == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["protocol"] == "paper" and config["reinit"] is True
+    for key in ("lr", "weight_decay", "removal_lr", "removal_hidden", "shrink_hidden", "distill"):
+        assert config[key] == PAPER_PROTOCOL[key], key
+    assert config["fractions"] == list(PAPER_PROTOCOL["fractions"])
+    assert (config["updates"], config["rollouts"], config["candidate_epochs"]) == (1, 2, 1.0)  # explicit options win
+    preset = n2n_config_preset()
+    assert preset.updates == 100 and preset.candidate_epochs == 5.0 and preset.rollouts == 5
+
+
+def n2n_config_preset():
+    from n2n import CompressConfig
+
+    return CompressConfig.preset("paper")

@@ -438,7 +438,9 @@ def _config_from(args: argparse.Namespace) -> Any:
     if "fix" in given:
         given["fix"] = tuple(given["fix"])
     values.update(given)  # options on the command line override the file
-    return CompressConfig.from_mapping(values, where="settings").validate()
+    checked = CompressConfig.from_mapping(values, where="settings")  # types checked, names normalised
+    explicit = {k: getattr(checked, k) for k in (str(key).replace("-", "_") for key in values) if k != "protocol"}
+    return CompressConfig.preset(checked.protocol, **explicit).validate()
 
 
 def _read_config_file(path: str) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def _context(
         teacher_params=analysis.params,
         teacher_val_accuracy=accuracy(teacher, data.val.x, data.val.y, cfg.eval_batch_size),
         settings=CandidateSettings(
-            steps=cfg.steps,
+            steps=cfg.steps if cfg.candidate_epochs is None else math.ceil(cfg.candidate_epochs * n / cfg.batch_size),
             batch_size=cfg.batch_size,
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,

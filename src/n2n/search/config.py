@@ -11,6 +11,23 @@ from n2n.errors import ConfigError
 STAGES = ("remove", "shrink")
 PAPER_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
+#: ``--protocol paper``: the search settings of Ashok et al. (2018), section 4 and appendix.
+PAPER_PROTOCOL = {
+    "reinit": True,  # the original re-initialised every student
+    "candidate_epochs": 5.0,  # 5 epochs of distillation per candidate ...
+    "candidate_examples": 10**9,  # ... over the whole training split
+    "distill": "mse",
+    "lr": 5e-4,
+    "weight_decay": 5e-4,
+    "rollouts": 5,
+    "updates": 100,
+    "removal_hidden": 30,
+    "removal_lr": 0.003,
+    "shrink_hidden": 50,
+    "shrink_lr": 0.01,
+    "fractions": PAPER_FRACTIONS,
+}
+
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - mirrors argparse's vocabulary
     return field(default=default, metadata={"help": help, **extra})
@@ -22,6 +39,13 @@ class CompressConfig:
 
     stages: str = _opt(
         "both", "stages to run: remove (stage 1), shrink (stage 2) or both", choices=("remove", "shrink", "both")
+    )
+    protocol: str = _opt(
+        "n2n",
+        "n2n: inherited weights, short distillation (our CPU default); paper: the paper's search settings (students "
+        "re-initialised, 5 epochs of MSE distillation per candidate, Adam lr 5e-4, 100 updates, removal lr 0.003); "
+        "options given explicitly override the preset",
+        choices=("n2n", "paper"),
     )
     search: str = _opt(
         "rl",
@@ -43,6 +67,9 @@ class CompressConfig:
         "so keep it fixed to compare runs",
     )
     steps: int = _opt(150, "distillation steps (mini-batches) per candidate")
+    candidate_epochs: float | None = _opt(
+        None, "train each candidate for this many epochs over its examples instead of --steps mini-batches"
+    )
     batch_size: int = _opt(128, "mini-batch size for candidate training and the fine-tune")
     lr: float = _opt(1e-3, "Adam learning rate of candidate training")
     weight_decay: float = _opt(5e-4, "Adam weight decay of candidate training")
@@ -121,6 +148,8 @@ class CompressConfig:
             raise ConfigError(f"--max-params must be a positive integer; got {self.max_params}")
         if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
             raise ConfigError(f"--min-accuracy must be a fraction in (0, 1]; got {self.min_accuracy}")
+        if self.candidate_epochs is not None and not self.candidate_epochs > 0:
+            raise ConfigError(f"--candidate-epochs must be > 0; got {self.candidate_epochs}")
         if self.init_policy is not None and self.search == "random":
             raise ConfigError("--init-policy starts a learned search; it cannot be combined with --search random")
         if self.init_policy is not None:
@@ -133,6 +162,12 @@ class CompressConfig:
         return self
 
     @classmethod
+    def preset(cls, protocol: str, **overrides: Any) -> CompressConfig:
+        """The settings of ``protocol`` ("n2n" or "paper") with ``overrides`` on top."""
+        base = dict(PAPER_PROTOCOL) if protocol == "paper" else {}
+        return cls(**{**base, "protocol": protocol, **overrides})
+
+    @classmethod
     def from_mapping(cls, values: dict[str, Any], where: str = "config") -> CompressConfig:
         """Settings from a mapping (a YAML file, ``config.json``): keys may use dashes; types are checked."""
         known = {f.name: f for f in fields(cls)}
@@ -141,7 +176,7 @@ class CompressConfig:
             name = str(key).replace("-", "_")
             if name not in known:
                 raise ConfigError(f"{where}: unknown setting {key!r}; known settings: {', '.join(known)}")
-            settings[name] = _coerce(name, value, getattr(cls(), name), where)
+            settings[name] = _coerce(name, value, getattr(cls(), name), str(known[name].type), where)
         return cls(**settings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +187,7 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
+def _coerce(name: str, value: Any, default: Any, annotation: str, where: str) -> Any:
     """``value`` as the type of setting ``name`` (its default's type), or a ConfigError naming both."""
     if value is None:
         return None
@@ -167,11 +202,7 @@ def _coerce(name: str, value: Any, default: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {name} must be true or false; got {value!r}")
         return value
-    kind = (
-        type(default)
-        if default is not None
-        else (int if name == "max_params" else float if name == "min_accuracy" else str)
-    )
+    kind = type(default) if default is not None else next(t for t in (int, float, str) if t.__name__ in annotation)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
