@@ -151,3 +151,22 @@ def n2n_config_preset():
     from n2n import CompressConfig
 
     return CompressConfig.preset("paper")
+
+
+@pytest.mark.slow
+def test_uniform_and_scratch_baselines(teacher_dir, tmp_path):
+    run = tmp_path / "run"
+    assert _compress(teacher_dir, run, "--stages", "remove") == 0
+    target = json.loads((run / "report.json").read_text())["student"]["params"]
+    fine = ["--workers", "1", "--finetune-epochs", "1", "--finetune-min-steps", "10"]
+    assert main(["baseline", "uniform", "--teacher", str(teacher_dir), "--target-params", str(target), "--data",
+                 "digits", "--out", str(tmp_path / "uniform"), *fine]) == 0
+    uniform = json.loads((tmp_path / "uniform" / "report.json").read_text())
+    assert uniform["student"]["params"] <= target
+    fractions = {f for _, f in uniform["student"]["edits"]["keep"]}
+    assert len(fractions) == 1 and 0 < fractions.pop() < 1  # one keep-fraction for every layer
+    assert main(["baseline", "scratch", "--run", str(run), "--out", str(tmp_path / "scratch")]) == 0
+    scratch = json.loads((tmp_path / "scratch" / "report.json").read_text())
+    found = json.loads((run / "report.json").read_text())["student"]
+    assert scratch["student"]["params"] == found["params"] and scratch["student"]["edits"] == found["edits"]
+    assert json.loads((tmp_path / "scratch" / "config.json").read_text())["reinit"] is True

@@ -272,6 +272,44 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def baseline_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    """`n2n baseline uniform|scratch`: a student made without the search, fine-tuned like the search's."""
+    from n2n.baselines import run_baseline, scratch_config, uniform_edits
+    from n2n.data import load_data
+    from n2n.models.io import load_model
+    from n2n.models.source import parse_kwargs, resolve_teacher
+    from n2n.surgery import analyze
+
+    if args.out is None:
+        raise ConfigError("n2n baseline needs --out")
+    if args.kind == "uniform":
+        if args.teacher is None or args.target_params is None or args.target_params < 1:
+            raise ConfigError("n2n baseline uniform needs --teacher and --target-params N (a positive integer)")
+        config = _config_from(args)
+        bundle = load_data(args.data or "digits", args.data_dir, seed=config.seed, max_train=args.max_train)
+        model, spec = resolve_teacher(
+            args.teacher,
+            weights=args.weights,
+            kwargs=parse_kwargs(args.teacher_kwargs),
+            input_shape=tuple(bundle.input_shape),
+            num_classes=bundle.num_classes,
+            trust_pickle=args.trust_pickle,
+        )
+        edits = uniform_edits(model, analyze(model.eval(), bundle.input_shape, config.fix), args.target_params)
+    else:
+        if args.run is None:
+            raise ConfigError("n2n baseline scratch needs --run RUN_DIR (a finished `n2n compress` run)")
+        run = Path(args.run)
+        config, edits = scratch_config(run)
+        source = json.loads((run / "run.json").read_text())
+        bundle = load_data(source["data"], source["data_dir"], seed=config.seed, max_train=source["max_train"])
+        model, spec = load_model(run / "teacher")
+    with _progress() as progress:
+        report = run_baseline(args.kind, model, spec, bundle, config, args.out, edits, listener=_Display(progress))
+    _summary(report)
+    return report
+
+
 def resume_cmd(run_dir: str) -> dict[str, Any]:
     """Continue the interrupted search in ``run_dir`` with its own teacher copy, data and settings."""
     from n2n.models.io import load_model
@@ -541,6 +579,20 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
     _add_config_options(p)
 
+    p = sub.add_parser("baseline", help="baselines with the same data and fine-tune: uniform shrink, or scratch")
+    p.add_argument(
+        "kind",
+        choices=("uniform", "scratch"),
+        help="uniform: one keep-fraction for every layer, sized "
+        "to --target-params; scratch: the student of --run re-initialised and trained from scratch",
+    )
+    p.add_argument("--target-params", type=int, help="uniform: parameter budget of the student")
+    p.add_argument("--run", help="scratch: a finished `n2n compress` run directory")
+    teacher_options(p)
+    p.add_argument("--out", help="directory to write the baseline's student and report to")
+    data_options(p)
+    _add_config_options(p)
+
     p = sub.add_parser("report", help="write report.json and report.md of a run directory again (also mid-run)")
     p.add_argument("run", help="run directory of `n2n compress`")
 
@@ -613,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
                 teacher_kwargs=args.teacher_kwargs,
                 trust_pickle=args.trust_pickle,
             )
+        elif args.command == "baseline":
+            baseline_cmd(args)
         elif args.command == "report":
             from n2n.report import rebuild_reports
 

@@ -1,0 +1,114 @@
+"""Baselines a learned search must beat, with the same data and final fine-tune as ``compress``.
+
+- uniform: the same keep-fraction for every shrinkable layer (magnitude pruning through Torch-Pruning's dependency
+  graph), the largest one whose student fits ``target_params``, then fine-tuned with CE + lambda * distillation.
+- scratch: a found student's architecture, re-initialised randomly and trained with the same fine-tune, which
+  separates what the search found (the architecture) from what the student inherited (the teacher's weights).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from n2n.compress import Listener, _context, _finetune
+from n2n.data import DataBundle
+from n2n.errors import ConfigError, N2NError, SurgeryError
+from n2n.models.io import ModelSpec, save_model
+from n2n.report import write_reports
+from n2n.runlog import EventLog
+from n2n.search.candidate import CandidateResult
+from n2n.search.config import CompressConfig
+from n2n.search.distill import predict_logits
+from n2n.search.reward import reward
+from n2n.surgery import Analysis, Edits, analyze, apply_edits, count_params
+
+
+def uniform_edits(teacher: nn.Module, analysis: Analysis, target_params: int, bisections: int = 20) -> Edits:
+    """The largest uniform keep-fraction whose student has at most ``target_params`` parameters (bisection)."""
+    names = [layer.name for layer in analysis.layers if layer.shrinkable]
+    if not names:
+        raise ConfigError("the teacher has no shrinkable layer; a uniform baseline cannot make it smaller")
+    example = torch.zeros(2, *analysis.input_shape)
+    lo, hi, best = 0.0, 1.0, None
+    for _ in range(bisections):
+        mid = (lo + hi) / 2
+        edits = Edits.make(keep={name: mid for name in names})
+        try:
+            params = count_params(apply_edits(teacher, edits, example, analysis.protected()))
+        except SurgeryError:
+            hi = mid
+            continue
+        if params <= target_params:
+            best, lo = edits, mid
+        else:
+            hi = mid
+    if best is None:
+        raise ConfigError(f"no uniform keep-fraction brings the teacher to {target_params:,} parameters or fewer")
+    return best
+
+
+def run_baseline(
+    kind: str,
+    teacher: nn.Module,
+    spec: ModelSpec,
+    data: DataBundle,
+    config: CompressConfig,
+    out_dir: str | Path,
+    edits: Edits,
+    listener: Listener | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the student ``edits`` describe (re-initialised when ``config.reinit``) and write its reports."""
+    started = time.perf_counter()
+    cfg = config.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "baseline": kind}, indent=2) + "\n")
+    (out / "events.jsonl").unlink(missing_ok=True)
+    emit = EventLog(out / "events.jsonl", listener)
+    try:
+        teacher = teacher.eval()
+        analysis = analyze(teacher, data.input_shape, fix=cfg.fix, check_removals=False)
+        z_train = predict_logits(teacher, data.train.x, cfg.eval_batch_size)
+        ctx = _context(teacher, analysis, data, cfg, z_train)
+        emit({"event": "baseline", "kind": kind, "edits": edits.to_dict()})
+        seconds: dict[str, float] = {}
+        student, final = _finetune(ctx, data, cfg, edits, z_train, emit, listener, seconds)
+        student_spec = spec.with_edits(edits, data=data.name, baseline=kind, **final)
+        save_model(student, student_spec, out / "student")
+        r = reward(final["val_accuracy"], ctx.teacher_val_accuracy, final["params"], analysis.params)
+        best = CandidateResult(edits, final["params"], final["macs"], final["val_accuracy"], r, "", 0.0)
+        report = write_reports(
+            out,
+            analysis,
+            teacher,
+            student,
+            student_spec,
+            data,
+            ctx.teacher_val_accuracy,
+            0,
+            time.perf_counter() - started,
+            seconds,
+            best,
+        )
+        emit({"event": "done", "wall_time_s": report["wall_time_s"]})
+        return report
+    finally:
+        emit.close()
+
+
+def scratch_config(run_dir: Path) -> tuple[CompressConfig, Edits]:
+    """The settings and student edits of a finished run, with re-initialisation switched on."""
+    try:
+        settings = json.loads((run_dir / "config.json").read_text())
+        student = json.loads((run_dir / "student" / "spec.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise N2NError(f"{run_dir} is not a finished n2n run (config.json and student/ are needed): {err}") from None
+    config = CompressConfig.from_mapping(settings, where=str(run_dir / "config.json"))
+    return replace(config, reinit=True), Edits.from_dict(student.get("edits", {}))
