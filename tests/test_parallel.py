@@ -44,3 +44,14 @@ def test_workers_that_cannot_start_stop_the_search_with_a_hint():
             evaluator.evaluate([Edits.make(removed=["a"]), Edits.make(removed=["b"])])
     finally:
         evaluator.close()
+
+
+def test_a_fatal_first_candidate_does_not_look_like_a_start_failure():
+    from _worker_tasks import die_on_removal
+
+    evaluator = ProcessPoolEvaluator(_context(), workers=2, task=die_on_removal)
+    try:
+        results = evaluator.evaluate([Edits.make(removed=["a"]), Edits.make(keep={"b": 0.5})])
+        assert not results[0].valid and results[1].valid
+    finally:
+        evaluator.close()

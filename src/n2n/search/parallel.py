@@ -74,42 +74,53 @@ class ProcessPoolEvaluator:
         self._pool = None
 
     def evaluate(self, batch: Sequence[Edits]) -> list[CandidateResult]:
+        """All candidates at once; those lost to a dying worker are retried one at a time on a fresh pool, so a
+        candidate that kills its worker cannot take innocent ones down with it a second time."""
         results: dict[int, CandidateResult] = {}
-        todo = list(range(len(batch)))
-        for attempt in (1, 2):
-            pool = self._start()
-            futures: dict[int, Future] = {i: pool.submit(self.task, batch[i]) for i in todo}
-            failed: dict[int, str] = {}
-            for i, future in futures.items():
-                start = time.perf_counter()
-                try:
-                    results[i] = future.result()
-                except BrokenProcessPool:
-                    failed[i] = "worker process died (out of memory or killed)"
-                except Exception as err:  # noqa: BLE001 - e.g. the context could not be sent to the worker
-                    failed[i] = f"{type(err).__name__}: {err}"
-                if i in failed and attempt == 2:
-                    results[i] = invalid_result(batch[i], failed[i], start)
-            if len(failed) < len(todo):
-                self._worked = True
-            if not failed:
-                break
-            if attempt == 2 and not self._worked:
-                raise N2NError(
-                    f"the {self.workers} worker processes could not start ({next(iter(failed.values()))}). "
-                    'When calling n2n.compress from a script, put the call under `if __name__ == "__main__":` '
-                    "(workers are spawned and re-import the script); or set workers=1 (--workers 1) to evaluate "
-                    "in this process"
-                )
+        failed = self._run({i: batch[i] for i in range(len(batch))}, results)
+        if len(failed) < len(batch):
+            self._worked = True
+        if failed:
             log.warning(
-                "%d candidate(s) failed in a worker (%s); %s",
+                "%d candidate(s) lost in a worker (%s); retrying each once on a fresh pool",
                 len(failed),
                 next(iter(failed.values())),
-                "retrying once on a fresh pool" if attempt == 1 else "counting them as invalid",
             )
+        twice: dict[int, tuple[str, float]] = {}
+        for i in sorted(failed):
             self._restart()
-            todo = sorted(failed)
+            start = time.perf_counter()
+            again = self._run({i: batch[i]}, results)
+            if i in again:
+                twice[i] = (again[i], start)
+            else:
+                self._worked = True
+        if twice and not self._worked:
+            raise N2NError(
+                f"the {self.workers} worker processes could not start ({next(iter(twice.values()))[0]}). When "
+                'calling n2n.compress from a script, put the call under `if __name__ == "__main__":` (workers are '
+                "spawned and re-import the script); or set workers=1 (--workers 1) to evaluate in this process"
+            )
+        for i, (reason, start) in twice.items():
+            log.warning("candidate %s failed twice in a worker; counting it as invalid", batch[i].key())
+            results[i] = invalid_result(batch[i], reason, start)
+        if twice:
+            self._restart()
         return [results[i] for i in range(len(batch))]
+
+    def _run(self, jobs: dict[int, Edits], results: dict[int, CandidateResult]) -> dict[int, str]:
+        """Submit ``jobs`` to the pool; fills ``results`` and returns the reasons of the ones that failed."""
+        pool = self._start()
+        futures: dict[int, Future] = {i: pool.submit(self.task, edits) for i, edits in jobs.items()}
+        failed: dict[int, str] = {}
+        for i, future in futures.items():
+            try:
+                results[i] = future.result()
+            except BrokenProcessPool:
+                failed[i] = "worker process died (out of memory or killed)"
+            except Exception as err:  # noqa: BLE001 - e.g. the context could not be sent to the worker
+                failed[i] = f"{type(err).__name__}: {err}"
+        return failed
 
     def close(self) -> None:
         if self._pool is not None:
