@@ -141,6 +141,9 @@ CASES = [
     ("inspect-model-fails-on-shape", ["inspect", "--teacher", "no_such_pkg_q:net", "--input-shape", "1,8,8"], None, "cannot import"),
     ("evaluate-missing", ["evaluate", "nowhere"], None, "not a saved n2n model"),
     ("evaluate-wrong-data", ["evaluate", "{T}", "--data", "mnist", "--data-dir", "{X}"], write_tiny_mnist, "takes inputs of shape"),
+    ("baseline-uniform-without-target", ["baseline", "uniform", "--teacher", "{T}", "--out", "o"], None, "needs --teacher and --target-params"),
+    ("baseline-uniform-impossible-target", ["baseline", "uniform", "--teacher", "{T}", "--target-params", "1", "--out", "o"], None, "no uniform keep-fraction brings the teacher"),
+    ("baseline-scratch-not-a-run", ["baseline", "scratch", "--run", "{X}", "--out", "o"], _empty_dir, "is not a finished n2n run"),
     ("report-not-a-run", ["report", "{X}"], _empty_dir, "not an n2n run directory"),
 ]
 
