@@ -82,7 +82,9 @@ def _context(
             max_linear_inputs=cfg.max_linear_inputs,
             eval_batch_size=cfg.eval_batch_size,
             seed=cfg.seed,
+            max_step_scale=cfg.max_step_scale,
         ),
+        teacher_macs=analysis.macs,
     )
 
 

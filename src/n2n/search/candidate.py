@@ -55,6 +55,7 @@ class CandidateSettings:
     max_linear_inputs: int = 50000
     eval_batch_size: int = 1024
     seed: int = 0
+    max_step_scale: float = 1.0  # equal compute: smaller students train up to this many times ``steps``
 
 
 @dataclass
@@ -67,6 +68,7 @@ class EvalContext:
         x_train, z_train: the distillation subset and the teacher's logits on it (computed once).
         x_val, y_val: the validation split rewards are computed on.
         teacher_params, teacher_val_accuracy: the reward's normalisers.
+        teacher_macs: the teacher's multiply-accumulates per example (the reference of the equal-compute budget).
     """
 
     teacher: nn.Module
@@ -79,6 +81,7 @@ class EvalContext:
     teacher_params: int
     teacher_val_accuracy: float
     settings: CandidateSettings
+    teacher_macs: int = 0
 
     @property
     def example(self) -> torch.Tensor:
@@ -88,6 +91,19 @@ class EvalContext:
 def candidate_seed(base: int, edits: Edits) -> int:
     """A seed that depends only on the run's seed and the architecture, so results do not depend on order."""
     return (base * 1_000_003 + zlib.crc32(edits.key().encode())) % 2**31
+
+
+def candidate_steps(steps: int, teacher_macs: int, student_macs: int, max_scale: float) -> int:
+    """Mini-batches a candidate trains for: ``round(steps * min(max_scale, max(1, M_teacher / M_student)))``.
+
+    Equal compute per candidate: a student with k times fewer multiply-accumulates than the teacher costs about 1/k
+    as much per step, so it trains k times as many steps, up to ``max_scale``. A fixed step count under-trains small
+    students, and since their short-training accuracy is what the reward sees, it biases the search towards larger
+    ones (the final fine-tune later recovers most of that accuracy, but the search never picked them).
+    """
+    if teacher_macs <= 0 or student_macs <= 0:
+        return steps
+    return round(steps * min(max_scale, max(1.0, teacher_macs / student_macs)))
 
 
 def _reinitialise(model: nn.Module) -> None:
@@ -130,7 +146,7 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
             student,
             ctx.x_train,
             ctx.z_train,
-            steps=s.steps,
+            steps=candidate_steps(s.steps, ctx.teacher_macs, macs, s.max_step_scale),
             batch_size=s.batch_size,
             lr=s.lr,
             weight_decay=s.weight_decay,

@@ -21,6 +21,7 @@ PAPER_PROTOCOL = {
     "weight_decay": 5e-4,
     "rollouts": 5,
     "updates": 100,
+    "max_step_scale": 1.0,  # every candidate gets the same epochs
     "removal_hidden": 30,
     "removal_lr": 0.003,
     "shrink_hidden": 50,
@@ -69,6 +70,11 @@ class CompressConfig:
     steps: int = _opt(150, "distillation steps (mini-batches) per candidate")
     candidate_epochs: float | None = _opt(
         None, "train each candidate for this many epochs over its examples instead of --steps mini-batches"
+    )
+    max_step_scale: float = _opt(
+        1.0,
+        "equal compute per candidate: a student with k times fewer FLOPs than the teacher trains min(k, this) "
+        "times --steps, so small students are not under-trained (1: every candidate trains --steps)",
     )
     batch_size: int = _opt(128, "mini-batch size for candidate training and the fine-tune")
     lr: float = _opt(1e-3, "Adam learning rate of candidate training")
@@ -134,6 +140,8 @@ class CompressConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer; got {getattr(self, name)}")
+        if not self.max_step_scale >= 1:
+            raise ConfigError(f"--max-step-scale must be >= 1 (1: no scaling); got {self.max_step_scale}")
         for name in ("lr", "removal_lr", "shrink_lr", "finetune_lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{_flag(name)} must be > 0; got {getattr(self, name)}")
