@@ -69,7 +69,13 @@ _LAYOUTS = {
         "CIFAR-10 python version",
     ),
     "cifar100": _Layout(
-        "cifar-100-python", "cifar-100-python.tar.gz", ("train",), "test", b"fine_labels", 100, "CIFAR-100 python version"
+        "cifar-100-python",
+        "cifar-100-python.tar.gz",
+        ("train",),
+        "test",
+        b"fine_labels",
+        100,
+        "CIFAR-100 python version",
     ),
     "cifar100-coarse": _Layout(
         "cifar-100-python",

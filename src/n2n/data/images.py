@@ -126,7 +126,9 @@ def read_imagefolder(
     if not (data_dir / "train").is_dir() or not (data_dir / "test").is_dir():
         classes = _subdirs(data_dir)
         if len(classes) < 2:
-            raise DataError(f"imagefolder: {data_dir} has {len(classes)} class folder(s); expected {IMAGEFOLDER_LAYOUT}")
+            raise DataError(
+                f"imagefolder: {data_dir} has {len(classes)} class folder(s); expected {IMAGEFOLDER_LAYOUT}"
+            )
         return _read_split_folders("imagefolder", classes, image_size, test_per_class, IMAGEFOLDER_LAYOUT)
     classes = _subdirs(data_dir / "train")
     names = [c.name for c in classes]
@@ -147,8 +149,7 @@ def read_imagefolder(
 
 
 CALTECH_LAYOUT = (
-    f"class folders 001.ak47 ... 256.toad in DIR or DIR/{CALTECH_FOLDER} (the {CALTECH_FOLDER}.tar archive, "
-    "extracted)"
+    f"class folders 001.ak47 ... 256.toad in DIR or DIR/{CALTECH_FOLDER} (the {CALTECH_FOLDER}.tar archive, extracted)"
 )
 
 
