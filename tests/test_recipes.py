@@ -101,3 +101,21 @@ def test_image_options_reach_the_reader_from_the_command_line(tmp_path, capsys):
     assert main(["evaluate", str(out), *options]) == 0
     assert main(["evaluate", str(out), *options[:4], "--test-per-class", "1"]) == 2  # 64 px does not fit the teacher
     assert "takes inputs of shape (3, 12, 12)" in capsys.readouterr().err
+
+
+def test_a_search_records_its_data_options_for_resume_and_report(tmp_path):
+    data_dir = write_class_folders(tmp_path / "photos", ["a", "b"], per_class=4)
+    options = ["--data", "imagefolder", "--data-dir", str(data_dir), "--image-size", "12", "--test-per-class", "1"]
+    teacher, run = tmp_path / "teacher", tmp_path / "run"
+    assert main(["train-teacher", "--arch", "lenet5", "--width", "0.25", "--epochs", "1", "--out", str(teacher),
+                 *options]) == 0
+    tiny = ["--workers", "1", "--stages", "remove", "--updates", "1", "--rollouts", "2", "--steps", "2",
+            "--finetune-epochs", "0"]
+    assert main(["compress", "--teacher", str(teacher), "--out", str(run), *tiny, *options]) == 0
+    source = json.loads((run / "run.json").read_text())
+    assert source["data_options"] == {"image_size": 12, "test_per_class": 1, "augment": "crop_flip"}
+    before = json.loads((run / "report.json").read_text())
+    assert main(["report", str(run)]) == 0  # reads the data again from run.json: 12 px, not the default 64
+    after = json.loads((run / "report.json").read_text())
+    assert after["student"]["test_accuracy"] == before["student"]["test_accuracy"]
+    assert after["teacher"]["params"] == before["teacher"]["params"]
