@@ -561,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
             "cifar100-coarse, svhn, caltech256, imagefolder, npz (default: digits)",
         )
         p.add_argument(
-            "--data-dir", default=None, help="directory holding the data set's files (not needed for digits)"
+            "--data-dir", default=None, help="directory holding the data set's files, or the .npz file (not for digits)"
         )
         p.add_argument(
             "--max-train", type=int, default=None, help="use at most this many training examples (quick runs)"
