@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from gallery import build  # noqa: E402
 
 import n2n  # noqa: E402
+from n2n.recipes import Recipe  # noqa: E402
 from n2n.teacher import train_classifier  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
         teacher = build(name)
-        train_classifier(teacher, data, epochs=args.epochs, seed=0)
+        train_classifier(teacher, data, Recipe(epochs=args.epochs), seed=0)
         weights = work / "teacher.safetensors"
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(weights))
         run = work / "run"

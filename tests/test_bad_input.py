@@ -2,11 +2,13 @@
 
 import gzip
 import json
+import pickle
 
 import numpy as np
 import pytest
 import torch
 from conftest import write_tiny_mnist
+from PIL import Image
 
 from n2n.cli import main
 from n2n.data import write_idx
@@ -90,6 +92,32 @@ def _empty_dir(d):
     return d
 
 
+def _evil_cifar(d):
+    d.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (d / name).write_bytes(pickle.dumps({b"data": Evil(d / "pwned"), b"labels": [0]}))
+    return d
+
+
+def _garbage_svhn(d):
+    d.mkdir(parents=True)
+    for name in ("train_32x32.mat", "test_32x32.mat"):
+        (d / name).write_bytes(b"MATLAB? no" * 20)
+    return d
+
+
+def _one_class_folder(d):
+    (d / "cats").mkdir(parents=True)
+    Image.new("RGB", (9, 9)).save(d / "cats" / "a.png")
+    return d
+
+
+def _evil_npz(d):
+    d.mkdir(parents=True)
+    np.savez(d / "evil.npz", x=np.array([Evil(d / "pwned")], dtype=object), y=np.array([0]))
+    return d / "evil.npz"
+
+
 # (id, argv template, expected message). {T}: a trained teacher, {X}: the path the setup function returns.
 CASES = [
     ("unknown-arch", ["train-teacher", "--arch", "alexnet", "--out", "o"], None, "--arch must be one of"),
@@ -103,6 +131,16 @@ CASES = [
     ("bad-magic", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _bad_magic, "not an IDX file"),
     ("images-vs-labels", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _mismatch, "200 images but 150 labels"),
     ("missing-idx-file", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _missing, "lacks t10k-images-idx3-ubyte"),
+    ("cifar-batches-missing", ["train-teacher", "--arch", "lenet5", "--data", "cifar10", "--data-dir", "{X}", "--out", "o"], _empty_dir, "lacks data_batch_1, data_batch_2"),
+    ("cifar-malicious-pickle", ["train-teacher", "--arch", "lenet5", "--data", "cifar10", "--data-dir", "{X}", "--out", "o"], _evil_cifar, "open is not allowed (only numpy arrays are)"),
+    ("svhn-not-matlab", ["train-teacher", "--arch", "lenet5", "--data", "svhn", "--data-dir", "{X}", "--out", "o"], _garbage_svhn, "as a MATLAB v5 file"),
+    ("caltech-wrong-layout", ["train-teacher", "--arch", "lenet5", "--data", "caltech256", "--data-dir", "{X}", "--out", "o"], _empty_dir, "class folders 001.ak47 ... 256.toad"),
+    ("imagefolder-one-class", ["train-teacher", "--arch", "lenet5", "--data", "imagefolder", "--data-dir", "{X}", "--out", "o"], _one_class_folder, "has 1 class folder(s)"),
+    ("image-size-too-small", ["train-teacher", "--arch", "lenet5", "--data", "imagefolder", "--image-size", "4", "--out", "o"], None, "--image-size must be an integer >= 8"),
+    ("image-size-for-cifar", ["train-teacher", "--arch", "lenet5", "--data", "cifar10", "--image-size", "32", "--out", "o"], None, "cifar10 does not take --image-size"),
+    ("npz-object-array", ["train-teacher", "--arch", "lenet5", "--data", "npz", "--data-dir", "{X}", "--out", "o"], _evil_npz, "Object arrays cannot be loaded"),
+    ("augment-choice", ["train-teacher", "--arch", "lenet5", "--augment", "rotate", "--out", "o"], None, "invalid choice: 'rotate'"),
+    ("recipe-paper-for-digits", ["train-teacher", "--arch", "lenet5", "--recipe", "paper", "--out", "o"], None, "--recipe paper has schedules for"),
     ("max-train-zero", ["train-teacher", "--arch", "lenet5", "--max-train", "0", "--out", "o"], None, "max_train must be a positive"),
     ("teacher-missing", ["compress", "--teacher", "nowhere", "--out", "o"], None, "neither a saved n2n model"),
     ("teacher-dir-without-spec", ["compress", "--teacher", "{X}", "--out", "o"], _empty_dir, "not a saved n2n model"),

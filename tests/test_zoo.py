@@ -20,6 +20,11 @@ def test_resnet_parameter_counts_match_paper(name, classes, expected):
     assert count_params(create_model(name, in_channels=3, num_classes=classes, input_size=32)) == expected
 
 
+def test_caltech256_resnet18_parameter_count():
+    # paper: 11.31M, which an ImageNet-style 7x7 stem gives (+3*64*(49-9) = 11,307,840); ours has the CIFAR 3x3 stem
+    assert count_params(create_model("resnet18", in_channels=3, num_classes=256, input_size=64)) == 11_300_160
+
+
 def test_vgg_parameter_counts():
     assert count_params(create_model("vgg13", in_channels=1, num_classes=10)) == 9_411_914  # paper, MNIST: 9.4M
     assert count_params(create_model("vgg19", in_channels=3, num_classes=10)) == 20_035_018  # paper: 20.2M

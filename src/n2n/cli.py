@@ -24,6 +24,7 @@ from n2n.errors import ConfigError, Interrupted, N2NError
 console = Console(stderr=True)
 
 DEMO_DEFAULTS = {"arch": "vgg11", "width": 0.5, "epochs": 15}
+DATA_OPTIONS = ("image_size", "test_per_class", "augment")  # reader options of `n2n.load_data`, one flag each
 
 
 # ---------------------------------------------------------------- progress display
@@ -78,32 +79,34 @@ def train_teacher_cmd(
     data_dir: str | None,
     out: str,
     width: float = 1.0,
-    epochs: int = 3,
-    lr: float = 1e-3,
-    batch_size: int = 128,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
     seed: int = 0,
     max_train: int | None = None,
+    recipe: str = "default",
+    data_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train a zoo teacher and save it to ``out``; returns its metrics."""
+    """Train a zoo teacher by ``recipe`` (explicit epochs, lr, batch size override it) and save it to ``out``."""
     from n2n.data import load_data
     from n2n.models.io import save_model
     from n2n.models.zoo import list_models
+    from n2n.recipes import resolve_recipe
     from n2n.teacher import train_teacher
 
     if arch not in list_models():
         raise ConfigError(f"--arch must be one of {', '.join(list_models())}; got {arch!r}")
-    if epochs < 1 or width <= 0 or lr <= 0 or batch_size < 1:
-        raise ConfigError("--epochs and --batch-size must be positive integers, --width and --lr positive numbers")
-    bundle = load_data(data, data_dir, seed=seed, max_train=max_train)
+    if width <= 0:
+        raise ConfigError(f"--width must be a positive number; got {width}")
+    resolved = resolve_recipe(recipe, data, epochs=epochs, lr=lr, batch_size=batch_size)  # fails before loading
+    bundle = load_data(data, data_dir, seed=seed, max_train=max_train, options=data_options)
     with _progress() as progress:
         task = progress.add_task(f"train {arch} on {data}", total=None)
         model, spec = train_teacher(
             arch,
             bundle,
             width=width,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
+            recipe=resolved,
             seed=seed,
             on_step=lambda s, total: progress.update(task, completed=s, total=total),
         )
@@ -131,13 +134,14 @@ def compress_cmd(
     weights: str | None = None,
     teacher_kwargs: str | None = None,
     trust_pickle: bool = False,
+    data_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compress ``teacher`` (saved model, zoo name or import path); writes ``out`` and returns ``report.json``."""
     from n2n.data import load_data
     from n2n.models.source import parse_kwargs, resolve_teacher
 
     config.validate()
-    bundle = load_data(data, data_dir, seed=config.seed, max_train=max_train)
+    bundle = load_data(data, data_dir, seed=config.seed, max_train=max_train, options=data_options)
     model, spec = resolve_teacher(
         teacher,
         weights=weights,
@@ -153,6 +157,7 @@ def compress_cmd(
         "data": data,
         "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
         "max_train": max_train,
+        "data_options": bundle.options,
     }
     return _run_compress(model, spec, source, out, config, resume=False, bundle=bundle)
 
@@ -286,7 +291,13 @@ def baseline_cmd(args: argparse.Namespace) -> dict[str, Any]:
         if args.teacher is None or args.target_params is None or args.target_params < 1:
             raise ConfigError("n2n baseline uniform needs --teacher and --target-params N (a positive integer)")
         config = _config_from(args)
-        bundle = load_data(args.data or "digits", args.data_dir, seed=config.seed, max_train=args.max_train)
+        bundle = load_data(
+            args.data or "digits",
+            args.data_dir,
+            seed=config.seed,
+            max_train=args.max_train,
+            options=_data_options(args),
+        )
         model, spec = resolve_teacher(
             args.teacher,
             weights=args.weights,
@@ -302,7 +313,13 @@ def baseline_cmd(args: argparse.Namespace) -> dict[str, Any]:
         run = Path(args.run)
         config, edits = scratch_config(run)
         source = json.loads((run / "run.json").read_text())
-        bundle = load_data(source["data"], source["data_dir"], seed=config.seed, max_train=source["max_train"])
+        bundle = load_data(
+            source["data"],
+            source["data_dir"],
+            seed=config.seed,
+            max_train=source["max_train"],
+            options=source.get("data_options"),
+        )
         model, spec = load_model(run / "teacher")
     with _progress() as progress:
         report = run_baseline(args.kind, model, spec, bundle, config, args.out, edits, listener=_Display(progress))
@@ -333,7 +350,13 @@ def _run_compress(
     from n2n.data import load_data
 
     if bundle is None:
-        bundle = load_data(source["data"], source["data_dir"], seed=config.seed, max_train=source["max_train"])
+        bundle = load_data(
+            source["data"],
+            source["data_dir"],
+            seed=config.seed,
+            max_train=source["max_train"],
+            options=source.get("data_options"),
+        )
     if tuple(bundle.input_shape) != tuple(spec.input_shape):
         raise N2NError(
             f"the teacher takes inputs of shape {tuple(spec.input_shape)} but {source['data']} has "
@@ -350,7 +373,9 @@ def _run_compress(
     return result.report
 
 
-def evaluate_cmd(model_dir: str, data: str, data_dir: str | None, seed: int = 0) -> dict[str, Any]:
+def evaluate_cmd(
+    model_dir: str, data: str, data_dir: str | None, seed: int = 0, data_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Test accuracy, parameters and FLOPs of a saved model."""
     from n2n.data import load_data
     from n2n.models.io import load_model
@@ -358,7 +383,7 @@ def evaluate_cmd(model_dir: str, data: str, data_dir: str | None, seed: int = 0)
     from n2n.surgery import count_macs, count_params
 
     model, spec = load_model(model_dir)
-    bundle = load_data(data, data_dir, seed=seed)
+    bundle = load_data(data, data_dir, seed=seed, options=data_options)
     if tuple(bundle.input_shape) != tuple(spec.input_shape):
         raise N2NError(
             f"the model takes inputs of shape {tuple(spec.input_shape)} but {data} has {tuple(bundle.input_shape)}"
@@ -503,6 +528,11 @@ def _read_config_file(path: str) -> dict[str, Any]:
     return {name: checked[name] for name in (str(key).replace("-", "_") for key in values)}
 
 
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The reader options given on the command line (``--image-size`` ...), for ``load_data(options=...)``."""
+    return {k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k, None) is not None}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit code 2, like every other user error
         console.print(
@@ -512,6 +542,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from n2n.data.augment import list_policies
+    from n2n.recipes import list_recipes
+
     parser = _Parser(
         prog="n2n",
         description="Compress a trained PyTorch classifier into a smaller student by "
@@ -524,13 +557,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--data",
             default=None,
-            help="data set name: digits (embedded), mnist, fashion-mnist, kmnist (default: digits)",
+            help="data set name: digits (embedded), mnist, fashion-mnist, kmnist, cifar10, cifar100, "
+            "cifar100-coarse, svhn, caltech256, imagefolder, npz (default: digits)",
         )
         p.add_argument(
-            "--data-dir", default=None, help="directory holding the data set's files (not needed for digits)"
+            "--data-dir", default=None, help="directory holding the data set's files, or the .npz file (not for digits)"
         )
         p.add_argument(
             "--max-train", type=int, default=None, help="use at most this many training examples (quick runs)"
+        )
+        p.add_argument(
+            "--image-size",
+            type=int,
+            default=None,
+            metavar="PIXELS",
+            help="imagefolder, caltech256: shorter side resized, then center-cropped to this (default: 64)",
+        )
+        p.add_argument(
+            "--test-per-class",
+            type=int,
+            default=None,
+            help="imagefolder (without train/ and test/), caltech256: test images per class (default: 25)",
+        )
+        p.add_argument(
+            "--augment",
+            default=None,
+            choices=list_policies(),
+            help="training augmentation (default: the data set's own: crop_flip for CIFAR, caltech256 and "
+            "imagefolder, crop for svhn, none otherwise)",
         )
 
     p = sub.add_parser("demo", help="train a teacher on scikit-learn's digits and compress it (no download)")
@@ -540,9 +594,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-teacher", help="train a zoo architecture with cross-entropy and save it")
     p.add_argument("--arch", required=True, help="architecture: lenet5, vgg11, vgg13, vgg16, vgg19, resnet18, resnet34")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier of every layer (default: 1.0)")
-    p.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine-decayed (default: 0.001)")
-    p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default: 128)")
+    p.add_argument(
+        "--recipe",
+        default="default",
+        choices=list_recipes(),
+        help="training schedule: default (3 epochs of Adam, lr 0.001 cosine-decayed, batch 128: for CPUs) or "
+        "paper (the paper's schedule for --data, e.g. 150 epochs for CIFAR; see docs/REPRODUCE.md)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", required=True, help="directory to save the teacher to")
     data_options(p)
@@ -636,11 +697,14 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 seed=args.seed,
                 max_train=args.max_train,
+                recipe=args.recipe,
+                data_options=_data_options(args),
             )
         elif args.command == "compress" and args.resume:
             given = [
                 a
                 for a in ("teacher", "weights", "teacher_kwargs", "out", "data", "data_dir", "max_train", "config")
+                + tuple(_data_options(args))
                 if getattr(args, a) is not None
             ]
             given += [f.name for f in fields(_config_type()) if getattr(args, f.name, None) is not None]
@@ -664,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
                 weights=args.weights,
                 teacher_kwargs=args.teacher_kwargs,
                 trust_pickle=args.trust_pickle,
+                data_options=_data_options(args),
             )
         elif args.command == "baseline":
             baseline_cmd(args)
@@ -691,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.trust_pickle,
             )
         elif args.command == "evaluate":
-            evaluate_cmd(args.model, args.data, args.data_dir)
+            evaluate_cmd(args.model, args.data, args.data_dir, data_options=_data_options(args))
     except Interrupted as err:
         console.print(f"[yellow]{escape(str(err))}[/]", soft_wrap=True, highlight=False)
         return 130

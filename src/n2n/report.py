@@ -150,7 +150,13 @@ def _rebuild_finished(run: Path, candidates: list[dict[str, Any]], wall_time_s: 
     config = json.loads((run / "config.json").read_text())
     teacher, _ = load_model(run / "teacher")
     student, spec = load_model(run / "student")
-    data = load_data(source["data"], source["data_dir"], seed=config["seed"], max_train=source["max_train"])
+    data = load_data(
+        source["data"],
+        source["data_dir"],
+        seed=config["seed"],
+        max_train=source["max_train"],
+        options=source.get("data_options"),
+    )
     analysis = analyze(teacher, data.input_shape, fix=tuple(config.get("fix", ())), check_removals=False)
     best_event = _best(candidates) or {"edits": {}, "params": 0, "macs": 0, "val_accuracy": 0.0, "reward": -1.0}
     best = CandidateResult(

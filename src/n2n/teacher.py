@@ -1,18 +1,20 @@
-"""Training a teacher from the zoo with cross-entropy."""
+"""Training a teacher from the zoo with cross-entropy, by a recipe (see :mod:`n2n.recipes`)."""
 
 from __future__ import annotations
 
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
 from n2n._seed import seed_everything
-from n2n.data import DataBundle
+from n2n.data import DataBundle, augment_batch
 from n2n.models.io import ModelSpec
 from n2n.models.zoo import create_model
+from n2n.recipes import OPTIMIZERS, Recipe, lr_factor, resolve_recipe
 from n2n.search.distill import accuracy
 
 log = logging.getLogger(__name__)
@@ -27,37 +29,37 @@ def teacher_spec(arch: str, data: DataBundle, width: float = 1.0) -> ModelSpec:
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         normalization={"mean": list(data.mean), "std": list(data.std)},
-        meta={"data": data.name},
+        meta={"data": data.name, "data_options": dict(data.options)},
     )
 
 
 def train_classifier(
     model: nn.Module,
     data: DataBundle,
+    recipe: Recipe | None = None,
     *,
-    epochs: int,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    weight_decay: float = 0.0,
     seed: int = 0,
     on_step: Callable[[int, int], None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place with cross-entropy, Adam and a cosine schedule; keeps the best epoch on validation."""
+    """Train ``model`` in place with cross-entropy by ``recipe`` (default: :class:`Recipe`'s defaults); keeps the
+    best epoch on validation. Training mini-batches are augmented by ``data.augment``; validation data is not."""
+    recipe = (recipe or Recipe()).validate()
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     x, y = data.train.x, data.train.y
+    batch_size = recipe.batch_size
     steps_per_epoch = math.ceil(len(y) / batch_size)
-    total = epochs * steps_per_epoch
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, total))))
+    total = recipe.epochs * steps_per_epoch
+    opt = OPTIMIZERS[recipe.optimizer](model.parameters(), recipe)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(recipe, s, steps_per_epoch))
     loss_fn = nn.CrossEntropyLoss()
     best_acc, best_state, step = -1.0, None, 0
-    for epoch in range(epochs):
+    for epoch in range(recipe.epochs):
         model.train()
         order = torch.randperm(len(y), generator=gen)
         for i in range(steps_per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
-            loss = loss_fn(model(x[idx]), y[idx])
+            loss = loss_fn(model(augment_batch(x[idx], data.augment, gen)), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -79,21 +81,29 @@ def train_teacher(
     data: DataBundle,
     *,
     width: float = 1.0,
-    epochs: int = 3,
-    lr: float = 1e-3,
-    batch_size: int = 128,
+    recipe: str | Recipe = "default",
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
     seed: int = 0,
     on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[nn.Module, ModelSpec]:
-    """Build zoo architecture ``arch`` for ``data`` and train it; returns the model and its spec (with metrics)."""
+    """Build zoo architecture ``arch`` for ``data`` and train it; returns the model and its spec (with metrics).
+
+    Args:
+        recipe: a recipe name ('default', 'paper': see :mod:`n2n.recipes`) or a :class:`Recipe`.
+        epochs, lr, batch_size: override the recipe's values when given.
+    """
+    recipe = resolve_recipe(recipe, data.name, epochs=epochs, lr=lr, batch_size=batch_size)
     seed_everything(seed)
     spec = teacher_spec(arch, data, width)
     model = create_model(arch, **spec.arch["kwargs"])
-    train_classifier(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, on_step=on_step)
+    train_classifier(model, data, recipe, seed=seed, on_step=on_step)
     spec.meta.update(
         val_accuracy=accuracy(model, data.val.x, data.val.y),
         test_accuracy=accuracy(model, data.test.x, data.test.y),
-        epochs=epochs,
+        epochs=recipe.epochs,
+        recipe={**asdict(recipe), "milestones": list(recipe.milestones)},
         seed=seed,
     )
     return model, spec

@@ -1,7 +1,29 @@
-"""Data sets by name: ``load_data("digits")``, ``load_data("mnist", "path/to/mnist")``."""
+"""Data sets by name: ``load_data("digits")``, ``load_data("mnist", "path/to/mnist")``,
+``load_data("imagefolder", "photos/", options={"image_size": 32})``."""
 
-from n2n.data import digits, idx  # noqa: F401 - registers the data sets
-from n2n.data._base import DataBundle, RawData, Split, list_datasets, load_data, register_dataset
+from n2n.data import cifar, digits, idx, images, npz, svhn  # noqa: F401 - registers the data sets
+from n2n.data._base import (
+    DataBundle,
+    RawData,
+    Split,
+    dataset_options,
+    list_datasets,
+    load_data,
+    register_dataset,
+)
+from n2n.data.augment import augment_batch, list_policies
 from n2n.data.idx import read_idx, write_idx
 
-__all__ = ["DataBundle", "RawData", "Split", "list_datasets", "load_data", "read_idx", "register_dataset", "write_idx"]
+__all__ = [
+    "DataBundle",
+    "RawData",
+    "Split",
+    "augment_batch",
+    "dataset_options",
+    "list_datasets",
+    "list_policies",
+    "load_data",
+    "read_idx",
+    "register_dataset",
+    "write_idx",
+]

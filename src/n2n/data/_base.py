@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from n2n.data.augment import list_policies
 from n2n.errors import DataError
 
 
@@ -48,17 +49,38 @@ class DataBundle:
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    augment: str = "none"  # training augmentation policy (n2n.data.augment); validation and test are never augmented
+    options: dict[str, Any] = field(default_factory=dict)  # the resolved options: load_data(..., options=) again
 
 
-Reader = Callable[[Path | None], RawData]
-_REGISTRY: dict[str, Reader] = {}
+Reader = Callable[..., RawData]
 
 
-def register_dataset(name: str) -> Callable[[Reader], Reader]:
-    """Register a reader ``fn(data_dir) -> RawData`` under ``name``."""
+@dataclass(frozen=True)
+class _Entry:
+    reader: Reader
+    augment: str
+    options: dict[str, Any]  # option name -> default value (its type is the option's type)
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_dataset(
+    name: str, *, augment: str = "none", options: Mapping[str, Any] | None = None
+) -> Callable[[Reader], Reader]:
+    """Register a reader ``fn(data_dir, **options) -> RawData`` under ``name``.
+
+    Args:
+        name: the data set's name (``--data``).
+        augment: its training augmentation policy, one of :func:`n2n.data.augment.list_policies`.
+        options: the reader's keyword options with their defaults (e.g. ``{"image_size": 64}``).
+    """
+    if augment not in list_policies():
+        raise ValueError(f"unknown augmentation policy {augment!r}; known: {', '.join(list_policies())}")
 
     def wrap(fn: Reader) -> Reader:
-        _REGISTRY[name] = fn
+        _REGISTRY[name] = _Entry(fn, augment, dict(options or {}))
         return fn
 
     return wrap
@@ -66,6 +88,31 @@ def register_dataset(name: str) -> Callable[[Reader], Reader]:
 
 def list_datasets() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """The reader options of data set ``name`` with their defaults (``augment`` is accepted by every data set)."""
+    if name not in _REGISTRY:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
+    return {**_REGISTRY[name].options, "augment": _REGISTRY[name].augment}
+
+
+def _resolve_options(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults of ``name``'s options updated with ``given``; unknown names and wrong types are refused."""
+    allowed = dataset_options(name)
+    resolved = dict(allowed)
+    for key, value in given.items():
+        flag = "--" + key.replace("_", "-")
+        if key not in allowed:
+            takes = ", ".join("--" + k.replace("_", "-") for k in sorted(allowed))
+            raise DataError(f"{name} does not take {flag} (it takes {takes})")
+        kind = type(allowed[key])
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise DataError(f"{flag} must be {kind.__name__}; got {value!r}")
+        resolved[key] = value
+    if resolved["augment"] not in list_policies():
+        raise DataError(f"--augment must be one of {', '.join(list_policies())}; got {resolved['augment']!r}")
+    return resolved
 
 
 def _as_nchw(x: np.ndarray) -> np.ndarray:
@@ -88,7 +135,7 @@ def _validate(raw: RawData, name: str) -> None:
         raise DataError(f"{name}: train images {raw.x_train.shape[1:]} and test images {raw.x_test.shape[1:]} differ")
 
 
-def _split(y: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(y: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split of indices; plain seeded split when a class is too small to stratify."""
     idx = np.arange(len(y))
     try:
@@ -104,6 +151,7 @@ def load_data(
     val_fraction: float = 0.1,
     seed: int = 0,
     max_train: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> DataBundle:
     """Load data set ``name`` and split it.
 
@@ -113,19 +161,21 @@ def load_data(
         val_fraction: share of the training set held out, stratified, for validation.
         seed: seed of the hold-out (and of ``max_train`` subsampling).
         max_train: keep at most this many training examples (stratified), for quick runs.
+        options: reader options (see :func:`dataset_options`), e.g. ``{"image_size": 32}`` for image folders, and
+            ``augment`` to override the data set's training augmentation policy.
     """
-    if name not in _REGISTRY:
-        raise DataError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
+    resolved = _resolve_options(name, options or {})
     if not 0 < val_fraction < 1:
         raise DataError(f"val_fraction must be in (0, 1); got {val_fraction}")
-    raw = _REGISTRY[name](Path(data_dir) if data_dir is not None else None)
+    reader_options = {k: v for k, v in resolved.items() if k != "augment"}
+    raw = _REGISTRY[name].reader(Path(data_dir) if data_dir is not None else None, **reader_options)
     _validate(raw, name)
     y_all = raw.y_train.astype(np.int64)
-    train_idx, val_idx = _split(y_all, val_fraction, seed)
+    train_idx, val_idx = stratified_split(y_all, val_fraction, seed)
     if max_train is not None and max_train < len(train_idx):
         if max_train < 1:
             raise DataError(f"max_train must be a positive integer; got {max_train}")
-        keep, _ = _split(y_all[train_idx], len(train_idx) - max_train, seed)
+        keep, _ = stratified_split(y_all[train_idx], len(train_idx) - max_train, seed)
         train_idx = train_idx[keep]
 
     def tensor(x: np.ndarray) -> torch.Tensor:
@@ -150,4 +200,6 @@ def load_data(
         input_shape=tuple(int(d) for d in x_train.shape[1:]),
         mean=tuple(mean.tolist()),
         std=tuple(std.tolist()),
+        augment=resolved["augment"],
+        options=resolved,
     )

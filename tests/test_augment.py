@@ -1,0 +1,76 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from n2n.data import augment_batch, list_policies
+from n2n.data.augment import random_crop, random_flip
+
+
+def windows(x, padding):
+    """Every H x W window of ``x`` zero-padded by ``padding``: {(dy, dx): (N, C, H, W)}."""
+    padded = F.pad(x, (padding,) * 4)
+    h, w = x.shape[2:]
+    return {(dy, dx): padded[:, :, dy : dy + h, dx : dx + w] for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)}
+
+
+def batch(n=32):
+    return torch.arange(n * 2 * 6 * 5, dtype=torch.float32).reshape(n, 2, 6, 5) + 1  # no zeros: padding is visible
+
+
+def test_policies():
+    assert list_policies() == ["crop", "crop_flip", "none"]
+
+
+def test_none_is_the_identity_and_draws_nothing():
+    x, gen = batch(), torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert augment_batch(x, "none", gen) is x
+    assert torch.equal(gen.get_state(), state)
+
+
+def test_crop_is_a_shifted_window_of_the_padded_image():
+    x = batch()
+    out = random_crop(x, torch.Generator().manual_seed(0), padding=2)
+    assert out.shape == x.shape
+    offsets = set()
+    for i in range(len(x)):
+        found = [o for o, win in windows(x, 2).items() if torch.equal(out[i], win[i])]
+        assert found, f"image {i} is not a window of its padded original"
+        offsets.add(found[0])
+    assert len(offsets) >= 10  # offsets vary across the batch (25 possible)
+    assert (out == 0).any()  # some crops reach into the padding
+
+
+def test_crop_with_zero_padding_is_identity_and_exact_offsets():
+    x = batch(4)
+    assert torch.equal(random_crop(x, torch.Generator().manual_seed(3), padding=0), x)
+    one = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    seen = {tuple(random_crop(one, torch.Generator().manual_seed(s), padding=1).flatten().tolist()) for s in range(60)}
+    assert (0.0, 0.0, 0.0, 1.0) in seen and (4.0, 0.0, 0.0, 0.0) in seen and (1.0, 2.0, 3.0, 4.0) in seen
+    assert len(seen) == 9  # exactly the 3 x 3 offsets
+
+
+def test_flip_mirrors_about_half_the_images():
+    x = batch(64)
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    flipped = [torch.equal(out[i], x[i].flip(2)) for i in range(64)]
+    kept = [torch.equal(out[i], x[i]) for i in range(64)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 16 < sum(flipped) < 48
+
+
+@pytest.mark.parametrize("policy", ["crop", "crop_flip"])
+def test_policies_are_seeded(policy):
+    x = batch()
+    a = augment_batch(x, policy, torch.Generator().manual_seed(1))
+    b = augment_batch(x, policy, torch.Generator().manual_seed(1))
+    c = augment_batch(x, policy, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_crop_flip_gives_windows_of_the_image_or_its_mirror():
+    x = batch()
+    out = augment_batch(x, "crop_flip", torch.Generator().manual_seed(0))
+    plain, mirrored = windows(x, 4), windows(x.flip(3), 4)
+    for i in range(len(x)):
+        assert any(torch.equal(out[i], w[i]) for w in (*plain.values(), *mirrored.values()))
