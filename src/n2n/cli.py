@@ -452,7 +452,8 @@ def export_cmd(
     diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in result.max_abs_diff.items())
     console.print(
         f"{fmt} model written to {result.path}; max abs difference vs PyTorch on "
-        f"{data + ' test images' if data else 'random inputs'}: {diffs} (<= {atol:g})"
+        f"{data + ' test images' if data else 'random inputs'}: {diffs} (<= {atol:g})",
+        soft_wrap=True,
     )
     return {"path": str(result.path), "format": fmt, "max_abs_diff": result.max_abs_diff, "inputs": data or "random"}
 
