@@ -179,6 +179,13 @@ class CompressConfig:
                     f"--init-policy {self.init_policy!r} holds no trained policy (policy_remove.json or "
                     "policy_shrink.json): pass the run directory of an earlier `n2n compress`"
                 )
+            import json
+
+            from n2n.search.policy_io import check_policy_record
+
+            for name in found:
+                path = Path(self.init_policy) / name
+                check_policy_record(json.loads(path.read_text()), str(path), name[len("policy_") : -len(".json")])
         return self
 
     @classmethod
