@@ -81,6 +81,9 @@ def main() -> int:
     parser.add_argument("--target", default="vgg19", help="the larger teacher the policy is transferred to")
     parser.add_argument("--workers", default="2")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run on digits (writes no results)")
+    parser.add_argument(
+        "--summarise", action="store_true", help="run nothing: tabulate the seeds whose two runs have finished"
+    )
     args = parser.parse_args()
     s = QUICK if args.quick else SETTINGS
     work = Path(args.work)
@@ -96,7 +99,7 @@ def main() -> int:
     t_start = time.perf_counter()
 
     # -- teachers
-    for arch in (args.source, args.target):
+    for arch in () if args.summarise else (args.source, args.target):
         out = work / f"teacher_{arch}"
         if not (out / "model.safetensors").is_file():
             seconds[f"teacher_{arch}"] = run(
@@ -106,7 +109,7 @@ def main() -> int:
 
     # -- the policy, trained on the small teacher
     source_run = work / "source"
-    if not (source_run / "policy_remove.json").is_file():
+    if not args.summarise and not (source_run / "policy_remove.json").is_file():
         seconds["source"] = run(
             [*N2N, "compress", "--teacher", str(work / f"teacher_{args.source}"), *data, *search,
              "--updates", str(s["source_updates"]), "--seed", "100", "--out", str(source_run)]
@@ -116,6 +119,10 @@ def main() -> int:
     rows = []
     for seed in s["seeds"]:
         row: dict[str, float | int] = {"seed": seed}
+        if args.summarise and not all(
+            (work / f"{n}_{seed}" / "report.json").is_file() for n in ("scratch", "pretrained")
+        ):
+            continue
         for name, extra in (("scratch", []), ("pretrained", ["--init-policy", str(source_run)])):
             out = work / f"{name}_{seed}"
             if not (out / "report.json").is_file():

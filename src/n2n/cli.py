@@ -384,7 +384,8 @@ def evaluate_cmd(
     if "teacher" in rows:
         result["teacher"] = rows["teacher"]
         result["speedup"] = speedups(rows["teacher"], rows["model"])
-    Console().print(cost_table(f"{model_dir} on {data}", rows, result.get("speedup")))
+    table = cost_table(f"{model_dir} on {data}", rows, result.get("speedup"))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped output: one row per line
     return result
 
 
