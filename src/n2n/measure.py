@@ -12,6 +12,7 @@ import logging
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,8 @@ def onnx_latencies_ms(
 
     from n2n.export import export_onnx, onnx_session
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings: `n2n export` reports them, with its numerical check
         path = export_onnx(model, input_shape, Path(tmp) / "model.onnx")
         session = onnx_session(path, threads=timing.threads)
         result = {}
