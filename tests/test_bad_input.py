@@ -118,6 +118,13 @@ def _evil_npz(d):
     return d / "evil.npz"
 
 
+def _foreign_policy(d):
+    d.mkdir(parents=True)
+    (d / "policy_remove.json").write_text(json.dumps({"kind": "remove", "feature_dim": 13, "hidden": 30, "version": 1,
+                                                      "features": ["a"] * 13}))
+    return d
+
+
 # (id, argv template, expected message). {T}: a trained teacher, {X}: the path the setup function returns.
 CASES = [
     ("unknown-arch", ["train-teacher", "--arch", "alexnet", "--out", "o"], None, "--arch must be one of"),
@@ -183,6 +190,15 @@ CASES = [
     ("baseline-uniform-impossible-target", ["baseline", "uniform", "--teacher", "{T}", "--target-params", "1", "--out", "o"], None, "no uniform keep-fraction brings the teacher"),
     ("baseline-scratch-not-a-run", ["baseline", "scratch", "--run", "{X}", "--out", "o"], _empty_dir, "is not a finished n2n run"),
     ("report-not-a-run", ["report", "{X}"], _empty_dir, "not an n2n run directory"),
+    ("export-unknown-format", ["export", "{T}", "--format", "tflite"], None, "invalid choice"),
+    ("export-missing", ["export", "nowhere", "--format", "onnx"], None, "not a saved n2n model"),
+    ("export-atol-zero", ["export", "{T}", "--format", "torchscript", "--atol", "0"], None, "--atol must be > 0"),
+    ("export-wrong-data", ["export", "{T}", "--format", "onnx", "--data", "mnist", "--data-dir", "{X}"], write_tiny_mnist, "pass the data set the model was trained on"),
+    ("evaluate-teacher-missing", ["evaluate", "{T}", "--teacher", "nowhere"], None, "not a saved n2n model"),
+    ("objective-choice", ["compress", "--teacher", "{T}", "--out", "o", "--objective", "speed"], None, "invalid choice"),
+    ("max-flops-zero", ["compress", "--teacher", "{T}", "--out", "o", "--max-flops", "0"], None, "--max-flops must be a positive"),
+    ("max-latency-negative", ["compress", "--teacher", "{T}", "--out", "o", "--max-latency-ms", "-1"], None, "--max-latency-ms must be > 0"),
+    ("init-policy-other-features", ["compress", "--teacher", "{T}", "--out", "o", "--init-policy", "{X}"], _foreign_policy, "train the policy again"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The ``n2n`` command line: ``demo``, ``train-teacher``, ``compress``, ``evaluate``, ``inspect``.
+"""The ``n2n`` command line: ``demo``, ``train-teacher``, ``compress``, ``evaluate``, ``export``, ``inspect``.
 
 Every subcommand is a plain function taking typed arguments (tests call them directly); ``main`` only parses, shows
 progress with rich, and turns :class:`~n2n.errors.N2NError` into a one-line message and exit code 2.
@@ -374,39 +374,113 @@ def _run_compress(
 
 
 def evaluate_cmd(
-    model_dir: str, data: str, data_dir: str | None, seed: int = 0, data_options: dict[str, Any] | None = None
+    model_dir: str,
+    data: str,
+    data_dir: str | None,
+    seed: int = 0,
+    teacher: str | None = None,
+    latency: bool = True,
+    data_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Test accuracy, parameters and FLOPs of a saved model."""
+    """Test accuracy, parameters, FLOPs, file size and measured latency of a saved model (beside ``teacher``'s)."""
     from n2n.data import load_data
+    from n2n.measure import measure_cost, speedups
     from n2n.models.io import load_model
     from n2n.search.distill import accuracy
-    from n2n.surgery import count_macs, count_params
 
-    model, spec = load_model(model_dir)
     bundle = load_data(data, data_dir, seed=seed, options=data_options)
-    if tuple(bundle.input_shape) != tuple(spec.input_shape):
-        raise N2NError(
-            f"the model takes inputs of shape {tuple(spec.input_shape)} but {data} has {tuple(bundle.input_shape)}"
-        )
-    result = {
-        "params": count_params(model),
-        "flops": 2 * count_macs(model, spec.input_shape),
-        "val_accuracy": accuracy(model, bundle.val.x, bundle.val.y),
-        "test_accuracy": accuracy(model, bundle.test.x, bundle.test.y),
-    }
-    table = Table(title=f"{model_dir} on {data}")
-    for key in ("params", "flops"):
-        table.add_column(key, justify="right")
-    table.add_column("val accuracy", justify="right")
-    table.add_column("test accuracy", justify="right")
-    table.add_row(
-        f"{result['params']:,}",
-        f"{result['flops']:,}",
-        f"{result['val_accuracy']:.2%}",
-        f"{result['test_accuracy']:.2%}",
-    )
-    Console().print(table)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, directory in (("teacher", teacher), ("model", model_dir)):
+        if directory is None:
+            continue
+        model, spec = load_model(directory)
+        if tuple(bundle.input_shape) != tuple(spec.input_shape):
+            raise N2NError(
+                f"{directory} takes inputs of shape {tuple(spec.input_shape)} but {data} has "
+                f"{tuple(bundle.input_shape)}"
+            )
+        rows[name] = {
+            **measure_cost(model, tuple(spec.input_shape), latency=latency),
+            "val_accuracy": accuracy(model, bundle.val.x, bundle.val.y),
+            "test_accuracy": accuracy(model, bundle.test.x, bundle.test.y),
+        }
+    result = dict(rows["model"])
+    if "teacher" in rows:
+        result["teacher"] = rows["teacher"]
+        result["speedup"] = speedups(rows["teacher"], rows["model"])
+    table = cost_table(f"{model_dir} on {data}", rows, result.get("speedup"))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped output: one row per line
     return result
+
+
+def cost_table(title: str, rows: dict[str, dict[str, Any]], speedup: dict[str, Any] | None) -> Table:
+    """Parameters, FLOPs, file size, latencies and accuracy per model, with a ratio row when ``speedup`` is given."""
+    latency_cols = [(rt, b) for rt, per in next(iter(rows.values()))["latency_ms"].items() for b in per]
+    table = Table(title=title)
+    for col in ("", "params", "FLOPs", "file", *[f"{rt} b{b} ms" for rt, b in latency_cols], "test accuracy"):
+        table.add_column(col, justify="right")
+    for name, r in rows.items():
+        lat = [r["latency_ms"].get(rt, {}).get(b) for rt, b in latency_cols]
+        table.add_row(
+            name,
+            f"{r['params']:,}",
+            f"{r['flops']:,}",
+            f"{r['file_bytes'] / 1024:,.0f} KiB",
+            *["" if v is None else f"{v:.3f}" for v in lat],
+            f"{r['test_accuracy']:.2%}" if "test_accuracy" in r else "",
+        )
+    if speedup is not None:
+        lat = [speedup["latency"].get(rt, {}).get(b) for rt, b in latency_cols]
+        table.add_row(
+            "speed-up",
+            f"{speedup['params']:.1f}x",
+            f"{speedup['macs']:.1f}x",
+            f"{speedup['file_bytes']:.1f}x",
+            *["" if v is None else f"{v:.2f}x" for v in lat],
+            "",
+        )
+    return table
+
+
+def export_cmd(
+    model_dir: str,
+    fmt: str,
+    out: str | None = None,
+    data: str | None = None,
+    data_dir: str | None = None,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Export a saved model to ONNX or TorchScript and check it numerically against the PyTorch model.
+
+    The check runs on test images of ``data`` (or of ``digits`` when the model was trained on it and no data is
+    given), otherwise on seeded random inputs of the model's input shape.
+    """
+    from n2n.data import load_data
+    from n2n.export import EXPORTERS, export_model
+    from n2n.models.io import load_model
+
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"--format must be one of {', '.join(EXPORTERS)}; got {fmt!r}")
+    model, spec = load_model(model_dir)
+    data = data or ("digits" if spec.meta.get("data") == "digits" else None)
+    inputs = None
+    if data is not None:
+        bundle = load_data(data, data_dir)
+        if tuple(bundle.input_shape) != tuple(spec.input_shape):
+            raise N2NError(
+                f"{model_dir} takes inputs of shape {tuple(spec.input_shape)} but {data} has "
+                f"{tuple(bundle.input_shape)}: pass the data set the model was trained on"
+            )
+        inputs = bundle.test.x
+    target = Path(out) if out else Path(model_dir) / f"model{EXPORTERS[fmt].suffix}"
+    result = export_model(model, tuple(spec.input_shape), fmt, target, data=inputs, atol=atol)
+    diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in result.max_abs_diff.items())
+    console.print(
+        f"{fmt} model written to {result.path}; max abs difference vs PyTorch on "
+        f"{data + ' test images' if data else 'random inputs'}: {diffs} (<= {atol:g})",
+        soft_wrap=True,
+    )
+    return {"path": str(result.path), "format": fmt, "max_abs_diff": result.max_abs_diff, "inputs": data or "random"}
 
 
 def demo_cmd(out: str = "runs/demo", config: Any = None) -> dict[str, Any]:
@@ -619,13 +693,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--teacher-kwargs",
             metavar="JSON",
-            help="keyword arguments for the teacher's builder, " "e.g. '{\"num_classes\": 10}'",
+            help="keyword arguments for the teacher's builder, e.g. '{\"num_classes\": 10}'",
         )
         p.add_argument(
             "--trust-pickle",
             action="store_true",
-            help="allow --weights files that need full "
-            "unpickling (runs code from the file: only for files you trust)",
+            help="allow --weights files that need full unpickling (runs code from the file: only for files you trust)",
         )
 
     p = sub.add_parser("compress", help="search for a smaller student of a trained teacher")
@@ -660,14 +733,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="list the teacher's layers with what the search may change and why not")
     teacher_options(p)
     p.add_argument(
-        "--input-shape", metavar="C,H,W", help="one input's shape, e.g. 3,32,32 (not needed for a saved " "n2n model)"
+        "--input-shape", metavar="C,H,W", help="one input's shape, e.g. 3,32,32 (not needed for a saved n2n model)"
     )
     p.add_argument("--fix", action="append", metavar="PATTERN", help="glob of layer names to hold fixed; repeatable")
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
 
-    p = sub.add_parser("evaluate", help="accuracy, parameters and FLOPs of a saved model")
+    p = sub.add_parser("evaluate", help="accuracy, parameters, FLOPs, file size and latency of a saved model")
     p.add_argument("model", help="saved model directory (a teacher, or RUN_DIR/student)")
+    p.add_argument("--teacher", metavar="MODEL_DIR", help="a saved model to compare with, side by side (speed-ups)")
+    p.add_argument(
+        "--latency", action=argparse.BooleanOptionalAction, default=True, help="measure latency (default: on)"
+    )
     data_options(p)
+
+    p = sub.add_parser("export", help="export a saved model to ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("model", help="saved model directory (a teacher, or RUN_DIR/student)")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="onnx or torchscript")
+    p.add_argument("--out", help="file to write (default: MODEL_DIR/model.onnx or MODEL_DIR/model.pt)")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed absolute logit difference (1e-4)")
+    p.add_argument("--data", default=None, help="data set whose test images the check runs on (default: random)")
+    p.add_argument("--data-dir", default=None, help="directory holding the data set's files")
     return parser
 
 
@@ -681,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         out = getattr(args, "out", None)
-        if out is not None and Path(out).exists() and not Path(out).is_dir():
+        if args.command != "export" and out is not None and Path(out).exists() and not Path(out).is_dir():
             raise ConfigError(f"--out {out} is a file; give a directory to write the results to")
         if args.command == "demo":
             demo_cmd(args.out, _config_from(args))
@@ -756,7 +841,16 @@ def main(argv: list[str] | None = None) -> int:
                 args.trust_pickle,
             )
         elif args.command == "evaluate":
-            evaluate_cmd(args.model, args.data, args.data_dir, data_options=_data_options(args))
+            evaluate_cmd(
+                args.model,
+                args.data,
+                args.data_dir,
+                teacher=args.teacher,
+                latency=args.latency,
+                data_options=_data_options(args),
+            )
+        elif args.command == "export":
+            export_cmd(args.model, args.format, args.out, args.data, args.data_dir, args.atol)
     except Interrupted as err:
         console.print(f"[yellow]{escape(str(err))}[/]", soft_wrap=True, highlight=False)
         return 130

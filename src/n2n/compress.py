@@ -19,6 +19,7 @@ from torch import nn
 from n2n._seed import seed_everything
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, DataError, Interrupted, N2NError
+from n2n.measure import SEARCH_TIMING, torch_latency_ms
 from n2n.models.io import ModelSpec, save_model
 from n2n.report import write_reports
 from n2n.runlog import EventLog, truncate_events
@@ -38,8 +39,9 @@ from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits,
 from n2n.search.loop import SearchContext, StageState, run_update
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
+from n2n.search.policy_io import check_policy_record, policy_record
 from n2n.search.reinforce import EmaBaseline
-from n2n.search.reward import Constraints
+from n2n.search.reward import Constraints, objective_cost
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ def _context(
     teacher: nn.Module, analysis: Analysis, data: DataBundle, cfg: CompressConfig, z_train: torch.Tensor
 ) -> EvalContext:
     n = min(cfg.candidate_examples, len(data.train))
+    timing = SEARCH_TIMING if cfg.measures_latency else None
+    latency = 0.0 if timing is None else torch_latency_ms(teacher, data.input_shape, 1, timing)
     subset = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
     return EvalContext(
         teacher=teacher,
@@ -85,6 +89,9 @@ def _context(
             max_step_scale=cfg.max_step_scale,
         ),
         teacher_macs=analysis.macs,
+        objective=cfg.objective,
+        teacher_cost=objective_cost(cfg.objective, analysis.params, analysis.macs, latency),
+        latency_timing=timing,
     )
 
 
@@ -123,6 +130,7 @@ def _initial_policy(run_dir: Path, name: str, fresh: RemovalPolicy | ShrinkPolic
         log.warning("%s has no %s policy; stage %s starts from a fresh policy", run_dir, name, name)
         return fresh
     saved = json.loads(config_file.read_text())
+    check_policy_record(saved, str(config_file), name)
     if name == "shrink" and tuple(saved["choices"]) != fresh.choices:
         raise ConfigError(
             f"the shrink policy in {run_dir} chooses from {saved['choices']} but this search uses --fractions "
@@ -141,7 +149,8 @@ def _save_policy(state: StageState, out_dir: Path) -> None:
         {k: v.contiguous() for k, v in state.policy.state_dict().items()},
         str(out_dir / f"policy_{state.name}.safetensors"),
     )
-    (out_dir / f"policy_{state.name}.json").write_text(json.dumps(state.policy.config(), indent=2) + "\n")
+    record = policy_record(state.policy.config())
+    (out_dir / f"policy_{state.name}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _checkpoint(
@@ -216,7 +225,10 @@ def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None
         )
     saved = json.loads((out / "config.json").read_text())
     current = json.loads(json.dumps(cfg.to_dict()))
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k != "workers")
+    # a setting missing from an older config.json has its default in both (it did not exist when the run started)
+    changed = sorted(
+        k for k in set(saved) | set(current) if saved.get(k, current.get(k)) != current.get(k) and k != "workers"
+    )
     if changed:
         raise ConfigError(
             f"a resumed search must keep its settings, but {', '.join('--' + k.replace('_', '-') for k in changed)} "
@@ -276,7 +288,9 @@ def compress(
             base=Edits(),
             evaluator=_evaluator(ctx, cfg),
             cache={},
-            constraints=Constraints(cfg.max_params, cfg.min_accuracy, cfg.constraint_mode),
+            constraints=Constraints(
+                cfg.max_params, cfg.min_accuracy, cfg.constraint_mode, cfg.max_flops, cfg.max_latency_ms
+            ),
             fractions=tuple(cfg.fractions),
             entropy_coef=cfg.entropy_coef,
             seconds=seconds,
@@ -288,6 +302,8 @@ def compress(
                     "event": "start",
                     "teacher_params": analysis.params,
                     "teacher_val_accuracy": ctx.teacher_val_accuracy,
+                    "objective": cfg.objective,
+                    "teacher_cost": ctx.teacher_cost,
                     "layers": len(analysis.layers),
                     "stages": stages,
                     "updates": cfg.updates,

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from n2n.data import DataBundle
+from n2n.measure import REPORT_TIMING, compare_costs
 from n2n.models.io import ModelSpec
 from n2n.search.candidate import CandidateResult
 from n2n.search.distill import accuracy
@@ -52,8 +53,13 @@ def write_reports(
     wall_time_s: float,
     seconds: dict[str, float],
     best: CandidateResult,
+    latency: bool = True,
 ) -> dict[str, Any]:
-    """Write ``report.json`` and ``report.md`` into ``out``; returns the report."""
+    """Write ``report.json`` and ``report.md`` into ``out``; returns the report.
+
+    ``cost`` holds teacher and student measured side by side (parameters, MACs, file size, latency on this machine
+    unless ``latency`` is False) with the teacher/student ratios.
+    """
     teacher_test = accuracy(teacher, data.test.x, data.test.y)
     s_params = count_params(student)
     report = {
@@ -82,6 +88,7 @@ def write_reports(
         "wall_time_s": wall_time_s,
         "seconds": seconds,
         "layers": layer_table(analysis, student, spec),
+        "cost": compare_costs(teacher, student, tuple(data.input_shape), latency=latency, timing=REPORT_TIMING),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(report))
@@ -102,6 +109,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Compression {report['compression']:.1f}x, accuracy change {report['accuracy_change'] * 100:+.2f} points, "
         f"{report['evaluations']} candidates evaluated in {report['wall_time_s']:.0f} s.",
         "",
+        *cost_markdown(report["cost"]),
         "## Layers",
         "",
         "| layer | type | teacher width | student width | teacher params | student params | status |",
@@ -113,6 +121,22 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{row['teacher_params']:,} | {row['student_params']:,} | {row['status']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def cost_markdown(cost: dict[str, Any]) -> list[str]:
+    """The report's cost table: teacher, student and speed-up, one column per measured runtime and batch size."""
+    t, s, up = cost["teacher"], cost["student"], cost["speedup"]
+    columns = [(rt, b) for rt, per in s["latency_ms"].items() for b in per]
+    rows = [
+        ["", "params", "FLOPs", "file", *[f"{rt} batch {b} (ms)" for rt, b in columns]],
+        ["---"] + ["---:"] * (3 + len(columns)),
+    ]
+    for name, c in (("teacher", t), ("student", s)):
+        latency = [f"{c['latency_ms'].get(rt, {}).get(b, float('nan')):.3f}" for rt, b in columns]
+        rows.append([name, f"{c['params']:,}", f"{c['flops']:,}", f"{c['file_bytes'] / 1024:,.1f} KiB", *latency])
+    latency = [f"{up['latency'].get(rt, {}).get(b, float('nan')):.2f}x" for rt, b in columns]
+    rows.append(["speed-up", f"{up['params']:.1f}x", f"{up['macs']:.1f}x", f"{up['file_bytes']:.1f}x", *latency])
+    return ["## Cost (measured on this machine)", "", *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
 def rebuild_reports(run_dir: str | Path) -> dict[str, Any]:

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from n2n.errors import SurgeryError
+from n2n.measure import TimingSettings, torch_latency_ms
 from n2n.search.distill import Diverged, accuracy, distill_loss, train_student
-from n2n.search.reward import INVALID_REWARD, reward
+from n2n.search.reward import INVALID_REWARD, objective_cost, reward
 from n2n.surgery import Edits, apply_edits, count_macs, count_params
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class CandidateResult(NamedTuple):
     reward: float
     reason: str  # why the student is invalid ("" when valid)
     seconds: float
+    latency_ms: float = 0.0  # measured batch-1 latency (0 when the objective and constraints do not need it)
 
     @property
     def valid(self) -> bool:
@@ -69,6 +71,9 @@ class EvalContext:
         x_val, y_val: the validation split rewards are computed on.
         teacher_params, teacher_val_accuracy: the reward's normalisers.
         teacher_macs: the teacher's multiply-accumulates per example (the reference of the equal-compute budget).
+        objective: what the reward's C measures (params, flops or latency; see ``reward.OBJECTIVES``).
+        teacher_cost: the teacher's cost in that unit (None: ``teacher_params``).
+        latency_timing: how candidate latency is measured; None when nothing needs it (it is then 0).
     """
 
     teacher: nn.Module
@@ -82,6 +87,9 @@ class EvalContext:
     teacher_val_accuracy: float
     settings: CandidateSettings
     teacher_macs: int = 0
+    objective: str = "params"
+    teacher_cost: float | None = None
+    latency_timing: TimingSettings | None = None
 
     @property
     def example(self) -> torch.Tensor:
@@ -161,8 +169,11 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
     except Exception as err:  # failure isolation: a broken candidate costs its reward, never the search
         log.warning("candidate %s failed", edits.key(), exc_info=True)
         return invalid_result(edits, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", start)
-    r = reward(acc, ctx.teacher_val_accuracy, params, ctx.teacher_params)
-    return CandidateResult(edits, params, macs, acc, r, "", time.perf_counter() - start)
+    latency = 0.0 if ctx.latency_timing is None else torch_latency_ms(student, ctx.input_shape, 1, ctx.latency_timing)
+    cost = objective_cost(ctx.objective, params, macs, latency)
+    teacher_cost = ctx.teacher_params if ctx.teacher_cost is None else ctx.teacher_cost
+    r = reward(acc, ctx.teacher_val_accuracy, cost, teacher_cost)
+    return CandidateResult(edits, params, macs, acc, r, "", time.perf_counter() - start, latency)
 
 
 class Evaluator(Protocol):

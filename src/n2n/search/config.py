@@ -92,6 +92,17 @@ class CompressConfig:
     entropy_coef: float = _opt(0.0, "entropy bonus weight in the policy loss")
     max_params: int | None = _opt(None, "constraint: student parameters at most this")
     min_accuracy: float | None = _opt(None, "constraint: student validation accuracy at least this (fraction)")
+    max_flops: int | None = _opt(None, "constraint: student FLOPs (2 x multiply-accumulates) per input at most this")
+    max_latency_ms: float | None = _opt(
+        None, "constraint: student latency (batch 1, PyTorch eager, measured per candidate) at most this many ms"
+    )
+    objective: str = _opt(
+        "params",
+        "what the reward's compression C = 1 - cost_student / cost_teacher measures: params (the paper), flops, or "
+        "latency (batch 1, PyTorch eager, measured once per candidate architecture; noisy, so a latency run is not "
+        "bit-reproducible)",
+        choices=("params", "flops", "latency"),
+    )
     constraint_mode: str = _opt(
         "hard", "hard: R=-1 when violated; soft: the paper's annealed penalty", choices=("hard", "soft")
     )
@@ -111,6 +122,11 @@ class CompressConfig:
         "run directory of an earlier search whose trained policies start this one "
         "(they work on any teacher: policies read per-layer features)",
     )
+
+    @property
+    def measures_latency(self) -> bool:
+        """Whether candidates' latency is measured (the latency objective or a latency constraint needs it)."""
+        return self.objective == "latency" or self.max_latency_ms is not None
 
     def stage_list(self) -> list[str]:
         return list(STAGES) if self.stages == "both" else [self.stages]
@@ -154,6 +170,10 @@ class CompressConfig:
             raise ConfigError(f"--fractions must be values in (0, 1] that include 1.0; got {self.fractions}")
         if self.max_params is not None and self.max_params < 1:
             raise ConfigError(f"--max-params must be a positive integer; got {self.max_params}")
+        if self.max_flops is not None and self.max_flops < 1:
+            raise ConfigError(f"--max-flops must be a positive integer; got {self.max_flops}")
+        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
+            raise ConfigError(f"--max-latency-ms must be > 0; got {self.max_latency_ms}")
         if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
             raise ConfigError(f"--min-accuracy must be a fraction in (0, 1]; got {self.min_accuracy}")
         if self.candidate_epochs is not None and not self.candidate_epochs > 0:
@@ -167,6 +187,13 @@ class CompressConfig:
                     f"--init-policy {self.init_policy!r} holds no trained policy (policy_remove.json or "
                     "policy_shrink.json): pass the run directory of an earlier `n2n compress`"
                 )
+            import json
+
+            from n2n.search.policy_io import check_policy_record
+
+            for name in found:
+                path = Path(self.init_policy) / name
+                check_policy_record(json.loads(path.read_text()), str(path), name[len("policy_") : -len(".json")])
         return self
 
     @classmethod

@@ -91,7 +91,7 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     # -- rewards (constraints applied on top of the paper reward)
     rewards = []
     for r in results:
-        violated = r.valid and ctx.constraints.violated(r.params, r.val_accuracy)
+        violated = r.valid and ctx.constraints.violated(r.params, r.val_accuracy, r.macs, r.latency_ms)
         rewards.append(
             constrained_reward(r.reward, violated, ctx.constraints.mode, state.update) if r.valid else r.reward
         )
@@ -159,6 +159,7 @@ def candidate_event(
         "params": result.params,
         "macs": result.macs,
         "flops": 2 * result.macs,
+        "latency_ms": result.latency_ms,
         "val_accuracy": result.val_accuracy,
         "reward": reward,
         "paper_reward": result.reward,

@@ -17,6 +17,8 @@ from torch.distributions import Bernoulli, Categorical
 from n2n.surgery.analysis import FEATURE_DIM
 
 PAPER_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: Keys of a saved ``policy_*.json`` that describe the file, not the constructor (see ``n2n.search.policy_io``).
+SAVED_ONLY = ("kind", "version", "features")
 
 
 class PolicySample(NamedTuple):
@@ -76,7 +78,7 @@ class RemovalPolicy(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> RemovalPolicy:
-        return cls(**{k: v for k, v in cfg.items() if k != "kind"})
+        return cls(**{k: v for k, v in cfg.items() if k not in SAVED_ONLY})
 
 
 class ShrinkPolicy(nn.Module):
@@ -160,7 +162,7 @@ class ShrinkPolicy(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> ShrinkPolicy:
-        return cls(**{k: v for k, v in cfg.items() if k != "kind"})
+        return cls(**{k: v for k, v in cfg.items() if k not in SAVED_ONLY})
 
 
 class RandomPolicy(nn.Module):

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 INVALID_REWARD = -1.0
 
 
-def compression(params: float, teacher_params: float) -> float:
-    """Relative compression ``C = 1 - params / teacher_params``."""
-    return 1.0 - params / teacher_params
+#: What ``C`` measures (``--objective``): the cost of a network in that unit, from its parameter count, MACs and
+#: measured batch-1 latency in milliseconds.
+OBJECTIVES: dict[str, Callable[[float, float, float], float]] = {
+    "params": lambda params, macs, latency_ms: params,
+    "flops": lambda params, macs, latency_ms: macs,  # FLOPs = 2 MACs: the ratio is the same
+    "latency": lambda params, macs, latency_ms: latency_ms,
+}
+
+
+def objective_cost(objective: str, params: float, macs: float, latency_ms: float) -> float:
+    """The cost ``C`` compares for ``objective`` (params, flops or latency)."""
+    return OBJECTIVES[objective](params, macs, latency_ms)
+
+
+def compression(cost: float, teacher_cost: float) -> float:
+    """Relative compression ``C = 1 - cost / teacher_cost`` (cost: parameters in the paper, or MACs, or latency)."""
+    return 1.0 - cost / teacher_cost
 
 
 def compression_reward(c: float) -> float:
@@ -25,11 +40,14 @@ def accuracy_reward(acc: float, teacher_acc: float) -> float:
     return acc / teacher_acc
 
 
-def reward(acc: float, teacher_acc: float, params: float, teacher_params: float) -> float:
-    """``R = Rc * Ra``; -1 for a student that is not smaller than the teacher (or has no parameters)."""
-    if params <= 0 or params >= teacher_params:
+def reward(acc: float, teacher_acc: float, cost: float, teacher_cost: float) -> float:
+    """``R = Rc * Ra`` with ``C = 1 - cost / teacher_cost``; -1 for a student not cheaper than the teacher.
+
+    ``cost`` is the parameter count in the paper (the default objective), or MACs, or measured latency.
+    """
+    if cost <= 0 or cost >= teacher_cost:
         return INVALID_REWARD
-    return compression_reward(compression(params, teacher_params)) * accuracy_reward(acc, teacher_acc)
+    return compression_reward(compression(cost, teacher_cost)) * accuracy_reward(acc, teacher_acc)
 
 
 def epsilon(t: int, horizon: int = 15, power: float = 4.0) -> float:
@@ -39,16 +57,21 @@ def epsilon(t: int, horizon: int = 15, power: float = 4.0) -> float:
 
 @dataclass(frozen=True)
 class Constraints:
-    """Optional limits on the student: parameters at most ``max_params``, accuracy at least ``min_accuracy``."""
+    """Optional limits on the student: parameters at most ``max_params``, accuracy at least ``min_accuracy``,
+    FLOPs (2 MACs) at most ``max_flops``, measured batch-1 latency at most ``max_latency_ms``."""
 
     max_params: float | None = None
     min_accuracy: float | None = None
     mode: Literal["hard", "soft"] = "hard"
+    max_flops: float | None = None
+    max_latency_ms: float | None = None
 
-    def violated(self, params: float, acc: float) -> bool:
+    def violated(self, params: float, acc: float, macs: float = 0.0, latency_ms: float = 0.0) -> bool:
         too_big = self.max_params is not None and params > self.max_params
         too_weak = self.min_accuracy is not None and acc < self.min_accuracy
-        return too_big or too_weak
+        too_costly = self.max_flops is not None and 2 * macs > self.max_flops
+        too_slow = self.max_latency_ms is not None and latency_ms > self.max_latency_ms
+        return too_big or too_weak or too_costly or too_slow
 
 
 def constrained_reward(r: float, violated: bool, mode: str, t: int, horizon: int = 15, power: float = 4.0) -> float:

@@ -17,8 +17,23 @@ from n2n.surgery.remove import call_sites, remove_layers
 from n2n.surgery.repair import ChannelPad
 from n2n.surgery.shrink import coupled_layers, dependency_graph, shrink_layers
 
-#: Length of the per-layer feature vector the policies read (see :func:`layer_features`).
-FEATURE_DIM = 12
+#: The per-layer features the policies read, in order (see :func:`layer_features`); saved with every policy.
+FEATURE_NAMES = (
+    "is_conv",
+    "is_depthwise",
+    "is_linear",
+    "log2_kernel/3",
+    "log2_stride",
+    "padding/3",
+    "log2_out_channels/10",
+    "log2_in_channels/10",
+    "skip_start/8",
+    "skip_end/8",
+    "relative_index",
+    "log10_params/8",
+)
+#: Length of the per-layer feature vector the policies read.
+FEATURE_DIM = len(FEATURE_NAMES)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""Export a saved model to ONNX or TorchScript, then check the exported file against the PyTorch model.
+
+Both formats take one input named ``input`` of shape ``(batch, *input_shape)`` with a dynamic batch dimension and
+return the logits. The check runs the exported file (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) and the
+PyTorch model on the same inputs, at batch 1 and at a larger batch, and fails when the largest absolute difference of
+the logits exceeds a tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from n2n.errors import ConfigError, ModelError, N2NError
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+CHECK_BATCHES = (1, 16)
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _require(*modules: str) -> None:
+    """Import ``modules`` or raise a one-line error telling how to install them."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise N2NError(
+                f"{name} is not installed: `pip install 'n2n[export]'` (or pip install onnx onnxruntime)"
+            ) from None
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
+    """Write ``model`` as ONNX (opset 17) with a dynamic batch dimension; returns the path.
+
+    Uses the TorchScript-based exporter (``dynamo=False``): it traces the forward with an example input of batch 2,
+    as the surgery's fx graphs and most classifiers trace without graph breaks.
+    """
+    _require("onnx")
+    path = Path(path)
+    example = torch.zeros(2, *input_shape)
+    with torch.no_grad():
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
+
+
+def onnx_session(path: str | Path, threads: int = 1) -> Any:
+    """An onnxruntime inference session on the CPU with ``threads`` intra-op threads."""
+    _require("onnxruntime")
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_runner(path: Path) -> Runner:
+    session = onnx_session(path)
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+def export_torchscript(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
+    """Trace ``model`` with ``torch.jit.trace`` on a batch-2 example and save it; returns the path."""
+    path = Path(path)
+    example = torch.zeros(2, *input_shape)
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(model.eval(), (example,), check_trace=False)
+    except Exception as err:  # noqa: BLE001 - tracing fails with many exception types
+        raise ModelError(f"the model does not trace with torch.jit.trace: {str(err).splitlines()[0]}") from None
+    traced.save(str(path))
+    return path
+
+
+def _torchscript_runner(path: Path) -> Runner:
+    loaded = torch.jit.load(str(path))
+    return lambda x: loaded(x)
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One export format: how to write the file and how to run it for the check."""
+
+    suffix: str
+    write: Callable[[nn.Module, tuple[int, ...], Path], Path]
+    runner: Callable[[Path], Runner]
+
+
+EXPORTERS: dict[str, Exporter] = {
+    "onnx": Exporter(".onnx", export_onnx, _onnx_runner),
+    "torchscript": Exporter(".pt", export_torchscript, _torchscript_runner),
+}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the file went and the largest absolute difference of the logits per checked batch size."""
+
+    path: Path
+    format: str
+    max_abs_diff: dict[int, float]
+    inputs: str  # where the check's inputs came from
+
+
+def check_inputs(input_shape: tuple[int, ...], data: torch.Tensor | None, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` inputs for the check: the first ``n`` of ``data`` (real, normalised images) or seeded normal draws."""
+    if data is not None:
+        if tuple(data.shape[1:]) != tuple(input_shape):
+            raise ConfigError(f"the check data has inputs of shape {tuple(data.shape[1:])}, the model {input_shape}")
+        return data[:n]
+    return torch.randn(n, *input_shape, generator=torch.Generator().manual_seed(seed))
+
+
+def max_abs_diff(reference: nn.Module, runner: Runner, x: torch.Tensor) -> float:
+    """``max |reference(x) - runner(x)|`` over all logits."""
+    with torch.no_grad():
+        expected = reference(x)
+        got = runner(x)
+    if got.shape != expected.shape:
+        return float("inf")
+    return (got - expected).abs().max().item()
+
+
+def export_model(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    fmt: str,
+    out: str | Path,
+    data: torch.Tensor | None = None,
+    atol: float = 1e-4,
+    batches: tuple[int, ...] = CHECK_BATCHES,
+) -> ExportResult:
+    """Export ``model`` to ``out`` in format ``fmt`` and check it against the PyTorch model.
+
+    Args:
+        data: real, normalised inputs for the check (e.g. the test split); seeded normal draws when None.
+        atol: largest allowed absolute difference of any logit.
+        batches: batch sizes checked (batch 1 and a larger one test the dynamic batch dimension).
+
+    Raises:
+        ConfigError: unknown format or bad tolerance.
+        N2NError: the exported model differs from the PyTorch one by more than ``atol`` (the file is removed).
+    """
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"--format must be one of {', '.join(EXPORTERS)}; got {fmt!r}")
+    if not atol > 0:
+        raise ConfigError(f"--atol must be > 0; got {atol}")
+    exporter = EXPORTERS[fmt]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    exporter.write(model, input_shape, out)
+    runner = exporter.runner(out)
+    x = check_inputs(input_shape, data, max(batches))
+    diffs = {b: max_abs_diff(model, runner, x[:b]) for b in batches}
+    worst = max(diffs.values())
+    if not worst <= atol:
+        out.unlink(missing_ok=True)
+        raise N2NError(
+            f"the {fmt} export differs from the PyTorch model by up to {worst:.3g} (batch sizes "
+            f"{', '.join(f'{b}: {d:.3g}' for b, d in diffs.items())}) > --atol {atol:g}: the model's forward depends "
+            "on something tracing fixes (input-dependent control flow or shapes); the file was not kept"
+        )
+    log.info("exported %s: max abs diff %s", out, diffs)
+    return ExportResult(out, fmt, diffs, "data" if data is not None else "random")

@@ -1,0 +1,169 @@
+"""What a model costs to ship and run: parameters, MACs, file size and latency measured on this machine.
+
+Latency is the median wall time of repeated forward passes after a warm-up, for PyTorch eager and (when installed)
+onnxruntime. Every measurement stops after ``budget_s`` seconds of repeats (with at least ``min_repeats``), so reports
+stay quick; medians of few repeats are noisy, which is why reports give teacher and student measured side by side.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save
+
+from n2n.surgery import count_macs, count_params
+
+log = logging.getLogger(__name__)
+
+BATCHES = (1, 64)
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    """How latency is measured: ``warmup`` untimed calls, then repeats until ``budget_s`` (at least ``min_repeats``,
+    at most ``max_repeats``); the median is reported."""
+
+    warmup: int = 3
+    min_repeats: int = 5
+    max_repeats: int = 100
+    budget_s: float = 1.0
+    threads: int = 1
+
+
+#: Latency during a search (``--objective latency``, ``--max-latency-ms``): short, as every candidate is measured.
+SEARCH_TIMING = TimingSettings(warmup=2, min_repeats=5, max_repeats=50, budget_s=0.3)
+
+
+#: Latency in reports and ``n2n evaluate``: at most about half a second per runtime and batch size.
+REPORT_TIMING = TimingSettings(warmup=3, min_repeats=5, max_repeats=50, budget_s=0.5)
+
+
+def median_seconds(fn: Callable[[], Any], timing: TimingSettings = TimingSettings()) -> float:
+    """Median wall time of ``fn()`` in seconds, after ``timing.warmup`` untimed calls."""
+    for _ in range(timing.warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < timing.max_repeats and (
+        len(times) < timing.min_repeats or time.perf_counter() - start < timing.budget_s
+    ):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def state_dict_bytes(model: torch.nn.Module) -> int:
+    """Size in bytes of the model's state dict serialised as safetensors (what ``model.safetensors`` takes)."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    return len(save(tensors))
+
+
+def torch_latency_ms(
+    model: torch.nn.Module, input_shape: tuple[int, ...], batch: int, timing: TimingSettings = TimingSettings()
+) -> float:
+    """Median latency in milliseconds of one eager forward pass on a ``(batch, *input_shape)`` input."""
+    model = model.eval()
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(timing.threads)
+    try:
+        with torch.inference_mode():
+            return 1000.0 * median_seconds(lambda: model(x), timing)
+    finally:
+        torch.set_num_threads(before)
+
+
+def onnxruntime_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def onnx_latencies_ms(
+    model: torch.nn.Module, input_shape: tuple[int, ...], batches: tuple[int, ...], timing: TimingSettings
+) -> dict[int, float]:
+    """Median onnxruntime latency in milliseconds per batch size (the model exported once, dynamic batch)."""
+    import numpy as np
+
+    from n2n.export import export_onnx, onnx_session
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings: `n2n export` reports them, with its numerical check
+        path = export_onnx(model, input_shape, Path(tmp) / "model.onnx")
+        session = onnx_session(path, threads=timing.threads)
+        result = {}
+        for batch in batches:
+            x = np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)
+            result[batch] = 1000.0 * median_seconds(lambda x=x: session.run(None, {"input": x}), timing)
+        return result
+
+
+def measure_cost(
+    model: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    latency: bool = True,
+    timing: TimingSettings = TimingSettings(),
+    batches: tuple[int, ...] = BATCHES,
+) -> dict[str, Any]:
+    """Parameters, MACs, FLOPs, file size and (when ``latency``) measured latency of ``model``.
+
+    Returns:
+        ``{"params", "macs", "flops", "file_bytes", "latency_ms": {"torch": {"1": ms, "64": ms}, "onnxruntime":
+        {...}}}``; ``latency_ms`` is ``{}`` when not measured, and has no ``onnxruntime`` entry when onnxruntime is
+        not installed or the export failed (logged).
+    """
+    macs = count_macs(model, input_shape)
+    cost: dict[str, Any] = {
+        "params": count_params(model),
+        "macs": macs,
+        "flops": 2 * macs,
+        "file_bytes": state_dict_bytes(model),
+        "latency_ms": {},
+    }
+    if not latency:
+        return cost
+    cost["latency_ms"]["torch"] = {str(b): torch_latency_ms(model, input_shape, b, timing) for b in batches}
+    if onnxruntime_available():
+        try:
+            ort = onnx_latencies_ms(model, input_shape, batches, timing)
+            cost["latency_ms"]["onnxruntime"] = {str(b): ms for b, ms in ort.items()}
+        except Exception as err:  # noqa: BLE001 - a model ONNX cannot express still gets its PyTorch figures
+            log.warning("onnxruntime latency not measured: %s", err)
+    return cost
+
+
+def speedups(teacher: dict[str, Any], student: dict[str, Any]) -> dict[str, Any]:
+    """Teacher/student ratios of every cost the two have in common (``> 1``: the student is cheaper or faster)."""
+    ratios: dict[str, Any] = {
+        key: teacher[key] / student[key] for key in ("params", "macs", "file_bytes") if student.get(key)
+    }
+    latency = {}
+    for runtime, per_batch in student.get("latency_ms", {}).items():
+        theirs = teacher.get("latency_ms", {}).get(runtime, {})
+        common = {b: theirs[b] / ms for b, ms in per_batch.items() if b in theirs and ms > 0}
+        if common:
+            latency[runtime] = common
+    ratios["latency"] = latency
+    return ratios
+
+
+def compare_costs(
+    teacher: torch.nn.Module,
+    student: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    latency: bool = True,
+    timing: TimingSettings = TimingSettings(),
+) -> dict[str, Any]:
+    """``{"teacher": cost, "student": cost, "speedup": ratios}``, both measured in the same call."""
+    t = measure_cost(teacher, input_shape, latency, timing)
+    s = measure_cost(student, input_shape, latency, timing)
+    return {"teacher": t, "student": s, "speedup": speedups(t, s)}
