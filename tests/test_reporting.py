@@ -47,6 +47,10 @@ def test_pareto_front_keeps_only_undominated_points():
     assert plots.pareto_front([]) == []
 
 
+def test_count_label_is_short():
+    assert [plots.count_label(v) for v in (950, 20000, 145410, 1.5e6, 2e9)] == ["950", "20k", "145k", "1.5M", "2G"]
+
+
 def test_valid_candidates_drop_invalid_and_cached_repeats():
     assert [(e["stage"], e["params"]) for e in plots.valid_candidates(EVENTS)] == [
         ("remove", 400), ("remove", 300), ("shrink", 200), ("shrink", 250), ("shrink", 150)]

@@ -169,7 +169,9 @@ def _rebuild_finished(
     student, spec = load_model(run / "student")
     data = load_data(source["data"], source["data_dir"], seed=config["seed"], max_train=source["max_train"])
     analysis = analyze(teacher, data.input_shape, fix=tuple(config.get("fix", ())), check_removals=False)
-    best_event = _best(candidates) or {"edits": {}, "params": 0, "macs": 0, "val_accuracy": 0.0, "reward": -1.0}
+    chosen = [e for e in candidates if Edits.from_dict(e["edits"]) == spec.edits]  # the search's pick, not the max
+    best_event = _best(chosen) or _best(candidates)
+    best_event = best_event or {"edits": {}, "params": 0, "macs": 0, "val_accuracy": 0.0, "reward": -1.0}
     best = CandidateResult(
         Edits.from_dict(best_event["edits"]),
         best_event["params"],

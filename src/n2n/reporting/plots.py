@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from n2n.reporting.rundata import RunView
 
@@ -33,6 +34,14 @@ def png(fig: Figure, dpi: int = 100) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def count_label(value: float, _position: Any = None) -> str:
+    """A parameter count as a short axis label: 950, 20k, 1.5M."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -80,7 +89,8 @@ def reward_figure(events: Sequence[dict[str, Any]]) -> Figure | None:
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].set_ylabel("reward R")
-    axes[0].legend(loc="lower right", fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize="small", frameon=False)
     return fig
 
 
@@ -122,6 +132,9 @@ def accuracy_figure(runs: Sequence[RunView], colour_by: str = "stage") -> Figure
     if not ax.collections and not ax.lines:
         return None
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(count_label))
+    ax.xaxis.set_minor_formatter(FuncFormatter(count_label))
+    ax.xaxis.set_tick_params(which="minor", labelsize="small")
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("validation accuracy (%)")
     note = f", {invalid} invalid not shown" if invalid else ""
@@ -164,7 +177,9 @@ def layers_figure(layers: Sequence[dict[str, Any]]) -> Figure | None:
     ax = fig.subplots()
     y = list(range(len(layers)))
     widest = max(row["teacher_out"] for row in layers)
-    ax.barh(y, [row["teacher_out"] for row in layers], height=0.8, color="0.85", label="teacher")
+    removed_colour = "#f4c7c3"
+    ax.barh(y, [row["teacher_out"] for row in layers], height=0.8,
+            color=[removed_colour if row["status"] == "removed" else "0.85" for row in layers])
     colours = ["tab:green" if row["student_out"] == row["teacher_out"] else "tab:orange" for row in layers]
     ax.barh(y, [row["student_out"] for row in layers], height=0.5, color=colours, label="student")
     for k, row in enumerate(layers):
@@ -179,8 +194,9 @@ def layers_figure(layers: Sequence[dict[str, Any]]) -> Figure | None:
     ax.set_xlabel("output channels / features")
     removed = sum(row["status"] == "removed" for row in layers)
     ax.set_title(f"teacher vs student, layer by layer ({removed} of {len(layers)} removed)")
-    ax.legend(handles=[*ax.containers[:1], _patch("tab:green", "kept whole"), _patch("tab:orange", "shrunk")],
-              loc="lower right", fontsize="small")
+    handles = [_patch("0.85", "teacher width"), _patch("tab:green", "student: kept whole"),
+               _patch("tab:orange", "student: shrunk"), _patch(removed_colour, "removed")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize="small", frameon=False)
     return fig
 
 
@@ -236,7 +252,7 @@ def shrink_policy_figure(events: Sequence[dict[str, Any]], layer_order: Sequence
 def _heat_map(
     matrix: list[list[float]], rows: list[str], columns: list[int], cmap: str, what: str, title: str
 ) -> Figure:
-    fig = Figure(figsize=(min(3 + 0.45 * len(columns), 14), 1.4 + 0.32 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(min(max(6.0, 3 + 0.45 * len(columns)), 14), 1.4 + 0.32 * len(rows)), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(matrix, aspect="auto", cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
     if len(columns) <= 30 and len(rows) <= 30:
