@@ -145,6 +145,8 @@ CASES = [
     ("baseline-uniform-impossible-target", ["baseline", "uniform", "--teacher", "{T}", "--target-params", "1", "--out", "o"], None, "no uniform keep-fraction brings the teacher"),
     ("baseline-scratch-not-a-run", ["baseline", "scratch", "--run", "{X}", "--out", "o"], _empty_dir, "is not a finished n2n run"),
     ("report-not-a-run", ["report", "{X}"], _empty_dir, "not an n2n run directory"),
+    ("report-compare-not-a-run", ["report", "{T}", "{X}"], _empty_dir, "not an n2n run directory"),
+    ("report-out-with-one-run", ["report", "{X}", "--out", "o"], _empty_dir, "--out is for comparing several runs"),
 ]
 
 

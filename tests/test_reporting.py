@@ -102,3 +102,16 @@ def test_a_progress_page_embeds_the_plots_that_can_exist():
     assert page.count("data:image/png;base64,") == 4
     assert "n2n compress --resume /runs/r" in page and "3.3x" in page
     assert "<script" not in page
+
+
+def test_tensorboard_without_its_package_is_a_one_line_config_error(monkeypatch):
+    import importlib.util
+
+    from n2n.errors import ConfigError
+    from n2n.search.config import CompressConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'n2n\[tensorboard\]'"):
+        CompressConfig(tensorboard="tb").validate()
+    CompressConfig().validate()  # not asked for, not needed
