@@ -49,28 +49,44 @@ def _seconds(run: RunView) -> dict[str, float]:
 
 #: The plots of a run's page, in page order (a plot the run has no data for yet is left out).
 RUN_PLOTS = (
-    Plot("reward", "Reward per policy update, per stage: the mean of the update's rollouts, the best reward so far "
-         "and the moving-average baseline b the policy gradient subtracts.",
-         lambda run, _: plots.reward_figure(run.events)),
-    Plot("candidates", "Every evaluated student: validation accuracy after its short distillation against its "
-         "parameters (log scale), coloured by stage, with the Pareto front, the teacher and the chosen student "
-         "(ring: as the search scored it; diamond: after the final fine-tune).",
-         lambda run, others: plots.accuracy_figure([run, *others], colour_by="stage")),
-    Plot("layers", "The teacher's layers against the student's: removed layers and the output width kept.",
-         lambda run, _: plots.layers_figure((run.report or {}).get("layers", ()))),
-    Plot("policy_remove", "What the removal policy learned: its probability of keeping each layer after each "
-         "update (red: likely removed).",
-         lambda run, _: plots.removal_policy_figure(run.events, _layer_names(run))),
-    Plot("policy_shrink", "What the shrink policy chose: the fraction of each layer's channels kept, averaged over "
-         "each update's rollouts (layers it never shrank are left out).",
-         lambda run, _: plots.shrink_policy_figure(run.events, _layer_names(run))),
+    Plot(
+        "reward",
+        "Reward per policy update, per stage: the mean of the update's rollouts, the best reward so far "
+        "and the moving-average baseline b the policy gradient subtracts.",
+        lambda run, _: plots.reward_figure(run.events),
+    ),
+    Plot(
+        "candidates",
+        "Every evaluated student: validation accuracy after its short distillation against its "
+        "parameters (log scale), coloured by stage, with the Pareto front, the teacher and the chosen student "
+        "(ring: as the search scored it; diamond: after the final fine-tune).",
+        lambda run, others: plots.accuracy_figure([run, *others], colour_by="stage"),
+    ),
+    Plot(
+        "layers",
+        "The teacher's layers against the student's: removed layers and the output width kept.",
+        lambda run, _: plots.layers_figure((run.report or {}).get("layers", ())),
+    ),
+    Plot(
+        "policy_remove",
+        "What the removal policy learned: its probability of keeping each layer after each "
+        "update (red: likely removed).",
+        lambda run, _: plots.removal_policy_figure(run.events, _layer_names(run)),
+    ),
+    Plot(
+        "policy_shrink",
+        "What the shrink policy chose: the fraction of each layer's channels kept, averaged over "
+        "each update's rollouts (layers it never shrank are left out).",
+        lambda run, _: plots.shrink_policy_figure(run.events, _layer_names(run)),
+    ),
     Plot("time", "Where the time went.", lambda run, _: plots.time_figure(_seconds(run), _wall_time(run))),
 )
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.4; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 .status { color: #a60; font-weight: bold; }
 table { border-collapse: collapse; margin: 0.6em 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.7em; } th { background: #f3f3f3; } td.n { text-align: right; }
@@ -87,9 +103,7 @@ def _cell(value: Any, numeric: bool = True) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: int = 1) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(_cell(v, k >= numeric_from) for k, v in enumerate(row)) + "</tr>" for row in rows
-    )
+    body = "".join("<tr>" + "".join(_cell(v, k >= numeric_from) for k, v in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -118,10 +132,16 @@ def summary_html(run: RunView) -> str:
     rows = []
     for stage, info in (report.get("stages") or {}).items():
         best = info.get("best")
-        ratio = f"{teacher['params'] / best['params']:.1f}x" if best and teacher.get("params") and best["params"] else ""
+        ratio = f"{teacher['params'] / best['params']:.1f}x" if best and teacher.get("params") else ""
         rows.append(
-            [stage, info["updates"], "none valid" if best is None else f"{best['reward']:.3f}",
-             "" if best is None else f"{best['params']:,}", ratio, "" if best is None else _pct(best["val_accuracy"])]
+            [
+                stage,
+                info["updates"],
+                "none valid" if best is None else f"{best['reward']:.3f}",
+                "" if best is None else f"{best['params']:,}",
+                ratio,
+                "" if best is None else _pct(best["val_accuracy"]),
+            ]
         )
     status = '<p class="status">Search not finished: the figures so far (no student has been fine-tuned yet).'
     if report.get("resumable"):
@@ -154,8 +174,11 @@ def _settings_html(run: RunView) -> str:
         parts.append(_table(["input", "value"], [[k, json.dumps(v)] for k, v in source.items()], numeric_from=9))
     if run.config:
         rows = [[k, json.dumps(v)] for k, v in run.config.items()]
-        parts.append(f'<details><summary>settings ({len(rows)})</summary><div class="kv">'
-                     + _table(["setting", "value"], rows, numeric_from=9) + "</div></details>")
+        parts.append(
+            f'<details><summary>settings ({len(rows)})</summary><div class="kv">'
+            + _table(["setting", "value"], rows, numeric_from=9)
+            + "</div></details>"
+        )
     return "".join(parts)
 
 
@@ -163,8 +186,18 @@ def _layers_table(run: RunView) -> str:
     layers = (run.report or {}).get("layers")
     if not layers:
         return ""
-    rows = [[r["name"], r["kind"], r["teacher_out"], r["student_out"], f"{r['teacher_params']:,}",
-             f"{r['student_params']:,}", r["status"]] for r in layers]
+    rows = [
+        [
+            r["name"],
+            r["kind"],
+            r["teacher_out"],
+            r["student_out"],
+            f"{r['teacher_params']:,}",
+            f"{r['student_params']:,}",
+            r["status"],
+        ]
+        for r in layers
+    ]
     header = ["layer", "type", "teacher width", "student width", "teacher params", "student params", "status"]
     return f"<details><summary>layer table</summary>{_table(header, rows, numeric_from=2)}</details>"
 
@@ -173,9 +206,7 @@ def page(title: str, body: Sequence[str]) -> str:
     """A complete HTML document with the inline style sheet."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>\n"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
     )
 
 
@@ -185,7 +216,8 @@ def render_run(run: RunView, others: Sequence[RunView] = ()) -> tuple[str, dict[
     body = [f"<h1>n2n report: {html.escape(run.label)}</h1>"]
     data = (run.report or {}).get("data") or run.source.get("data")
     if data:
-        body.append(f"<p>Data set: {html.escape(str(data))}; teacher: {html.escape(str(run.source.get('teacher', '')))}</p>")
+        teacher = html.escape(str(run.source.get("teacher", "")))
+        body.append(f"<p>Data set: {html.escape(str(data))}; teacher: {teacher}</p>")
     body += ["<h2>Summary</h2>", summary_html(run)]
     for plot in RUN_PLOTS:
         fig = plot.draw(run, others)
@@ -227,8 +259,17 @@ def comparison_rows(runs: Sequence[RunView]) -> list[list[Any]]:
         report = run.report or {}
         if run.finished:
             s = report["student"]
-            rows.append([run.label, f"{s['params']:,}", f"{s['flops']:,}", _pct(s["val_accuracy"]),
-                         _pct(s["test_accuracy"]), f"{report['compression']:.1f}x", f"{report['wall_time_s']:,.0f} s"])
+            rows.append(
+                [
+                    run.label,
+                    f"{s['params']:,}",
+                    f"{s['flops']:,}",
+                    _pct(s["val_accuracy"]),
+                    _pct(s["test_accuracy"]),
+                    f"{report['compression']:.1f}x",
+                    f"{report['wall_time_s']:,.0f} s",
+                ]
+            )
         else:
             rows.append([run.label, "not finished", "", "", "", "", ""])
     return rows
@@ -243,9 +284,15 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     header = ["run", "student params", "FLOPs", "val accuracy", "test accuracy", "compression", "wall time"]
     body = ["<h1>n2n: comparison of runs</h1>", "<h2>Students</h2>", _table(header, comparison_rows(runs))]
     if images:
-        body.append(_figure_html("comparison", "Every evaluated student of each run (validation accuracy after its "
-                                 "short distillation against parameters), each run's Pareto front and its chosen "
-                                 "student (ring: search; diamond/cross: fine-tuned).", images["comparison"]))
+        body.append(
+            _figure_html(
+                "comparison",
+                "Every evaluated student of each run (validation accuracy after its "
+                "short distillation against parameters), each run's Pareto front and its chosen "
+                "student (ring: search; diamond/cross: fine-tuned).",
+                images["comparison"],
+            )
+        )
     for run in runs:
         command = run.source.get("command")
         if command:

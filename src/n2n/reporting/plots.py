@@ -78,12 +78,28 @@ def reward_figure(events: Sequence[dict[str, Any]]) -> Figure | None:
         mine = [u for u in updates if u["stage"] == stage]
         x = [u["update"] + 1 for u in mine]
         nan = float("nan")
-        ax.plot(x, [nan if u["reward_best"] is None else u["reward_best"] for u in mine], "-", color="tab:green",
-                lw=2, label="best so far")
-        ax.plot(x, [u["reward_mean"] for u in mine], "o-", color=STAGE_COLOURS.get(stage, "tab:gray"),
-                label="mean of the rollouts")
-        ax.plot(x, [nan if u["baseline"] is None else u["baseline"] for u in mine], "--", color="0.4",
-                label="baseline b (before the update)")
+        ax.plot(
+            x,
+            [nan if u["reward_best"] is None else u["reward_best"] for u in mine],
+            "-",
+            color="tab:green",
+            lw=2,
+            label="best so far",
+        )
+        ax.plot(
+            x,
+            [u["reward_mean"] for u in mine],
+            "o-",
+            color=STAGE_COLOURS.get(stage, "tab:gray"),
+            label="mean of the rollouts",
+        )
+        ax.plot(
+            x,
+            [nan if u["baseline"] is None else u["baseline"] for u in mine],
+            "--",
+            color="0.4",
+            label="baseline b (before the update)",
+        )
         ax.set_title(STAGE_TITLES.get(stage, stage))
         ax.set_xlabel("policy update")
         ax.grid(alpha=0.3)
@@ -115,20 +131,48 @@ def accuracy_figure(runs: Sequence[RunView], colour_by: str = "stage") -> Figure
         if colour_by == "stage" and i == 0:
             for stage in _stages(candidates, "candidate"):
                 mine = [e for e in candidates if e["stage"] == stage]
-                ax.scatter([e["params"] for e in mine], [100 * e["val_accuracy"] for e in mine], s=22, alpha=0.6,
-                           color=STAGE_COLOURS.get(stage), marker=marker, label=f"candidates, {stage} ({len(mine)})")
+                ax.scatter(
+                    [e["params"] for e in mine],
+                    [100 * e["val_accuracy"] for e in mine],
+                    s=22,
+                    alpha=0.6,
+                    color=STAGE_COLOURS.get(stage),
+                    marker=marker,
+                    label=f"candidates, {stage} ({len(mine)})",
+                )
         elif candidates:
-            ax.scatter([e["params"] for e in candidates], [100 * e["val_accuracy"] for e in candidates], s=22,
-                       alpha=0.45, color=colour, marker=marker, label=f"{run.label}: candidates ({len(candidates)})")
+            ax.scatter(
+                [e["params"] for e in candidates],
+                [100 * e["val_accuracy"] for e in candidates],
+                s=22,
+                alpha=0.45,
+                color=colour,
+                marker=marker,
+                label=f"{run.label}: candidates ({len(candidates)})",
+            )
         drawn += len(candidates)
         front = pareto_front((e["params"], e["val_accuracy"]) for e in candidates)
         if len(front) > 1:
-            ax.step([p for p, _ in front], [100 * a for _, a in front], where="post", color=colour, lw=1.5,
-                    label="Pareto front" if len(runs) == 1 else f"{run.label}: Pareto front")
+            ax.step(
+                [p for p, _ in front],
+                [100 * a for _, a in front],
+                where="post",
+                color=colour,
+                lw=1.5,
+                label="Pareto front" if len(runs) == 1 else f"{run.label}: Pareto front",
+            )
         _mark_students(ax, run, colour, name="" if len(runs) == 1 else f"{run.label}: ")
     if teacher is not None:
-        ax.scatter([teacher[0]], [100 * teacher[1]], marker="*", s=260, color="gold", edgecolor="black", zorder=5,
-                   label=f"teacher ({teacher[0]:,} params)")
+        ax.scatter(
+            [teacher[0]],
+            [100 * teacher[1]],
+            marker="*",
+            s=260,
+            color="gold",
+            edgecolor="black",
+            zorder=5,
+            label=f"teacher ({teacher[0]:,} params)",
+        )
     if not ax.collections and not ax.lines:
         return None
     ax.set_xscale("log")
@@ -151,21 +195,52 @@ def _mark_students(ax: Any, run: RunView, colour: str, name: str) -> None:
     if student and run.finished:
         final = (student["params"], 100 * student["val_accuracy"])
         if run.kind in ("uniform", "scratch"):
-            ax.scatter(*final, marker=KIND_MARKERS[run.kind], s=150, color=colour, edgecolor="black", zorder=6,
-                       label=f"{name or run.label + ': '}student, fine-tuned")
+            ax.scatter(
+                *final,
+                marker=KIND_MARKERS[run.kind],
+                s=150,
+                color=colour,
+                edgecolor="black",
+                zorder=6,
+                label=f"{name or run.label + ': '}student, fine-tuned",
+            )
             return
         searched = (student["params"], 100 * student["search_val_accuracy"])
-        ax.scatter(*searched, marker="o", s=170, facecolor="none", edgecolor=colour, lw=2, zorder=6,
-                   label=f"{name}chosen student (search)")
-        ax.scatter(*final, marker="D", s=90, color=colour, edgecolor="black", zorder=6,
-                   label=f"{name}chosen student, fine-tuned")
+        ax.scatter(
+            *searched,
+            marker="o",
+            s=170,
+            facecolor="none",
+            edgecolor=colour,
+            lw=2,
+            zorder=6,
+            label=f"{name}chosen student (search)",
+        )
+        ax.scatter(
+            *final,
+            marker="D",
+            s=90,
+            color=colour,
+            edgecolor="black",
+            zorder=6,
+            label=f"{name}chosen student, fine-tuned",
+        )
         ax.annotate("", xy=final, xytext=searched, arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.2})
         return
     for stage, info in (report.get("stages") or {}).items():
         best = info.get("best")
         if best:
-            ax.scatter(best["params"], 100 * best["val_accuracy"], marker="o", s=170, facecolor="none",
-                       edgecolor=STAGE_COLOURS.get(stage, colour), lw=2, zorder=6, label=f"{name}best so far, {stage}")
+            ax.scatter(
+                best["params"],
+                100 * best["val_accuracy"],
+                marker="o",
+                s=170,
+                facecolor="none",
+                edgecolor=STAGE_COLOURS.get(stage, colour),
+                lw=2,
+                zorder=6,
+                label=f"{name}best so far, {stage}",
+            )
 
 
 # ---------------------------------------------------------------- teacher layers against student layers
@@ -178,15 +253,20 @@ def layers_figure(layers: Sequence[dict[str, Any]]) -> Figure | None:
     y = list(range(len(layers)))
     widest = max(row["teacher_out"] for row in layers)
     removed_colour = "#f4c7c3"
-    ax.barh(y, [row["teacher_out"] for row in layers], height=0.8,
-            color=[removed_colour if row["status"] == "removed" else "0.85" for row in layers])
+    ax.barh(
+        y,
+        [row["teacher_out"] for row in layers],
+        height=0.8,
+        color=[removed_colour if row["status"] == "removed" else "0.85" for row in layers],
+    )
     colours = ["tab:green" if row["student_out"] == row["teacher_out"] else "tab:orange" for row in layers]
     ax.barh(y, [row["student_out"] for row in layers], height=0.5, color=colours, label="student")
     for k, row in enumerate(layers):
         if row["status"] == "removed":
             text, colour = "removed", "tab:red"
         else:
-            text, colour = f"{row['student_out']} / {row['teacher_out']} ({row['student_out'] / row['teacher_out']:.0%})", "black"
+            share = row["student_out"] / row["teacher_out"]
+            text, colour = f"{row['student_out']} / {row['teacher_out']} ({share:.0%})", "black"
         ax.text(row["teacher_out"] + widest * 0.01, k, text, va="center", fontsize="small", color=colour)
     ax.set_yticks(y, [f"{row['name']} ({row['kind']})" for row in layers])
     ax.invert_yaxis()
@@ -194,8 +274,12 @@ def layers_figure(layers: Sequence[dict[str, Any]]) -> Figure | None:
     ax.set_xlabel("output channels / features")
     removed = sum(row["status"] == "removed" for row in layers)
     ax.set_title(f"teacher vs student, layer by layer ({removed} of {len(layers)} removed)")
-    handles = [_patch("0.85", "teacher width"), _patch("tab:green", "student: kept whole"),
-               _patch("tab:orange", "student: shrunk"), _patch(removed_colour, "removed")]
+    handles = [
+        _patch("0.85", "teacher width"),
+        _patch("tab:green", "student: kept whole"),
+        _patch("tab:orange", "student: shrunk"),
+        _patch(removed_colour, "removed"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize="small", frameon=False)
     return fig
 
@@ -215,8 +299,14 @@ def removal_policy_figure(events: Sequence[dict[str, Any]], layer_names: Sequenc
     rows = len(updates[0]["probs"])
     names = list(layer_names) if len(layer_names) == rows else [f"layer {i}" for i in range(rows)]
     matrix = [[u["probs"][r] for u in updates] for r in range(rows)]
-    return _heat_map(matrix, names, [u["update"] + 1 for u in updates], "RdYlGn", "keep probability",
-                     "removal policy: probability of keeping each layer")
+    return _heat_map(
+        matrix,
+        names,
+        [u["update"] + 1 for u in updates],
+        "RdYlGn",
+        "keep probability",
+        "removal policy: probability of keeping each layer",
+    )
 
 
 def shrink_choices(events: Sequence[dict[str, Any]]) -> tuple[list[str], list[int], list[list[float]]]:
@@ -245,8 +335,14 @@ def shrink_policy_figure(events: Sequence[dict[str, Any]], layer_order: Sequence
         return None
     order = {name: i for i, name in enumerate(layer_order)}
     rows = sorted(range(len(names)), key=lambda r: order.get(names[r], len(order) + r))
-    return _heat_map([matrix[r] for r in rows], [names[r] for r in rows], updates, "viridis",
-                     "mean kept fraction", "shrink policy: fraction of channels kept per layer (mean of rollouts)")
+    return _heat_map(
+        [matrix[r] for r in rows],
+        [names[r] for r in rows],
+        updates,
+        "viridis",
+        "mean kept fraction",
+        "shrink policy: fraction of channels kept per layer (mean of rollouts)",
+    )
 
 
 def _heat_map(
@@ -259,8 +355,15 @@ def _heat_map(
         for r, values in enumerate(matrix):
             for c, v in enumerate(values):
                 dark = v < 0.5 if cmap == "viridis" else not 0.2 < v < 0.8
-                ax.text(c, r, f"{v:.2f}"[1:] if v < 1 else "1", ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}"[1:] if v < 1 else "1",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
     step = max(1, math.ceil(len(columns) / 20))
     ax.set_xticks(range(0, len(columns), step), [str(c) for c in columns[::step]])
     ax.set_yticks(range(len(rows)), rows)

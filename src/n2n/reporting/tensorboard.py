@@ -23,7 +23,7 @@ def _summary_writer() -> type:
 
 
 def update_step(stage: str, update: int, updates: int) -> int:
-    """Global step of a policy update: stage 1's updates, then stage 2's (``STAGES.index(stage) * updates + update``)."""
+    """Global step of a policy update, stage 1's then stage 2's: ``STAGES.index(stage) * updates + update``."""
     return STAGES.index(stage) * updates + update
 
 
