@@ -41,7 +41,7 @@ def _assert_plots(run, names):
     assert {p.stem for p in (run / "plots").glob("*.png")} == names
     for name in names:
         width, height = png_size((run / "plots" / f"{name}.png").read_bytes())
-        assert width > 300 and height > 150, name
+        assert width > 300 and height > 100, name
 
 
 def test_a_finished_run_has_every_plot_the_table_and_the_command(runs):
