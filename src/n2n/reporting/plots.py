@@ -44,6 +44,12 @@ def count_label(value: float, _position: Any = None) -> str:
     return f"{value:.3g}"
 
 
+def _minor_count_label(value: float, _position: Any = None) -> str:
+    """Labels between the powers of ten only at 2x and 5x, so a log axis over several decades stays legible."""
+    mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
+    return count_label(value) if mantissa in (2, 5) else ""
+
+
 def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
     """The (parameters, accuracy) points no other point beats: none is as small and at least as accurate.
 
@@ -177,7 +183,7 @@ def accuracy_figure(runs: Sequence[RunView], colour_by: str = "stage") -> Figure
         return None
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(count_label))
-    ax.xaxis.set_minor_formatter(FuncFormatter(count_label))
+    ax.xaxis.set_minor_formatter(FuncFormatter(_minor_count_label))
     ax.xaxis.set_tick_params(which="minor", labelsize="small")
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("validation accuracy (%)")
