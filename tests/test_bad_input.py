@@ -199,6 +199,8 @@ CASES = [
     ("max-flops-zero", ["compress", "--teacher", "{T}", "--out", "o", "--max-flops", "0"], None, "--max-flops must be a positive"),
     ("max-latency-negative", ["compress", "--teacher", "{T}", "--out", "o", "--max-latency-ms", "-1"], None, "--max-latency-ms must be > 0"),
     ("init-policy-other-features", ["compress", "--teacher", "{T}", "--out", "o", "--init-policy", "{X}"], _foreign_policy, "train the policy again"),
+    ("report-compare-not-a-run", ["report", "{T}", "{X}"], _empty_dir, "not an n2n run directory"),
+    ("report-out-with-one-run", ["report", "{X}", "--out", "o"], _empty_dir, "--out is for comparing several runs"),
 ]
 
 

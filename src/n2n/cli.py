@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
@@ -135,8 +136,12 @@ def compress_cmd(
     teacher_kwargs: str | None = None,
     trust_pickle: bool = False,
     data_options: dict[str, Any] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Compress ``teacher`` (saved model, zoo name or import path); writes ``out`` and returns ``report.json``."""
+    """Compress ``teacher`` (saved model, zoo name or import path); writes ``out`` and returns ``report.json``.
+
+    ``command`` (the command line that asked for it) is recorded in ``run.json`` for the report.
+    """
     from n2n.data import load_data
     from n2n.models.source import parse_kwargs, resolve_teacher
 
@@ -159,6 +164,8 @@ def compress_cmd(
         "max_train": max_train,
         "data_options": bundle.options,
     }
+    if command is not None:
+        source["command"] = command
     return _run_compress(model, spec, source, out, config, resume=False, bundle=bundle)
 
 
@@ -369,7 +376,7 @@ def _run_compress(
     with _progress() as progress:
         result = compress(model, spec, bundle, config, out, listener=_Display(progress), resume=resume)
     _summary(result.report)
-    console.print(f"student saved to {Path(out) / 'student'}; report in {Path(out) / 'report.md'}")
+    console.print(f"student saved to {Path(out) / 'student'}; report in {Path(out) / 'report.html'}")
     return result.report
 
 
@@ -483,7 +490,7 @@ def export_cmd(
     return {"path": str(result.path), "format": fmt, "max_abs_diff": result.max_abs_diff, "inputs": data or "random"}
 
 
-def demo_cmd(out: str = "runs/demo", config: Any = None) -> dict[str, Any]:
+def demo_cmd(out: str = "runs/demo", config: Any = None, command: str | None = None) -> dict[str, Any]:
     """Train a teacher on scikit-learn's digits and compress it: the embedded default, no download."""
     teacher_dir = Path(out) / "teacher"
     console.print(f"[bold]n2n demo[/]: {DEMO_DEFAULTS['arch']} (width {DEMO_DEFAULTS['width']}) on scikit-learn digits")
@@ -496,7 +503,20 @@ def demo_cmd(out: str = "runs/demo", config: Any = None) -> dict[str, Any]:
         epochs=DEMO_DEFAULTS["epochs"],
         seed=config.seed,
     )
-    return compress_cmd(str(teacher_dir), "digits", None, str(Path(out) / "compress"), config)
+    return compress_cmd(str(teacher_dir), "digits", None, str(Path(out) / "compress"), config, command=command)
+
+
+def report_cmd(runs: list[str], out: str | None = None) -> dict[str, Any] | Path:
+    """One run: write its report.json, report.md and report.html again (returns the report). Several runs: one
+    comparison page ``comparison.html`` in ``out`` (default: the first run directory; returns its path)."""
+    from n2n.report import rebuild_reports
+    from n2n.reporting.html import write_comparison
+
+    if len(runs) > 1:
+        return write_comparison(runs, out or runs[0])
+    if out is not None:
+        raise ConfigError("--out is for comparing several runs; `n2n report RUN` writes its report into RUN")
+    return rebuild_reports(runs[0])
 
 
 def _summary(report: dict[str, Any]) -> None:
@@ -727,8 +747,14 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
     _add_config_options(p)
 
-    p = sub.add_parser("report", help="write report.json and report.md of a run directory again (also mid-run)")
-    p.add_argument("run", help="run directory of `n2n compress`")
+    p = sub.add_parser(
+        "report",
+        help="write report.json, report.md and report.html of a run directory again (also mid-run), or compare runs",
+    )
+    p.add_argument(
+        "run", nargs="+", help="run directory of `n2n compress` or `n2n baseline`; several: one comparison page"
+    )
+    p.add_argument("--out", help="several runs: directory for comparison.html (default: the first run directory)")
 
     p = sub.add_parser("inspect", help="list the teacher's layers with what the search may change and why not")
     teacher_options(p)
@@ -768,8 +794,9 @@ def main(argv: list[str] | None = None) -> int:
         out = getattr(args, "out", None)
         if args.command != "export" and out is not None and Path(out).exists() and not Path(out).is_dir():
             raise ConfigError(f"--out {out} is a file; give a directory to write the results to")
+        command = shlex.join(["n2n", *(sys.argv[1:] if argv is None else argv)])
         if args.command == "demo":
-            demo_cmd(args.out, _config_from(args))
+            demo_cmd(args.out, _config_from(args), command=command)
         elif args.command == "train-teacher":
             train_teacher_cmd(
                 args.arch,
@@ -814,20 +841,22 @@ def main(argv: list[str] | None = None) -> int:
                 teacher_kwargs=args.teacher_kwargs,
                 trust_pickle=args.trust_pickle,
                 data_options=_data_options(args),
+                command=command,
             )
         elif args.command == "baseline":
             baseline_cmd(args)
         elif args.command == "report":
-            from n2n.report import rebuild_reports
-
-            report = rebuild_reports(args.run)
-            if "status" in report:
+            report = report_cmd(args.run, args.out)
+            if isinstance(report, Path):
+                console.print(f"{len(args.run)} runs compared in {report}")
+            elif "status" in report:
                 console.print(
                     f"search not finished: {report['evaluations']} candidates so far; "
-                    f"see {Path(args.run) / 'report.md'}"
+                    f"see {Path(args.run[0]) / 'report.html'}"
                 )
             else:
                 _summary(report)
+                console.print(f"report in {Path(args.run[0]) / 'report.html'}")
         elif args.command == "inspect":
             if args.teacher is None:
                 raise ConfigError("n2n inspect needs --teacher")

@@ -266,7 +266,12 @@ def compress(
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     else:
         truncate_events(out / "events.jsonl", ckpt.meta["events"])
-    emit = EventLog(out / "events.jsonl", listener)
+    board = None
+    if cfg.tensorboard is not None:
+        from n2n.reporting.tensorboard import TensorBoardListener
+
+        board = TensorBoardListener(cfg.tensorboard, cfg.updates, cfg.rollouts)
+    emit = EventLog(out / "events.jsonl", _both(listener, board))
     seconds: dict[str, float] = dict(ckpt.meta["seconds"]) if ckpt else {}
     search: SearchContext | None = None
     try:
@@ -360,7 +365,7 @@ def compress(
             seconds,
             best,
         )
-        emit({"event": "done", "wall_time_s": report["wall_time_s"]})
+        emit({"event": "done", "wall_time_s": report["wall_time_s"], "seconds": seconds})
         (out / CHECKPOINT).unlink(missing_ok=True)
         return CompressResult(student, spec, report, out)
     except KeyboardInterrupt:
@@ -374,8 +379,22 @@ def compress(
         ) from None
     finally:
         emit.close()
+        if board is not None:
+            board.close()
         if search is not None:
             search.evaluator.close()
+
+
+def _both(first: Listener | None, second: Listener | None) -> Listener | None:
+    """A listener that passes each event to ``first`` and then ``second`` (either may be None)."""
+    if first is None or second is None:
+        return first or second
+
+    def both(event: dict[str, Any]) -> None:
+        first(event)
+        second(event)
+
+    return both
 
 
 def _evaluator(ctx: EvalContext, cfg: CompressConfig) -> SerialEvaluator | ProcessPoolEvaluator:

@@ -1,8 +1,9 @@
-"""``report.json`` and ``report.md``: the figures of a run and the per-layer before/after table."""
+"""``report.json``, ``report.md`` and ``report.html``: the figures of a run and the per-layer before/after table."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from n2n.models.io import ModelSpec
 from n2n.search.candidate import CandidateResult
 from n2n.search.distill import accuracy
 from n2n.surgery import Analysis, count_macs, count_params
+
+log = logging.getLogger(__name__)
 
 
 def layer_table(analysis: Analysis, student: nn.Module, spec: ModelSpec) -> list[dict[str, Any]]:
@@ -55,7 +58,7 @@ def write_reports(
     best: CandidateResult,
     latency: bool = True,
 ) -> dict[str, Any]:
-    """Write ``report.json`` and ``report.md`` into ``out``; returns the report.
+    """Write ``report.json``, ``report.md`` and ``report.html`` (with ``plots/``) into ``out``; returns the report.
 
     ``cost`` holds teacher and student measured side by side (parameters, MACs, file size, latency on this machine
     unless ``latency`` is False) with the teacher/student ratios.
@@ -92,7 +95,25 @@ def write_reports(
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(report))
+    _write_html(out, report)
     return report
+
+
+def _write_html(out: Path, report: dict[str, Any]) -> None:
+    """``report.html`` and ``plots/``; a plotting failure costs the page (with a warning), never the run."""
+    from n2n.reporting.html import write_run_html
+
+    try:
+        write_run_html(out, report)
+    except Exception as err:  # the student and report.json are written already: keep them
+        log.warning(
+            "could not write %s (%s: %s); rebuild it with `n2n report %s`",
+            out / "report.html",
+            type(err).__name__,
+            err,
+            out,
+            exc_info=True,
+        )
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -140,7 +161,7 @@ def cost_markdown(cost: dict[str, Any]) -> list[str]:
 
 
 def rebuild_reports(run_dir: str | Path) -> dict[str, Any]:
-    """Write ``report.json`` and ``report.md`` of a run directory again, from what is on disk.
+    """Write ``report.json``, ``report.md`` and ``report.html`` of a run directory again, from what is on disk.
 
     A finished run (with ``student/``) is measured again: its teacher copy, student and data (from ``run.json``).
     An unfinished or interrupted run gets a progress report from ``events.jsonl``: the best candidate of each stage
@@ -156,7 +177,7 @@ def rebuild_reports(run_dir: str | Path) -> dict[str, Any]:
     candidates = [e for e in events if e.get("event") == "candidate"]
     done = next((e for e in events if e.get("event") == "done"), None)
     if done is not None and (run / "student" / "spec.json").is_file() and (run / "run.json").is_file():
-        return _rebuild_finished(run, candidates, done["wall_time_s"])
+        return _rebuild_finished(run, candidates, done["wall_time_s"], done.get("seconds"))
     return _progress_report(run, events, candidates)
 
 
@@ -165,7 +186,9 @@ def _best(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(valid, key=lambda e: e["reward"]) if valid else None
 
 
-def _rebuild_finished(run: Path, candidates: list[dict[str, Any]], wall_time_s: float) -> dict[str, Any]:
+def _rebuild_finished(
+    run: Path, candidates: list[dict[str, Any]], wall_time_s: float, seconds: dict[str, float] | None
+) -> dict[str, Any]:
     from n2n.data import load_data
     from n2n.models.io import load_model
     from n2n.surgery import Edits, analyze
@@ -182,7 +205,9 @@ def _rebuild_finished(run: Path, candidates: list[dict[str, Any]], wall_time_s: 
         options=source.get("data_options"),
     )
     analysis = analyze(teacher, data.input_shape, fix=tuple(config.get("fix", ())), check_removals=False)
-    best_event = _best(candidates) or {"edits": {}, "params": 0, "macs": 0, "val_accuracy": 0.0, "reward": -1.0}
+    chosen = [e for e in candidates if Edits.from_dict(e["edits"]) == spec.edits]  # the search's pick, not the max
+    best_event = _best(chosen) or _best(candidates)
+    best_event = best_event or {"edits": {}, "params": 0, "macs": 0, "val_accuracy": 0.0, "reward": -1.0}
     best = CandidateResult(
         Edits.from_dict(best_event["edits"]),
         best_event["params"],
@@ -193,7 +218,7 @@ def _rebuild_finished(run: Path, candidates: list[dict[str, Any]], wall_time_s: 
         0.0,
     )
     teacher_val = accuracy(teacher, data.val.x, data.val.y)
-    seconds = {"candidates": sum(e.get("seconds", 0.0) for e in candidates)}
+    seconds = seconds or {"candidates": sum(e.get("seconds", 0.0) for e in candidates)}
     evaluations = sum(not e.get("cached") for e in candidates)
     return write_reports(
         run, analysis, teacher, student, spec, data, teacher_val, evaluations, wall_time_s, seconds, best
@@ -243,4 +268,5 @@ def _progress_report(run: Path, events: list[dict[str, Any]], candidates: list[d
             )
     (run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run / "report.md").write_text("\n".join(lines) + "\n")
+    _write_html(run, report)
     return report

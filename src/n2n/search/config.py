@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,11 @@ class CompressConfig:
         "run directory of an earlier search whose trained policies start this one "
         "(they work on any teacher: policies read per-layer features)",
     )
+    tensorboard: str | None = _opt(
+        None,
+        "TensorBoard log directory: the search's scalars (reward/mean, reward/best, policy/entropy, candidate/val_acc, "
+        "candidate/params) are written there as it runs (needs `pip install 'n2n[tensorboard]'`)",
+    )
 
     @property
     def measures_latency(self) -> bool:
@@ -180,6 +186,10 @@ class CompressConfig:
             raise ConfigError(f"--candidate-epochs must be > 0; got {self.candidate_epochs}")
         if self.init_policy is not None and self.search == "random":
             raise ConfigError("--init-policy starts a learned search; it cannot be combined with --search random")
+        if self.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install 'n2n[tensorboard]' (or drop --tensorboard)"
+            )
         if self.init_policy is not None:
             found = [n for n in ("policy_remove.json", "policy_shrink.json") if (Path(self.init_policy) / n).is_file()]
             if not found:
