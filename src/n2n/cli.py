@@ -83,12 +83,17 @@ def train_teacher_cmd(
     batch_size: int = 128,
     seed: int = 0,
     max_train: int | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Train a zoo teacher and save it to ``out``; returns its metrics."""
     from n2n.data import load_data
     from n2n.models.io import save_model
     from n2n.models.zoo import list_models
+    from n2n.search.compute import Compute, resolve_device, resolve_precision
     from n2n.teacher import train_teacher
+
+    resolved = resolve_device(device)
+    compute = Compute(resolved, resolve_precision("auto", resolved))
 
     if arch not in list_models():
         raise ConfigError(f"--arch must be one of {', '.join(list_models())}; got {arch!r}")
@@ -106,6 +111,7 @@ def train_teacher_cmd(
             batch_size=batch_size,
             seed=seed,
             on_step=lambda s, total: progress.update(task, completed=s, total=total),
+            compute=compute,
         )
     save_model(model, spec, out)
     from n2n.surgery import count_params
@@ -545,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", required=True, help="directory to save the teacher to")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where to train: auto (cuda if available, else mps, else cpu), cpu, cuda, mps (default: auto)",
+    )
     data_options(p)
 
     def teacher_options(p: argparse.ArgumentParser) -> None:
@@ -636,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 seed=args.seed,
                 max_train=args.max_train,
+                device=args.device,
             )
         elif args.command == "compress" and args.resume:
             given = [
