@@ -38,7 +38,7 @@ def distill_loss(kind: str, temperature: float = 4.0) -> LossFn:
 
 
 class Diverged(Exception):
-    """Training produced a NaN/inf loss, or a loss clearly diverging (see :func:`~n2n.search.compute.divergence_limit`)."""
+    """Training produced a NaN/inf loss, or a clearly diverging one (see ``n2n.search.compute.divergence_limit``)."""
 
 
 def train_student(
@@ -114,9 +114,7 @@ def train_student(
 
 
 @torch.no_grad()
-def predict_logits(
-    model: nn.Module, x: torch.Tensor, batch_size: int = 1024, compute: Compute = CPU
-) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, compute: Compute = CPU) -> torch.Tensor:
     """Float32 logits of ``model`` on host tensor ``x`` in eval mode, computed in batches on ``compute``'s device;
     returned on the host. ``model`` is not moved (a copy is, when it lives elsewhere)."""
     model = compute.copy_of(model)
