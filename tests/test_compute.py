@@ -58,7 +58,7 @@ def test_precision_auto_is_fp32_off_cuda_and_explicit_values_stay(no_gpu):
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("auto", "mps") == "fp32"
     assert resolve_precision("bf16", "cpu") == "bf16"
-    assert CompressConfig().compute() == Compute("cpu", "fp32", False)
+    assert CompressConfig().compute() == Compute("cpu", "fp32", True)
     assert CompressConfig(precision="bf16", channels_last=True).compute() == Compute("cpu", "bf16", True)
 
 

@@ -111,7 +111,9 @@ class CompressConfig:
         "measured slower without AVX512-BF16/AMX), fp32, bf16, fp16",
         choices=("auto", *PRECISIONS),
     )
-    channels_last: bool = _opt(False, "channels-last (NHWC) memory format for students (measured slower on CPU)")
+    channels_last: bool = _opt(
+        True, "channels-last (NHWC) memory format for students (measured 1.5x faster candidate training on CPU)"
+    )
     fix: tuple[str, ...] = _opt((), "glob patterns of layer names held out of both stages")
     init_policy: str | None = _opt(
         None,
