@@ -75,7 +75,7 @@ def run_baseline(
     try:
         teacher = teacher.eval()
         analysis = analyze(teacher, data.input_shape, fix=cfg.fix, check_removals=False)
-        z_train = predict_logits(teacher, data.train.x, cfg.eval_batch_size)
+        z_train = predict_logits(teacher, data.train.x, cfg.eval_batch_size, cfg.compute())
         ctx = _context(teacher, analysis, data, cfg, z_train)
         emit({"event": "baseline", "kind": kind, "edits": edits.to_dict()})
         seconds: dict[str, float] = {}

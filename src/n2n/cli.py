@@ -87,13 +87,18 @@ def train_teacher_cmd(
     max_train: int | None = None,
     recipe: str = "default",
     data_options: dict[str, Any] | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Train a zoo teacher by ``recipe`` (explicit epochs, lr, batch size override it) and save it to ``out``."""
     from n2n.data import load_data
     from n2n.models.io import save_model
     from n2n.models.zoo import list_models
     from n2n.recipes import resolve_recipe
+    from n2n.search.compute import Compute, resolve_device, resolve_precision
     from n2n.teacher import train_teacher
+
+    target = resolve_device(device)
+    compute = Compute(target, resolve_precision("auto", target))
 
     if arch not in list_models():
         raise ConfigError(f"--arch must be one of {', '.join(list_models())}; got {arch!r}")
@@ -110,6 +115,7 @@ def train_teacher_cmd(
             recipe=resolved,
             seed=seed,
             on_step=lambda s, total: progress.update(task, completed=s, total=total),
+            compute=compute,
         )
     save_model(model, spec, out)
     from n2n.surgery import count_params
@@ -700,6 +706,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", required=True, help="directory to save the teacher to")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where to train: auto (cuda if available, else mps, else cpu), cpu, cuda, mps (default: auto)",
+    )
     data_options(p)
 
     def teacher_options(p: argparse.ArgumentParser) -> None:
@@ -811,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_train=args.max_train,
                 recipe=args.recipe,
                 data_options=_data_options(args),
+                device=args.device,
             )
         elif args.command == "compress" and args.resume:
             given = [

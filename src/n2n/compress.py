@@ -64,6 +64,7 @@ def _context(
     n = min(cfg.candidate_examples, len(data.train))
     timing = SEARCH_TIMING if cfg.measures_latency else None
     latency = 0.0 if timing is None else torch_latency_ms(teacher, data.input_shape, 1, timing)
+    compute = cfg.compute()
     subset = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
     return EvalContext(
         teacher=teacher,
@@ -74,7 +75,7 @@ def _context(
         x_val=data.val.x,
         y_val=data.val.y,
         teacher_params=analysis.params,
-        teacher_val_accuracy=accuracy(teacher, data.val.x, data.val.y, cfg.eval_batch_size),
+        teacher_val_accuracy=accuracy(teacher, data.val.x, data.val.y, cfg.eval_batch_size, compute),
         settings=CandidateSettings(
             steps=cfg.steps if cfg.candidate_epochs is None else math.ceil(cfg.candidate_epochs * n / cfg.batch_size),
             batch_size=cfg.batch_size,
@@ -87,6 +88,7 @@ def _context(
             eval_batch_size=cfg.eval_batch_size,
             seed=cfg.seed,
             max_step_scale=cfg.max_step_scale,
+            compute=compute,
         ),
         teacher_macs=analysis.macs,
         objective=cfg.objective,
@@ -285,7 +287,7 @@ def compress(
         if ckpt is None:
             save_model(teacher, teacher_spec, out / "teacher")
         t0 = time.perf_counter()
-        z_train = predict_logits(teacher, data.train.x, cfg.eval_batch_size)
+        z_train = predict_logits(teacher, data.train.x, cfg.eval_batch_size, cfg.compute())
         seconds["teacher_logits"] = seconds.get("teacher_logits", 0.0) + time.perf_counter() - t0
         ctx = _context(teacher, analysis, data, cfg, z_train)
         search = SearchContext(
@@ -436,12 +438,13 @@ def _finetune(
     """
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    student = build_student(ctx, edits)
+    compute = ctx.settings.compute
+    student = compute.model(build_student(ctx, edits))
     steps = 0
     if cfg.finetune_epochs:
         steps = max(cfg.finetune_epochs * math.ceil(len(data.train) / cfg.batch_size), cfg.finetune_min_steps)
     emit({"event": "finetune", "steps": steps})
-    best_acc = accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size)
+    best_acc = accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size, compute)
     best_state = {k: v.clone() for k, v in student.state_dict().items()}
     every = max(1, steps // 10)
 
@@ -450,7 +453,7 @@ def _finetune(
         if listener is not None:
             listener({"event": "finetune_step", "step": step + 1})
         if (step + 1) % every == 0 or step + 1 == steps:
-            acc = accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size)
+            acc = accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size, compute)
             if acc >= best_acc:
                 best_acc, best_state = acc, {k: v.clone() for k, v in student.state_dict().items()}
 
@@ -469,11 +472,12 @@ def _finetune(
                 loss_fn=distill_loss(cfg.distill, cfg.temperature),
                 kd_weight=cfg.kd_weight,
                 on_step=on_step,
+                compute=compute,
             )
         except Diverged as err:
             log.warning("the fine-tune diverged (%s); keeping the best weights seen before", err)
     student.load_state_dict(best_state)
-    student.eval()
+    student = student.to("cpu", memory_format=torch.contiguous_format).eval()  # saved and reported from the host
     seconds["finetune"] = time.perf_counter() - t0
     return student, {
         "params": count_params(student),

@@ -15,6 +15,7 @@ from n2n.data import DataBundle, augment_batch
 from n2n.models.io import ModelSpec
 from n2n.models.zoo import create_model
 from n2n.recipes import OPTIMIZERS, Recipe, lr_factor, resolve_recipe
+from n2n.search.compute import CPU, Compute
 from n2n.search.distill import accuracy
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,16 @@ def train_classifier(
     *,
     seed: int = 0,
     on_step: Callable[[int, int], None] | None = None,
+    compute: Compute = CPU,
 ) -> nn.Module:
     """Train ``model`` in place with cross-entropy by ``recipe`` (default: :class:`Recipe`'s defaults); keeps the
-    best epoch on validation. Training mini-batches are augmented by ``data.augment``; validation data is not."""
+    best epoch on validation. Training mini-batches are augmented by ``data.augment``; validation data is not.
+
+    Training runs on ``compute``'s device and precision; the trained model is returned on the host.
+    """
     recipe = (recipe or Recipe()).validate()
     seed_everything(seed)
+    compute.model(model)
     gen = torch.Generator().manual_seed(seed)
     x, y = data.train.x, data.train.y
     batch_size = recipe.batch_size
@@ -53,27 +59,31 @@ def train_classifier(
     opt = OPTIMIZERS[recipe.optimizer](model.parameters(), recipe)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(recipe, s, steps_per_epoch))
     loss_fn = nn.CrossEntropyLoss()
+    scaler = compute.scaler()
     best_acc, best_state, step = -1.0, None, 0
     for epoch in range(recipe.epochs):
         model.train()
         order = torch.randperm(len(y), generator=gen)
         for i in range(steps_per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
-            loss = loss_fn(model(augment_batch(x[idx], data.augment, gen)), y[idx])
+            with compute.autocast():
+                out = model(compute.batch(augment_batch(x[idx], data.augment, gen))).float()
+            loss = loss_fn(out, compute.batch(y[idx]))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             step += 1
             if on_step is not None:
                 on_step(step, total)
-        acc = accuracy(model, data.val.x, data.val.y)
+        acc = accuracy(model, data.val.x, data.val.y, compute=compute)
         log.info("epoch %d: validation accuracy %.4f", epoch + 1, acc)
         if acc > best_acc:
             best_acc, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
-    return model.eval()
+    return model.to("cpu", memory_format=torch.contiguous_format).eval()
 
 
 def train_teacher(
@@ -87,6 +97,7 @@ def train_teacher(
     batch_size: int | None = None,
     seed: int = 0,
     on_step: Callable[[int, int], None] | None = None,
+    compute: Compute = CPU,
 ) -> tuple[nn.Module, ModelSpec]:
     """Build zoo architecture ``arch`` for ``data`` and train it; returns the model and its spec (with metrics).
 
@@ -98,7 +109,7 @@ def train_teacher(
     seed_everything(seed)
     spec = teacher_spec(arch, data, width)
     model = create_model(arch, **spec.arch["kwargs"])
-    train_classifier(model, data, recipe, seed=seed, on_step=on_step)
+    train_classifier(model, data, recipe, seed=seed, on_step=on_step, compute=compute)
     spec.meta.update(
         val_accuracy=accuracy(model, data.val.x, data.val.y),
         test_accuracy=accuracy(model, data.test.x, data.test.y),

@@ -19,6 +19,7 @@ from torch import nn
 
 from n2n.errors import SurgeryError
 from n2n.measure import TimingSettings, torch_latency_ms
+from n2n.search.compute import CPU, Compute
 from n2n.search.distill import Diverged, accuracy, distill_loss, train_student
 from n2n.search.reward import INVALID_REWARD, objective_cost, reward
 from n2n.surgery import Edits, apply_edits, count_macs, count_params
@@ -58,6 +59,7 @@ class CandidateSettings:
     eval_batch_size: int = 1024
     seed: int = 0
     max_step_scale: float = 1.0  # equal compute: smaller students train up to this many times ``steps``
+    compute: Compute = CPU
 
 
 @dataclass
@@ -160,8 +162,9 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
             weight_decay=s.weight_decay,
             generator=torch.Generator().manual_seed(candidate_seed(s.seed, edits)),
             loss_fn=distill_loss(s.distill, s.temperature),
+            compute=s.compute,
         )
-        acc = accuracy(student, ctx.x_val, ctx.y_val, s.eval_batch_size)
+        acc = accuracy(student, ctx.x_val, ctx.y_val, s.eval_batch_size, s.compute)
     except SurgeryError as err:
         return invalid_result(edits, f"surgery: {err}", start)
     except Diverged as err:

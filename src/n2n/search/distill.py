@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from n2n.search.compute import CPU, DIVERGE_PATIENCE, Compute, divergence_limit, divergence_streak
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -36,7 +38,7 @@ def distill_loss(kind: str, temperature: float = 4.0) -> LossFn:
 
 
 class Diverged(Exception):
-    """Training produced a NaN/inf loss."""
+    """Training produced a NaN/inf loss, or a clearly diverging one (see ``n2n.search.compute.divergence_limit``)."""
 
 
 def train_student(
@@ -53,61 +55,84 @@ def train_student(
     labels: torch.Tensor | None = None,
     kd_weight: float = 1.0,
     on_step: Callable[[int], None] | None = None,
+    compute: Compute = CPU,
 ) -> float:
     """Train ``student`` in place with Adam for ``steps`` mini-batches drawn from ``(x, soft)``.
 
     The loss is ``loss_fn(f_s(x), soft)``; when ``labels`` are given it is ``CE(f_s(x), y) + kd_weight * loss_fn``
-    (the final fine-tune). The learning rate follows a cosine decay to zero over the steps.
+    (the final fine-tune). The learning rate follows a cosine decay to zero over the steps. ``student`` is moved to
+    ``compute``'s device and memory format; the forward pass runs under its autocast, the loss in float32.
 
     Returns:
         the mean loss over the last tenth of the steps.
 
     Raises:
-        Diverged: the loss became NaN or infinite.
+        Diverged: the loss became NaN or infinite, or stayed above its divergence limit for DIVERGE_PATIENCE steps.
     """
-    student.train()
+    compute.model(student).train()
     opt = torch.optim.Adam(student.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
+    scaler = compute.scaler()
     n = x.shape[0]
     tail: list[float] = []
     order = torch.randperm(n, generator=generator)
-    pos = 0
+    pos, limit, streak = 0, math.inf, 0
+
+    def objective(out: torch.Tensor, target: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        loss = loss_fn(out, target)
+        return loss if y is None else F.cross_entropy(out, y) + kd_weight * loss
+
     for step in range(steps):
         if pos + batch_size > n:  # one pass over a reshuffled copy per epoch
             order, pos = torch.randperm(n, generator=generator), 0
         idx = order[pos : pos + batch_size]
         pos += batch_size
-        out = student(x[idx])
-        loss = loss_fn(out, soft[idx])
-        if labels is not None:
-            loss = F.cross_entropy(out, labels[idx]) + kd_weight * loss
-        if not torch.isfinite(loss):
-            raise Diverged(f"loss became {loss.item()} at step {step}")
+        target = compute.batch(soft[idx])
+        y = None if labels is None else compute.batch(labels[idx])
+        with compute.autocast():
+            out = student(compute.batch(x[idx])).float()
+        loss = objective(out, target, y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise Diverged(f"loss became {value} at step {step}")
+        if step == 0:
+            with torch.no_grad():
+                limit = divergence_limit(value, objective(torch.zeros_like(out), target, y).item())
+        streak = divergence_streak(streak, value, limit)
+        if streak >= DIVERGE_PATIENCE:
+            raise Diverged(f"loss {value:.4g} above {limit:.4g} for {streak} steps in a row at step {step}")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         if step >= steps - max(1, steps // 10):
-            tail.append(loss.item())
+            tail.append(value)
         if on_step is not None:
             on_step(step)
     return sum(tail) / max(1, len(tail))
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode, computed in batches."""
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, compute: Compute = CPU) -> torch.Tensor:
+    """Float32 logits of ``model`` on host tensor ``x`` in eval mode, computed in batches on ``compute``'s device;
+    returned on the host. ``model`` is not moved (a copy is, when it lives elsewhere)."""
+    model = compute.copy_of(model)
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        with compute.autocast():
+            batches = [model(compute.batch(x[i : i + batch_size])) for i in range(0, x.shape[0], batch_size)]
+        return torch.cat(batches).float().cpu()
     finally:
         model.train(was_training)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+def accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, compute: Compute = CPU
+) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)``, a fraction in [0, 1]."""
-    logits = predict_logits(model, x, batch_size)
+    logits = predict_logits(model, x, batch_size, compute)
     if not torch.isfinite(logits).all():
         return 0.0
     return (logits.argmax(dim=1) == y).float().mean().item()

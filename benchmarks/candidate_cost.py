@@ -1,0 +1,243 @@
+"""Cost of candidate evaluation on 2 CPU cores: against a naive loop, its ranking fidelity, throughput, scaling.
+
+Sections (each compares side by side in one run, interleaved and repeated; the machine is shared, so read ratios):
+  cost      evaluations per minute of `evaluate_candidate` (cached teacher logits, default precision and memory
+            format) vs a naive loop (teacher forward at every step, fp32, contiguous), same candidates. Target >= 3x.
+  fidelity  Spearman rank correlation between the cheap score (default candidate training, validation accuracy)
+            and a 5-epoch score of the same 20 random candidates, and the cost ratio. Target >= 0.8.
+  flops     achieved FLOP/s of candidate training vs a plain PyTorch loop of the same model (fwd+bwd = 3x fwd).
+  scaling   evaluations per minute with 2 worker processes vs 1, same candidates. Target >= 1.7x.
+
+Usage:
+  python benchmarks/candidate_cost.py --teacher /work/runs/compute/teacher --data-dir /work/shared/data/mnist
+
+Prints a table and writes benchmarks/results/candidate_cost.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+from scipy.stats import spearmanr
+
+from n2n.compress import _context
+from n2n.data import load_data
+from n2n.models.io import load_model
+from n2n.search.candidate import EvalContext, SerialEvaluator, build_student, candidate_seed, evaluate_candidate
+from n2n.search.config import CompressConfig
+from n2n.search.distill import accuracy, mse_distill_loss, predict_logits, train_student
+from n2n.search.parallel import ProcessPoolEvaluator
+from n2n.surgery import Edits, analyze, count_macs
+
+HERE = Path(__file__).resolve().parent
+
+
+def random_edits(ctx: EvalContext, analysis, n: int, seed: int) -> list[Edits]:
+    """``n`` distinct random removal + shrink edits of the teacher (seeded) that build."""
+    rng = random.Random(seed)
+    out: dict[str, Edits] = {}
+    while len(out) < n:
+        removed = [layer.name for layer in analysis.layers if layer.removable and rng.random() < 0.15]
+        keep = {
+            layer.name: rng.choice((0.25, 0.5, 0.75, 1.0))
+            for layer in analysis.layers
+            if layer.shrinkable and layer.name not in removed
+        }
+        edits = Edits.make(removed=removed, keep=keep)
+        try:
+            build_student(ctx, edits)
+        except Exception:  # noqa: BLE001 - an edit surgery rejects is not a candidate to time
+            continue
+        out[edits.key()] = edits
+    return list(out.values())
+
+
+def naive_candidate(ctx: EvalContext, edits: Edits) -> float:
+    """The naive evaluation: teacher forward at every step for its logits, fp32, contiguous; returns accuracy."""
+    s = ctx.settings
+    torch.manual_seed(candidate_seed(s.seed, edits))
+    student = build_student(ctx, edits).train()
+    count_macs(student, ctx.input_shape)
+    opt = torch.optim.Adam(student.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(s.steps):
+        idx = torch.randint(0, ctx.x_train.shape[0], (s.batch_size,), generator=gen)
+        with torch.no_grad():
+            z = ctx.teacher(ctx.x_train[idx])
+        loss = mse_distill_loss(student(ctx.x_train[idx]), z)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return accuracy(student, ctx.x_val, ctx.y_val, 256)
+
+
+def timed(fn, *args) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t, out
+
+
+def section_cost(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
+    ours, naive = [], []
+    for _ in range(repeats):
+        for e in cands:  # interleaved: each candidate both ways, one after the other
+            naive.append(timed(naive_candidate, ctx, e)[0])
+            ours.append(timed(evaluate_candidate, ctx, e)[0])
+    return {
+        "ours_evals_per_min": 60 * len(ours) / sum(ours),
+        "naive_evals_per_min": 60 * len(naive) / sum(naive),
+        "ratio": sum(naive) / sum(ours),
+        "target": 3.0,
+    }
+
+
+def section_fidelity(ctx: EvalContext, cands: list[Edits], full_epochs: int) -> dict:
+    n = ctx.x_train.shape[0]
+    full = dataclasses.replace(
+        ctx, settings=dataclasses.replace(ctx.settings, steps=math.ceil(full_epochs * n / ctx.settings.batch_size))
+    )
+    cheap_t, full_t, cheap, long = 0.0, 0.0, [], []
+    for e in cands:
+        t, r = timed(evaluate_candidate, ctx, e)
+        cheap_t, cheap = cheap_t + t, cheap + [r.val_accuracy if r.valid else -1.0]
+        t, r = timed(evaluate_candidate, full, e)
+        full_t, long = full_t + t, long + [r.val_accuracy if r.valid else -1.0]
+    rho = spearmanr(cheap, long).statistic
+    return {
+        "candidates": len(cands),
+        "cheap_steps": ctx.settings.steps,
+        "full_steps": full.settings.steps,
+        "full_epochs": full_epochs,
+        "examples": n,
+        "spearman": float(rho),
+        "cost_ratio": full_t / cheap_t,
+        "cheap_scores": cheap,
+        "full_scores": long,
+        "target": 0.8,
+    }
+
+
+def section_flops(ctx: EvalContext, edits: Edits, steps: int, repeats: int) -> dict:
+    s = ctx.settings
+    macs = count_macs(build_student(ctx, edits), ctx.input_shape)
+    flops = 3 * 2 * macs * s.batch_size * steps
+    ours_t, plain_t = [], []
+    for _ in range(repeats):
+        student = build_student(ctx, edits)
+        ours_t.append(
+            timed(
+                lambda m=student: train_student(
+                    m,
+                    ctx.x_train,
+                    ctx.z_train,
+                    steps=steps,
+                    batch_size=s.batch_size,
+                    lr=s.lr,
+                    weight_decay=s.weight_decay,
+                    generator=torch.Generator().manual_seed(0),
+                    compute=s.compute,
+                )
+            )[0]
+        )
+        student = build_student(ctx, edits).train()
+
+        def plain(m=student) -> None:
+            opt = torch.optim.Adam(m.parameters(), lr=s.lr)
+            for i in range(steps):
+                j = (i * s.batch_size) % (ctx.x_train.shape[0] - s.batch_size)
+                loss = mse_distill_loss(m(ctx.x_train[j : j + s.batch_size]), ctx.z_train[j : j + s.batch_size])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+        plain_t.append(timed(plain)[0])
+    return {
+        "student_macs": macs,
+        "ours_gflops": flops / min(ours_t) / 1e9,
+        "plain_gflops": flops / min(plain_t) / 1e9,
+        "ratio": min(plain_t) / min(ours_t),
+    }
+
+
+def section_scaling(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
+    one, two = [], []
+    pool = ProcessPoolEvaluator(ctx, workers=2, threads=1)
+    try:
+        pool.evaluate(cands[:2])  # start the workers (context sent once) before timing
+        for _ in range(repeats):
+            one.append(timed(SerialEvaluator(ctx, 1).evaluate, cands)[0])
+            two.append(timed(pool.evaluate, cands)[0])
+    finally:
+        pool.close()
+    return {
+        "workers1_evals_per_min": 60 * len(cands) * repeats / sum(one),
+        "workers2_evals_per_min": 60 * len(cands) * repeats / sum(two),
+        "ratio": sum(one) / sum(two),
+        "target": 1.7,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--max-train", type=int, default=3000, help="training examples loaded (10%% held out for val)")
+    ap.add_argument("--examples", type=int, default=1000, help="examples candidates (and the 5-epoch score) train on")
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--sections", default="cost,fidelity,flops,scaling")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    teacher, _ = load_model(args.teacher)
+    data = load_data("mnist", args.data_dir, seed=0, max_train=args.max_train)
+    cfg = CompressConfig(steps=args.steps, batch_size=args.batch_size, candidate_examples=args.examples).validate()
+    analysis = analyze(teacher.eval(), data.input_shape)
+    ctx = _context(teacher, analysis, data, cfg, predict_logits(teacher, data.train.x, 1024))
+    cands = random_edits(ctx, analysis, args.candidates, seed=0)
+    load = os.getloadavg()
+    results: dict = {
+        "settings": vars(args),
+        "val_examples": len(data.val),
+        "load_before": load,
+        "compute": dataclasses.asdict(ctx.settings.compute),
+    }
+    sections = args.sections.split(",")
+    if "cost" in sections:
+        results["cost"] = section_cost(ctx, cands[:4], args.repeats)
+    if "flops" in sections:
+        results["flops"] = section_flops(ctx, cands[0], args.steps, args.repeats)
+    if "scaling" in sections:
+        results["scaling"] = section_scaling(ctx, cands[:4], args.repeats)
+    if "fidelity" in sections:
+        results["fidelity"] = section_fidelity(ctx, cands, 5)
+    results["load_after"] = os.getloadavg()
+    print(f"{'measure':<44}{'value':>12}{'target':>10}")
+    rows = [
+        ("cost: evals/min ours / naive", "cost", "ratio"),
+        ("fidelity: Spearman cheap vs 5-epoch", "fidelity", "spearman"),
+        ("fidelity: cost ratio 5-epoch / cheap", "fidelity", "cost_ratio"),
+        ("flops: ours GFLOP/s", "flops", "ours_gflops"),
+        ("flops: plain loop GFLOP/s", "flops", "plain_gflops"),
+        ("scaling: evals/min 2 workers / 1", "scaling", "ratio"),
+    ]
+    for label, sec, key in rows:
+        if sec in results:
+            target = results[sec].get("target", "") if key in ("ratio", "spearman") else ""
+            print(f"{label:<44}{results[sec][key]:>12.3f}{target!s:>10}")
+    print(f"load average before {load[0]:.1f}, after {results['load_after'][0]:.1f} (2 cores)")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "candidate_cost.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

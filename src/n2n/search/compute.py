@@ -1,0 +1,145 @@
+"""Where and how students compute: the device, mixed precision, memory format, and the divergence stop.
+
+Every training and evaluation path takes a :class:`Compute` and moves models and batches with it, so the same code
+runs on a CPU (CI), a CUDA GPU or Apple's MPS. Data stay on the host (they are shared with worker processes);
+batches move to the device as they are used, through pinned memory on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from n2n.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: autocast dtype of each ``--precision`` (None: plain float32).
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: a loss this many times above its reference ...
+DIVERGE_FACTOR = 10.0
+#: ... for this many steps in a row means the student is diverging (it stops early with R = -1).
+DIVERGE_PATIENCE = 5
+
+
+def _available(name: str) -> bool:
+    if name == "cuda":
+        return torch.cuda.is_available()
+    if name == "mps":
+        return torch.backends.mps.is_available()
+    return name == "cpu"
+
+
+def resolve_device(name: str) -> str:
+    """The concrete device ``--device name`` stands for: auto is cuda, else mps, else cpu.
+
+    Raises:
+        ConfigError: ``name`` is unknown or its device is not available to this PyTorch build.
+    """
+    if name not in DEVICES:
+        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}; got {name!r}")
+    if name == "auto":
+        return next(d for d in ("cuda", "mps", "cpu") if _available(d))
+    if not _available(name):
+        raise ConfigError(
+            f"--device {name}: no {name.upper()} device is available to this PyTorch build "
+            f"(torch {torch.__version__}); use --device cpu or --device auto"
+        )
+    return name
+
+
+def resolve_precision(name: str, device: str) -> str:
+    """The precision ``--precision name`` stands for on ``device``: auto is fp32 on CPU and MPS (bfloat16 autocast
+    measured slower on CPUs without AVX512-BF16/AMX, see benchmarks/candidate_cost.py), and bf16 on CUDA GPUs
+    that support it, else fp16."""
+    if name != "auto":
+        return name
+    if device != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+@dataclass(frozen=True)
+class Compute:
+    """A concrete device, precision and memory format (resolved from the ``--device``/``--precision`` options).
+
+    Attributes:
+        device: "cpu", "cuda" or "mps".
+        precision: "fp32", "bf16" or "fp16" (autocast mixed precision; weights stay float32).
+        channels_last: 4-d activations and conv weights in NHWC layout.
+    """
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return PRECISIONS[self.precision]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the forward pass (a no-op context in fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device, dtype=self.dtype)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling, needed by fp16 only (disabled scalers pass gradients through unchanged)."""
+        return torch.amp.GradScaler(self.device, enabled=self.precision == "fp16")
+
+    def model(self, model: nn.Module) -> nn.Module:
+        """``model`` moved in place to this device and memory format."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def copy_of(self, model: nn.Module) -> nn.Module:
+        """``model`` itself when it already lives on this device, else a moved copy: callers never move a model they
+        do not own (the teacher is never modified)."""
+        first = next(model.parameters(), None)
+        if first is None or first.device.type == self.device:
+            return model
+        return self.model(copy.deepcopy(model))
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """One host batch on this device (through pinned memory on CUDA) in this memory format."""
+        if self.device == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        elif self.device != "cpu":
+            x = x.to(self.device)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+#: plain float32 on the CPU: the default of every training and evaluation function.
+CPU = Compute()
+
+
+def divergence_limit(first_loss: float, null_loss: float, factor: float = DIVERGE_FACTOR) -> float:
+    """The loss above which a step counts as diverging: ``factor * max(first_loss, null_loss)``.
+
+    ``null_loss`` is the loss of an all-zero output on the first batch, so a student that starts almost exact (an
+    inherited student whose first loss is near 0) is not stopped for ordinary noise.
+    """
+    return factor * max(first_loss, null_loss)
+
+
+def divergence_streak(streak: int, loss: float, limit: float) -> int:
+    """Steps in a row above ``limit`` after a step with ``loss`` (a NaN or infinite loss counts as above)."""
+    return streak + 1 if not math.isfinite(loss) or loss > limit else 0
+
+
+def first_divergence(losses: Sequence[float], limit: float, patience: int = DIVERGE_PATIENCE) -> int | None:
+    """The step at which a loss sequence is stopped as diverging (``patience`` steps in a row above ``limit``),
+    or None if it never is."""
+    streak = 0
+    for step, loss in enumerate(losses):
+        streak = divergence_streak(streak, loss, limit)
+        if streak >= patience:
+            return step
+    return None

@@ -1,0 +1,155 @@
+"""Devices, precision and memory format of student training, and the diverging-loss early stop."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from n2n.errors import ConfigError
+from n2n.search.compute import (
+    DIVERGE_PATIENCE,
+    Compute,
+    divergence_limit,
+    divergence_streak,
+    first_divergence,
+    resolve_device,
+    resolve_precision,
+)
+from n2n.search.config import CompressConfig
+from n2n.search.distill import Diverged, accuracy, mse_distill_loss, predict_logits, train_student
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_auto_device_falls_back_to_cpu(no_gpu):
+    assert resolve_device("auto") == "cpu"
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_auto_device_prefers_cuda_then_mps(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+
+
+@pytest.mark.parametrize("name", ["cuda", "mps"])
+def test_an_unavailable_device_is_a_config_error(no_gpu, name):
+    with pytest.raises(ConfigError, match=f"--device {name}: no {name.upper()} device is available"):
+        resolve_device(name)
+    with pytest.raises(ConfigError, match="use --device cpu"):
+        CompressConfig(device=name).validate()
+
+
+def test_unknown_device_and_precision_are_config_errors():
+    with pytest.raises(ConfigError, match="--device must be one of auto, cpu, cuda, mps"):
+        CompressConfig(device="tpu").validate()
+    with pytest.raises(ConfigError, match="--precision must be one of auto, fp32, bf16, fp16"):
+        CompressConfig(precision="fp8").validate()
+
+
+def test_precision_auto_is_fp32_off_cuda_and_explicit_values_stay(no_gpu):
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "mps") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    assert CompressConfig().compute() == Compute("cpu", "fp32", True)
+    assert CompressConfig(precision="bf16", channels_last=True).compute() == Compute("cpu", "bf16", True)
+
+
+def test_divergence_limit_uses_the_larger_reference():
+    assert divergence_limit(2.0, 0.5, factor=10.0) == 20.0
+    assert divergence_limit(1e-6, 3.0, factor=10.0) == 30.0  # a near-exact inherited student is not stopped by noise
+
+
+def test_divergence_streak_counts_steps_in_a_row_above_the_limit():
+    assert divergence_streak(0, 5.0, 10.0) == 0
+    assert divergence_streak(2, 11.0, 10.0) == 3
+    assert divergence_streak(3, 10.0, 10.0) == 0  # at the limit is not above it
+    assert divergence_streak(1, math.inf, 10.0) == 2
+    assert divergence_streak(1, math.nan, 10.0) == 2
+
+
+def test_first_divergence_on_a_toy_loss_sequence():
+    losses = [1.0, 12.0, 13.0, 2.0, 11.0, 20.0, 30.0, 40.0, 50.0, 1.0]
+    assert first_divergence(losses, limit=10.0, patience=3) == 6  # steps 4, 5, 6 are above 10; 1-2 were interrupted
+    assert first_divergence(losses, limit=10.0, patience=5) == 8
+    assert first_divergence(losses, limit=10.0, patience=6) is None
+    assert first_divergence(losses, limit=100.0, patience=1) is None
+
+
+def _toy(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    x = torch.randn(40, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(40, 3, generator=torch.Generator().manual_seed(2))
+    return model, x, z
+
+
+def test_a_diverging_loss_stops_training_at_the_rule_s_step():
+    model, x, z = _toy()
+    losses = [1.0, 2.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 110.0, 120.0]
+    null = 4.0  # the loss of an all-zero output: the reference is max(1.0, 4.0), so the limit is 40
+    calls = iter(losses)
+
+    def scripted(out, target):  # the loss values of a student that blows up after two steps
+        return out.sum() * 0 + (null if not out.any() else next(calls))
+
+    expected = first_divergence(losses, divergence_limit(losses[0], null), DIVERGE_PATIENCE)
+    assert expected == 6
+    with pytest.raises(Diverged, match=f"for {DIVERGE_PATIENCE} steps in a row at step {expected}"):
+        train_student(model, x, z, steps=10, batch_size=8, lr=1e-3, weight_decay=0.0,
+                      generator=torch.Generator().manual_seed(0), loss_fn=scripted)
+
+
+def test_default_training_is_exactly_the_plain_adam_loop():
+    """The CPU fp32 path (flags off) gives bit-identical weights to the loop it replaced."""
+    model, x, z = _toy()
+    reference = _toy()[0]
+    train_student(model, x, z, steps=7, batch_size=16, lr=1e-2, weight_decay=1e-4,
+                  generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    opt = torch.optim.Adam(reference.parameters(), lr=1e-2, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / 7)))
+    order, pos = torch.randperm(40, generator=gen), 0
+    for _ in range(7):
+        if pos + 16 > 40:
+            order, pos = torch.randperm(40, generator=gen), 0
+        idx = order[pos:pos + 16]
+        pos += 16
+        loss = mse_distill_loss(reference(x[idx]), z[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_channels_last_and_bf16_train_the_same_model_closely_and_deterministically():
+    results = {}
+    for compute in (Compute(), Compute(channels_last=True), Compute(precision="bf16"),
+                    Compute(precision="bf16")):
+        model, x, z = _toy()
+        loss = train_student(model, x, z, steps=6, batch_size=16, lr=1e-2, weight_decay=0.0,
+                             generator=torch.Generator().manual_seed(0), compute=compute)
+        results.setdefault(compute, []).append((loss, predict_logits(model, x, compute=compute)))
+    fp32 = results[Compute()][0][1]
+    assert fp32.dtype == torch.float32
+    assert torch.allclose(results[Compute(channels_last=True)][0][1], fp32, atol=1e-4)
+    (loss_a, bf16_a), (loss_b, bf16_b) = results[Compute(precision="bf16")]
+    assert loss_a == loss_b and torch.equal(bf16_a, bf16_b)  # bf16 on CPU is deterministic
+    assert bf16_a.dtype == torch.float32 and torch.allclose(bf16_a, fp32, atol=0.1)
+
+
+def test_evaluation_leaves_a_model_on_another_device_untouched(monkeypatch):
+    model, x, _ = _toy()
+    y = torch.zeros(40, dtype=torch.long)
+    acc = accuracy(model, x, y, batch_size=7, compute=Compute(channels_last=True))
+    assert acc == accuracy(model, x, y, batch_size=40)
+    assert next(model.parameters()).is_contiguous()  # the caller's model kept its layout
