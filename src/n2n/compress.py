@@ -22,7 +22,14 @@ from n2n.errors import ConfigError, DataError, Interrupted, N2NError
 from n2n.models.io import ModelSpec, save_model
 from n2n.report import write_reports
 from n2n.runlog import EventLog, truncate_events
-from n2n.search.candidate import CandidateResult, CandidateSettings, EvalContext, SerialEvaluator, build_student
+from n2n.search.candidate import (
+    CandidateResult,
+    CandidateSettings,
+    EvalContext,
+    Evaluator,
+    SerialEvaluator,
+    build_student,
+)
 from n2n.search.checkpoint import (
     CHECKPOINT,
     Checkpoint,
@@ -192,6 +199,9 @@ def _restore_stage(state: StageState, ckpt: Checkpoint, cache: dict[str, Candida
     state.best_reward = meta["stage_best_reward"]
 
 
+_PLACEMENT = ("workers", "ray_address")  # where candidates run: results do not depend on it
+
+
 def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None:
     """Check ``out`` against ``resume``; the checkpoint to continue from, or None for a new run."""
     path = out / CHECKPOINT
@@ -214,7 +224,7 @@ def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None
         )
     saved = json.loads((out / "config.json").read_text())
     current = json.loads(json.dumps(cfg.to_dict()))
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k != "workers")
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in _PLACEMENT)
     if changed:
         raise ConfigError(
             f"a resumed search must keep its settings, but {', '.join('--' + k.replace('_', '-') for k in changed)} "
@@ -360,7 +370,11 @@ def compress(
             search.evaluator.close()
 
 
-def _evaluator(ctx: EvalContext, cfg: CompressConfig) -> SerialEvaluator | ProcessPoolEvaluator:
+def _evaluator(ctx: EvalContext, cfg: CompressConfig) -> Evaluator:
+    if cfg.ray_address is not None:
+        from n2n.search.ray_eval import RayEvaluator  # imports ray: only when asked for
+
+        return RayEvaluator(ctx, cfg.ray_address, cfg.candidate_threads)
     workers = cfg.workers or default_workers(cfg.candidate_threads)
     if workers == 1:
         return SerialEvaluator(ctx, cfg.candidate_threads)
