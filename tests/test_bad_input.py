@@ -109,6 +109,7 @@ CASES = [
     ("out-is-a-file", ["compress", "--teacher", "{T}", "--out", "{X}"], _a_file, "is a file; give a directory"),
     ("random-search-with-init-policy", ["compress", "--teacher", "{T}", "--out", "o", "--search", "random", "--init-policy", "{X}"], _empty_dir, "cannot be combined with --search random"),
     ("workers-negative", ["compress", "--teacher", "{T}", "--out", "o", "--workers", "-1"], None, "--workers must be >= 0"),
+    ("ray-address-malformed", ["compress", "--teacher", "{T}", "--out", "o", "--ray-address", "head-node"], None, "--ray-address must be auto, HOST:PORT"),
     ("no-teacher", ["compress", "--out", "o"], None, "needs --teacher and --out"),
     ("updates-zero", ["compress", "--teacher", "{T}", "--out", "o", "--updates", "0"], None, "--updates must be a positive integer"),
     ("fraction-above-one", ["compress", "--teacher", "{T}", "--out", "o", "--fractions", "0.5,2"], None, "--fractions"),

@@ -102,20 +102,16 @@ def test_a_lost_task_is_retried_once_then_counts_as_invalid(cluster, tmp_path):
 
     from n2n.search.ray_eval import RayEvaluator
 
-    task = functools.partial(die_in_ray, str(tmp_path))
-    evaluator = RayEvaluator(_context(), cluster.address, task=task)
+    evaluator = RayEvaluator(_context(), cluster.address, task=functools.partial(die_in_ray, str(tmp_path)))
     try:
+        # nothing has ever worked: the search stops with a hint rather than scoring every candidate -1
+        with pytest.raises(N2NError, match="every node needs n2n installed"):
+            evaluator.evaluate([Edits.make(removed=["always"])])
         batch = [Edits.make(removed=["once"]), Edits.make(keep={"a": 0.5}), Edits.make(removed=["always"])]
         results = evaluator.evaluate(batch)
         assert [r.edits for r in results] == batch  # in order
         assert results[0].valid and results[1].valid  # the first survived its worker's death on the retry
         assert not results[2].valid and results[2].reward == -1.0
         assert results[2].reason.startswith("Ray task failed twice: WorkerCrashedError")
-    finally:
-        evaluator.close()
-    evaluator = RayEvaluator(_context(), cluster.address, task=task)
-    try:  # nothing has ever worked: the search stops with a hint rather than scoring every candidate -1
-        with pytest.raises(N2NError, match="every node needs n2n installed"):
-            evaluator.evaluate([Edits.make(removed=["always"])])
     finally:
         evaluator.close()

@@ -30,6 +30,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 class LocalRayCluster:
     """``nodes`` Ray nodes on localhost with ``cpus`` CPUs each; use as a context manager.
 
@@ -69,8 +74,7 @@ class LocalRayCluster:
         ray = import_ray()
         port = self.address.rsplit(":", 1)[1]
         self._start_node("--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false")
-        health = [str(Path(sys.executable).with_name("ray")), "health-check", "--address", self.address]
-        self._wait("head node", lambda: subprocess.run(health, env=self.env, capture_output=True).returncode == 0)
+        self._wait("head node", lambda: _listening(int(port)))
         for _ in range(self.nodes - 1):
             self._start_node(f"--address={self.address}", "--node-ip-address=127.0.0.1")
         ray.init(address=self.address, configure_logging=False, log_to_driver=False)
