@@ -1,6 +1,7 @@
 """Candidates as Ray tasks on a real two-node cluster on localhost: the serial results, both nodes used, retries."""
 
 import functools
+import importlib.util
 import os
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def test_ray_address_without_ray_tells_how_to_install(monkeypatch):
         CompressConfig(ray_address="auto").validate()
 
 
-ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'n2n[ray]'): no Ray cluster tests")
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="ray is not installed (pip install 'n2n[ray]'): no two-node cluster to test on")
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,7 @@ def teacher_dir(tmp_path_factory):
     return out
 
 
+@needs_ray
 def test_search_on_two_nodes_gives_the_serial_results(cluster, teacher_dir, tmp_path, monkeypatch):
     from n2n.search.ray_eval import RayEvaluator
 
@@ -97,6 +100,7 @@ def _context():
                        settings=CandidateSettings(steps=1, batch_size=2, lr=0.1, weight_decay=0.0))
 
 
+@needs_ray
 def test_a_lost_task_is_retried_once_then_counts_as_invalid(cluster, tmp_path):
     from _worker_tasks import die_in_ray
 
