@@ -159,6 +159,7 @@ CASES = [
     ("device-unknown", ["compress", "--teacher", "{T}", "--out", "o", "--device", "tpu"], None, "invalid choice"),
     ("device-unavailable", ["compress", "--teacher", "{T}", "--out", "o", "--device", "mps"], None, "no MPS device is available"),
     ("precision-unknown", ["compress", "--teacher", "{T}", "--out", "o", "--precision", "fp8"], None, "invalid choice"),
+    ("ray-address-malformed", ["compress", "--teacher", "{T}", "--out", "o", "--ray-address", "head-node"], None, "--ray-address must be auto, HOST:PORT"),
     ("no-teacher", ["compress", "--out", "o"], None, "needs --teacher and --out"),
     ("updates-zero", ["compress", "--teacher", "{T}", "--out", "o", "--updates", "0"], None, "--updates must be a positive integer"),
     ("fraction-above-one", ["compress", "--teacher", "{T}", "--out", "o", "--fractions", "0.5,2"], None, "--fractions"),

@@ -23,7 +23,14 @@ from n2n.measure import SEARCH_TIMING, torch_latency_ms
 from n2n.models.io import ModelSpec, save_model
 from n2n.report import write_reports
 from n2n.runlog import EventLog, truncate_events
-from n2n.search.candidate import CandidateResult, CandidateSettings, EvalContext, SerialEvaluator, build_student
+from n2n.search.candidate import (
+    CandidateResult,
+    CandidateSettings,
+    EvalContext,
+    Evaluator,
+    SerialEvaluator,
+    build_student,
+)
 from n2n.search.checkpoint import (
     CHECKPOINT,
     Checkpoint,
@@ -205,6 +212,9 @@ def _restore_stage(state: StageState, ckpt: Checkpoint, cache: dict[str, Candida
     state.best_reward = meta["stage_best_reward"]
 
 
+_PLACEMENT = ("workers", "ray_address")  # where candidates run: results do not depend on it
+
+
 def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None:
     """Check ``out`` against ``resume``; the checkpoint to continue from, or None for a new run."""
     path = out / CHECKPOINT
@@ -229,7 +239,7 @@ def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None
     current = json.loads(json.dumps(cfg.to_dict()))
     # a setting missing from an older config.json has its default in both (it did not exist when the run started)
     changed = sorted(
-        k for k in set(saved) | set(current) if saved.get(k, current.get(k)) != current.get(k) and k != "workers"
+        k for k in set(saved) | set(current) if saved.get(k, current.get(k)) != current.get(k) and k not in _PLACEMENT
     )
     if changed:
         raise ConfigError(
@@ -399,7 +409,11 @@ def _both(first: Listener | None, second: Listener | None) -> Listener | None:
     return both
 
 
-def _evaluator(ctx: EvalContext, cfg: CompressConfig) -> SerialEvaluator | ProcessPoolEvaluator:
+def _evaluator(ctx: EvalContext, cfg: CompressConfig) -> Evaluator:
+    if cfg.ray_address is not None:
+        from n2n.search.ray_eval import RayEvaluator  # imports ray: only when asked for
+
+        return RayEvaluator(ctx, cfg.ray_address, cfg.candidate_threads)
     workers = cfg.workers or default_workers(cfg.candidate_threads)
     if workers == 1:
         return SerialEvaluator(ctx, cfg.candidate_threads)

@@ -69,6 +69,11 @@ class CompressConfig:
         "threads each candidate trains with; results depend on it (not on --workers), "
         "so keep it fixed to compare runs",
     )
+    ray_address: str | None = _opt(
+        None,
+        "evaluate candidates as tasks on an existing Ray cluster: the head node's HOST:PORT, or auto for the "
+        "cluster started on this machine with `ray start --head` (needs pip install 'n2n[ray]'; --workers is unused)",
+    )
     steps: int = _opt(150, "distillation steps (mini-batches) per candidate")
     candidate_epochs: float | None = _opt(
         None, "train each candidate for this many epochs over its examples instead of --steps mini-batches"
@@ -168,6 +173,11 @@ class CompressConfig:
                 )
         if self.workers < 0:
             raise ConfigError(f"--workers must be >= 0 (0: automatic); got {self.workers}")
+        if self.ray_address is not None:
+            from n2n.search.ray_eval import check_address, import_ray
+
+            check_address(self.ray_address)
+            import_ray()
         positive = (
             "candidate_threads",
             "updates",
