@@ -27,10 +27,12 @@ def _student(model, seed):
     for _ in range(10):  # a few draws: some removal sets are rejected by the surgery with a reason
         removable = [layer.name for layer in analysis.layers if layer.removable]
         removed = rng.sample(removable, k=min(len(removable), rng.randint(1, 2)))
-        stage1 = apply_edits(model, Edits.make(removed, {}), x, analysis.protected())
-        shrinkable = [layer.name for layer in analyze(stage1, SHAPE, check_removals=False).layers if layer.shrinkable]
-        keep = {name: rng.choice((0.25, 0.5, 0.75)) for name in shrinkable}
         try:
+            stage1 = apply_edits(model, Edits.make(removed, {}), x, analysis.protected())
+            shrinkable = [
+                layer.name for layer in analyze(stage1, SHAPE, check_removals=False).layers if layer.shrinkable
+            ]
+            keep = {name: rng.choice((0.25, 0.5, 0.75)) for name in shrinkable}
             return apply_edits(model, Edits.make(removed, keep), x, analysis.protected()).eval()
         except SurgeryError:
             continue

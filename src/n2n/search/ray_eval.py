@@ -2,8 +2,8 @@
 
 The evaluation context (teacher, distillation subset with the teacher's logits, validation split) goes into Ray's
 object store once per run; each candidate is then one task that receives a reference to it and the candidate's
-edits. A task trains with ``--candidate-threads`` threads (and asks Ray for that many CPUs, plus a GPU when the
-context lives on cuda and the cluster has GPUs) and candidates are seeded by their own architecture, so a Ray run
+edits. A task trains with ``--candidate-threads`` threads (and asks Ray for that many CPUs, plus a GPU when
+``--device`` is cuda and the cluster has GPUs) and candidates are seeded by their own architecture, so a Ray run
 gives the same results as a serial one. A task that fails or is lost (its worker or node died) is retried once by
 Ray; a second failure makes the candidate invalid (R = -1) with the reason recorded, and the search goes on.
 
@@ -58,8 +58,8 @@ def task_options(cluster: Mapping[str, float], threads: int, device: str) -> dic
     Args:
         cluster: the cluster's total resources (``ray.cluster_resources()``).
         threads: the CPU threads a candidate trains with (the task asks for as many CPUs).
-        device: where the evaluation context's tensors live ("cpu" or "cuda"); a GPU is requested only for cuda and
-            only when the cluster has one.
+        device: the device candidates train on (``--device``: "cpu", "cuda" or "mps"); a GPU is requested only for
+            cuda and only when the cluster has one.
 
     Returns:
         Keyword arguments of ``RemoteFunction.options``: resources, one retry for any failure, tasks spread over nodes.
@@ -107,7 +107,7 @@ class RayEvaluator:
                     f"--candidate-threads {threads} asks for more CPUs per candidate than any node of the Ray "
                     f"cluster has ({cpus:g}): lower it or add bigger nodes"
                 )
-            options = task_options(self.ray.cluster_resources(), threads, ctx.x_train.device.type)
+            options = task_options(self.ray.cluster_resources(), threads, ctx.settings.compute.device)
             self._remote = self.ray.remote(_run).options(**options)
             self._ctx = self.ray.put(ctx)  # once per run; every task reads it from the object store
         except BaseException:
