@@ -64,7 +64,7 @@ def test_shrink_choices_average_each_update_with_absent_layers_at_one():
 
 def test_time_parts_in_order_with_the_rest_as_other():
     parts = plots.time_parts({"finetune": 5.0, "candidates": 20.0, "teacher_logits": 1.0, "policy": 0.0}, 30.0)
-    assert parts == [("teacher logits", 1.0), ("candidates (distil + evaluate)", 20.0), ("fine-tune", 5.0),
+    assert parts == [("teacher logits", 1.0), ("candidate training (distillation)", 20.0), ("fine-tune", 5.0),
                      ("other (surgery checks, start-up, reports)", 4.0)]
     assert plots.time_parts({}, None) == []
 

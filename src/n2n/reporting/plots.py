@@ -23,7 +23,8 @@ RUN_COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown", "t
 KIND_MARKERS = {"rl": "o", "random": "s", "uniform": "P", "scratch": "X"}
 TIME_PARTS = {
     "teacher_logits": "teacher logits",
-    "candidates": "candidates (distil + evaluate)",
+    "candidates": "candidate training (distillation)",
+    "evaluation": "candidate evaluation (validation accuracy)",
     "policy": "policy updates",
     "finetune": "fine-tune",
 }

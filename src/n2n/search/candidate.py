@@ -38,6 +38,7 @@ class CandidateResult(NamedTuple):
     reason: str  # why the student is invalid ("" when valid)
     seconds: float
     latency_ms: float = 0.0  # measured batch-1 latency (0 when the objective and constraints do not need it)
+    eval_seconds: float = 0.0  # the part of ``seconds`` spent scoring on the validation split
 
     @property
     def valid(self) -> bool:
@@ -164,7 +165,9 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
             loss_fn=distill_loss(s.distill, s.temperature),
             compute=s.compute,
         )
+        scored = time.perf_counter()
         acc = accuracy(student, ctx.x_val, ctx.y_val, s.eval_batch_size, s.compute)
+        eval_seconds = time.perf_counter() - scored
     except SurgeryError as err:
         return invalid_result(edits, f"surgery: {err}", start)
     except Diverged as err:
@@ -176,7 +179,7 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
     cost = objective_cost(ctx.objective, params, macs, latency)
     teacher_cost = ctx.teacher_params if ctx.teacher_cost is None else ctx.teacher_cost
     r = reward(acc, ctx.teacher_val_accuracy, cost, teacher_cost)
-    return CandidateResult(edits, params, macs, acc, r, "", time.perf_counter() - start, latency)
+    return CandidateResult(edits, params, macs, acc, r, "", time.perf_counter() - start, latency, eval_seconds)
 
 
 class Evaluator(Protocol):

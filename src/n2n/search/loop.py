@@ -83,9 +83,10 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     todo = list(dict.fromkeys(e.key() for e in edits if e.key() not in ctx.cache))
     by_key = {e.key(): e for e in edits}
     t0 = time.perf_counter()
-    for result in ctx.evaluator.evaluate([by_key[k] for k in todo]):
+    fresh_results = ctx.evaluator.evaluate([by_key[k] for k in todo])
+    for result in fresh_results:
         ctx.cache[result.edits.key()] = result
-    ctx.seconds["candidates"] = ctx.seconds.get("candidates", 0.0) + time.perf_counter() - t0
+    _account(ctx.seconds, time.perf_counter() - t0, fresh_results)
     results = [ctx.cache[e.key()] for e in edits]
 
     # -- rewards (constraints applied on top of the paper reward)
@@ -135,6 +136,18 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     )
     state.update += 1
     return results
+
+
+def _account(seconds: dict[str, float], wall: float, results: list[CandidateResult]) -> None:
+    """Split the wall time of a batch of candidates into training and validation scoring.
+
+    Workers run in parallel, so each part gets its share of the batch's wall time: the share of the candidates'
+    own (per-process) seconds that scoring took.
+    """
+    busy = sum(r.seconds for r in results)
+    scoring = wall * sum(r.eval_seconds for r in results) / busy if busy > 0 else 0.0
+    seconds["candidates"] = seconds.get("candidates", 0.0) + wall - scoring
+    seconds["evaluation"] = seconds.get("evaluation", 0.0) + scoring
 
 
 @torch.no_grad()
