@@ -293,7 +293,7 @@ def _shape(text: str) -> tuple[int, ...]:
 def baseline_cmd(args: argparse.Namespace) -> dict[str, Any]:
     """`n2n baseline uniform|scratch`: a student made without the search, fine-tuned like the search's."""
     from n2n.baselines import run_baseline, scratch_config, uniform_edits
-    from n2n.data import load_data
+    from n2n.data import load_data, load_recorded
     from n2n.models.io import load_model
     from n2n.models.source import parse_kwargs, resolve_teacher
     from n2n.surgery import analyze
@@ -326,13 +326,7 @@ def baseline_cmd(args: argparse.Namespace) -> dict[str, Any]:
         run = Path(args.run)
         config, edits = scratch_config(run)
         source = json.loads((run / "run.json").read_text())
-        bundle = load_data(
-            source["data"],
-            source["data_dir"],
-            seed=config.seed,
-            max_train=source["max_train"],
-            options=source.get("data_options"),
-        )
+        bundle = load_recorded(source, config.seed)
         model, spec = load_model(run / "teacher")
     with _progress() as progress:
         report = run_baseline(args.kind, model, spec, bundle, config, args.out, edits, listener=_Display(progress))
@@ -360,16 +354,10 @@ def _run_compress(
     model: Any, spec: Any, source: dict[str, Any], out: str, config: Any, resume: bool, bundle: Any = None
 ) -> dict[str, Any]:
     from n2n.compress import compress
-    from n2n.data import load_data
+    from n2n.data import load_recorded
 
     if bundle is None:
-        bundle = load_data(
-            source["data"],
-            source["data_dir"],
-            seed=config.seed,
-            max_train=source["max_train"],
-            options=source.get("data_options"),
-        )
+        bundle = load_recorded(source, config.seed)
     if tuple(bundle.input_shape) != tuple(spec.input_shape):
         raise N2NError(
             f"the teacher takes inputs of shape {tuple(spec.input_shape)} but {source['data']} has "

@@ -189,7 +189,7 @@ def _best(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
 def _rebuild_finished(
     run: Path, candidates: list[dict[str, Any]], wall_time_s: float, seconds: dict[str, float] | None
 ) -> dict[str, Any]:
-    from n2n.data import load_data
+    from n2n.data import load_recorded
     from n2n.models.io import load_model
     from n2n.surgery import Edits, analyze
 
@@ -197,13 +197,7 @@ def _rebuild_finished(
     config = json.loads((run / "config.json").read_text())
     teacher, _ = load_model(run / "teacher")
     student, spec = load_model(run / "student")
-    data = load_data(
-        source["data"],
-        source["data_dir"],
-        seed=config["seed"],
-        max_train=source["max_train"],
-        options=source.get("data_options"),
-    )
+    data = load_recorded(source, config["seed"])
     analysis = analyze(teacher, data.input_shape, fix=tuple(config.get("fix", ())), check_removals=False)
     chosen = [e for e in candidates if Edits.from_dict(e["edits"]) == spec.edits]  # the search's pick, not the max
     best_event = _best(chosen) or _best(candidates)

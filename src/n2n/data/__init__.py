@@ -9,6 +9,7 @@ from n2n.data._base import (
     dataset_options,
     list_datasets,
     load_data,
+    load_recorded,
     register_dataset,
 )
 from n2n.data.augment import augment_batch, list_policies
@@ -23,6 +24,7 @@ __all__ = [
     "list_datasets",
     "list_policies",
     "load_data",
+    "load_recorded",
     "read_idx",
     "register_dataset",
     "write_idx",

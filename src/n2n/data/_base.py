@@ -203,3 +203,14 @@ def load_data(
         augment=resolved["augment"],
         options=resolved,
     )
+
+
+def load_recorded(source: Mapping[str, Any], seed: int) -> DataBundle:
+    """The data set a run recorded in its ``run.json`` (``source``), split with the run's ``seed``."""
+    return load_data(
+        source["data"],
+        source["data_dir"],
+        seed=seed,
+        max_train=source.get("max_train"),
+        options=source.get("data_options"),
+    )
