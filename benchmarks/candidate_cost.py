@@ -196,6 +196,7 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--sections", default="cost,fidelity,flops,scaling")
+    ap.add_argument("--out", default="candidate_cost.json", help="file name under benchmarks/results/")
     args = ap.parse_args()
     torch.set_num_threads(1)
     teacher, _ = load_model(args.teacher)
@@ -236,7 +237,7 @@ def main() -> None:
             print(f"{label:<44}{results[sec][key]:>12.3f}{target!s:>10}")
     print(f"load average before {load[0]:.1f}, after {results['load_after'][0]:.1f} (2 cores)")
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "candidate_cost.json").write_text(json.dumps(results, indent=2) + "\n")
+    (HERE / "results" / args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
