@@ -15,6 +15,7 @@ from torch import fx, nn
 from n2n.errors import ModelError, SurgeryError
 from n2n.models import create_model
 from n2n.surgery import Edits, analyze, apply_edits, count_params, remove_layers
+from n2n.surgery.shrink import keep_count
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 ZOO = ("lenet5", "vgg11", "vgg13", "vgg16", "vgg19")
@@ -41,6 +42,10 @@ def _subject(name):
     return _CACHE[name]
 
 
+def _out(module):
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
 def _check(name, data):
     model, analysis, weights = _subject(name)
     x = torch.randn(2, 1, 8, 8)
@@ -58,6 +63,8 @@ def _check(name, data):
         out = student(x)
     assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
+    for n, fraction in keep.items():  # every shrink decision is applied
+        assert _out(student.get_submodule(n)) == keep_count(_out(stage1.get_submodule(n)), fraction), n
     if removed or any(f < 1.0 for f in keep.values()):
         assert count_params(student) < count_params(model)
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items()), "the teacher was modified"

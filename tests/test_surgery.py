@@ -7,8 +7,13 @@ from torch import nn
 from n2n.errors import ModelError, SurgeryError
 from n2n.models import create_model
 from n2n.surgery import Bypass, Edits, analyze, apply_edits, count_params, remove_layers, shrink_layers
+from n2n.surgery.shrink import keep_count
 
 ZOO = [("lenet5", 8, 6), ("vgg11", 8, 6), ("vgg13", 28, 4), ("resnet18", 8, 4), ("resnet34", 8, 2)]
+
+
+def _out(module):
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
 def _check_sampled_edits(model, shape, trials, seed=0):
@@ -31,6 +36,8 @@ def _check_sampled_edits(model, shape, trials, seed=0):
             outcomes["rejected"] += 1
             continue
         assert student(x).shape == (2, analysis.num_outputs)
+        for name, fraction in keep.items():  # every decision is applied, not only every other one
+            assert _out(student.get_submodule(name)) == keep_count(_out(stage1.get_submodule(name)), fraction), name
         if removed or any(f < 1 for f in keep.values()):
             assert count_params(student) < teacher_params
         outcomes["ok"] += 1
@@ -105,6 +112,17 @@ def test_shrink_keeps_strongest_channels():
     assert small[3].in_features == 2 * 36
     with pytest.raises(SurgeryError, match="protected"):
         shrink_layers(model, {"3": 0.5}, torch.randn(2, 1, 8, 8), protected=["3"])
+
+
+def test_shrink_applies_every_layer_of_a_chain():
+    """Shrinking a layer also cuts the next layer's inputs; that must not take the next layer's own decision."""
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(32, 3)
+    )
+    small = shrink_layers(model, {"0": 0.5, "2": 0.25, "4": 0.75}, torch.randn(2, 1, 8, 8), protected=["6"])
+    assert [small[i].out_channels for i in (0, 2, 4)] == [4, 2, 6]
+    assert [small[i].in_channels for i in (2, 4)] == [4, 2]
+    assert small[6].in_features == 6 * 2 * 2
 
 
 def test_typed_errors():

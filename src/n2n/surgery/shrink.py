@@ -104,10 +104,12 @@ def shrink_layers(
         channels = _out_channels(module)
         n_cut = channels - keep_count(channels, fraction)
         try:
-            group = dg.get_pruning_group(module, _prune_fn(module), idxs=list(range(channels)))
-            done.update(dep.target.module for dep, _ in group)
+            # only the layers sharing these output channels are decided here; the next layer, whose inputs shrink
+            # with them, still takes its own decision
+            done.update(model.get_submodule(n) for n in tied)
             if n_cut == 0:
                 continue
+            group = dg.get_pruning_group(module, _prune_fn(module), idxs=list(range(channels)))
             scores = imp(group)
             cut = torch.argsort(scores)[:n_cut].tolist()
             group = dg.get_pruning_group(module, _prune_fn(module), idxs=cut)
