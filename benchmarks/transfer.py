@@ -21,13 +21,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _n2n import N2N, run_quietly
+
 HERE = Path(__file__).resolve().parent
-N2N = [sys.executable, "-m", "n2n.cli"]
 FIRST_UPDATES = 10
 
 #: The CPU-scale settings (the paper: 5-epoch candidates on the full CIFAR-10 training set, 100+ updates).
@@ -56,14 +56,6 @@ QUICK = {
     "candidate_examples": 200,
     "seeds": [0],
 }
-
-
-def run(argv: list[str]) -> float:
-    """Run an n2n command; returns its wall time in seconds."""
-    print("$ n2n " + " ".join(argv[len(N2N) :]), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
 
 
 def mean_reward(run_dir: Path, first: int) -> float:
@@ -102,7 +94,7 @@ def main() -> int:
     for arch in () if args.summarise else (args.source, args.target):
         out = work / f"teacher_{arch}"
         if not (out / "model.safetensors").is_file():
-            seconds[f"teacher_{arch}"] = run(
+            seconds[f"teacher_{arch}"] = run_quietly(
                 [*N2N, "train-teacher", "--arch", arch, "--width", str(s["width"]), "--epochs",
                  str(s["teacher_epochs"]), *data, "--out", str(out)]
             )  # fmt: skip
@@ -110,7 +102,7 @@ def main() -> int:
     # -- the policy, trained on the small teacher
     source_run = work / "source"
     if not args.summarise and not (source_run / "policy_remove.json").is_file():
-        seconds["source"] = run(
+        seconds["source"] = run_quietly(
             [*N2N, "compress", "--teacher", str(work / f"teacher_{args.source}"), *data, *search,
              "--updates", str(s["source_updates"]), "--seed", "100", "--out", str(source_run)]
         )  # fmt: skip
@@ -126,7 +118,7 @@ def main() -> int:
         for name, extra in (("scratch", []), ("pretrained", ["--init-policy", str(source_run)])):
             out = work / f"{name}_{seed}"
             if not (out / "report.json").is_file():
-                seconds[f"{name}_{seed}"] = run(
+                seconds[f"{name}_{seed}"] = run_quietly(
                     [*N2N, "compress", "--teacher", str(work / f"teacher_{args.target}"), *data, *search,
                      "--updates", str(s["target_updates"]), "--seed", str(seed), *extra, "--out", str(out)]
                 )  # fmt: skip
@@ -134,6 +126,9 @@ def main() -> int:
         rows.append(row)
         print(f"seed {seed}: scratch {row['scratch']:+.3f}  pretrained {row['pretrained']:+.3f}", flush=True)
 
+    if not rows:
+        print("no seed has finished both runs yet")
+        return 1
     mean = {k: statistics.fmean(r[k] for r in rows) for k in ("scratch", "pretrained")}
     print(f"\n{args.source} -> {args.target} (width {s['width']}, {s['data']}): mean reward over the first "
           f"{min(FIRST_UPDATES, s['target_updates'])} updates")  # fmt: skip

@@ -35,3 +35,66 @@ def test_batch_wall_time_is_split_by_the_share_of_scoring():
     assert seconds == {"candidates": pytest.approx(8.5), "evaluation": pytest.approx(2.5)}
     _account(seconds, 2.0, [])  # nothing new was evaluated (all cached): the time counts as training overhead
     assert seconds == {"candidates": pytest.approx(10.5), "evaluation": pytest.approx(2.5)}
+
+
+def _chain():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 8 * 8, 10),
+    )  # fmt: skip
+
+
+def test_estimated_macs_of_students_without_building_them():
+    import torch
+
+    from n2n.search.loop import estimated_macs
+    from n2n.surgery import Edits, analyze, apply_edits, count_macs
+
+    model = _chain().eval()
+    a = analyze(model, (1, 8, 8))
+    macs = {layer.name: layer.macs for layer in a.layers}
+    assert estimated_macs(a, Edits()) == sum(macs.values()) == a.macs
+    assert estimated_macs(a, Edits.make(removed=["2"])) == a.macs - macs["2"]
+    halved = Edits.make(keep={"2": 0.5})  # layer 2 loses half its outputs, layer 4 half its inputs
+    expected = macs["0"] + macs["2"] / 2 + macs["4"] / 2 + macs["6"]
+    assert estimated_macs(a, halved) == expected
+    # exact here (a plain chain): the same count as the built student's
+    student = apply_edits(model, halved, torch.zeros(2, 1, 8, 8), a.protected())
+    assert expected == count_macs(student, (1, 8, 8))
+
+
+def test_an_update_evaluates_its_costliest_candidates_first():
+    """Longest-first scheduling keeps workers busy; the events and rewards stay in rollout order."""
+    import torch
+
+    from n2n.search.candidate import CandidateResult
+    from n2n.search.loop import SearchContext, StageState, estimated_macs, run_update
+    from n2n.search.policies import RandomPolicy
+    from n2n.search.reinforce import EmaBaseline
+    from n2n.search.reward import Constraints
+    from n2n.surgery import Edits, analyze
+
+    a = analyze(_chain().eval(), (1, 8, 8))
+    seen = []
+
+    class Recorder:
+        def evaluate(self, batch):
+            seen.append([estimated_macs(a, e) for e in batch])
+            return [CandidateResult(e, 100, 100, 0.9, 0.5, "", 0.0) for e in batch]
+
+        def close(self):
+            pass
+
+    state = StageState("shrink", RandomPolicy("shrink"), None, EmaBaseline(0.8), torch.Generator().manual_seed(3))
+    ctx = SearchContext(a, Edits(), Recorder(), {}, Constraints(), tuple(i / 10 for i in range(1, 11)))
+    events = []
+    results = run_update(state, ctx, rollouts=6, emit=events.append)
+    assert len(seen) == 1 and len(seen[0]) > 2
+    assert seen[0] == sorted(seen[0], reverse=True) and seen[0][0] > seen[0][-1]
+    candidates = [e for e in events if e["event"] == "candidate"]
+    assert [e["rollout"] for e in candidates] == list(range(6))
+    assert [Edits.from_dict(e["edits"]).key() for e in candidates] == [r.edits.key() for r in results]

@@ -70,6 +70,28 @@ def actions_to_edits(stage: str, analysis: Analysis, actions: torch.Tensor, frac
     return Edits.make(keep=keep)
 
 
+def estimated_macs(analysis: Analysis, edits: Edits) -> float:
+    """A rough count of the multiply-accumulates of the student ``edits`` make of the analysed network, without
+    building it: removed layers count zero, every other layer scales with its own keep-fraction and that of the layer
+    before it. Only used to schedule candidates, so it need not be exact."""
+    removed = set(edits.removed)
+    keep = dict(edits.keep)
+    fraction = {}  # layer name -> keep-fraction of its output channels (coupled layers follow their decision layer)
+    for layer in analysis.layers:
+        for name in (layer.name, *layer.coupled):
+            if name in keep:
+                fraction[layer.name] = keep[name]
+                break
+    total, previous = 0.0, 1.0
+    for layer in analysis.layers:
+        if layer.name in removed:
+            continue
+        out = fraction.get(layer.name, 1.0)
+        total += layer.macs * out * previous
+        previous = out
+    return total
+
+
 def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: EventSink) -> list[CandidateResult]:
     """One policy update: sample ``rollouts`` students, evaluate, reward, REINFORCE step. Returns the results."""
     features = ctx.analysis.features()
@@ -79,9 +101,11 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     samples = [state.policy.sample(features, decidable, state.generator) for _ in range(rollouts)]
     edits = [ctx.base.then(actions_to_edits(state.name, ctx.analysis, s.actions, ctx.fractions)) for s in samples]
 
-    # -- build and evaluate students (new architectures only, each once)
-    todo = list(dict.fromkeys(e.key() for e in edits if e.key() not in ctx.cache))
+    # -- build and evaluate students (new architectures only, each once), the costliest first: workers that finish
+    # early then pick up the small ones, so fewer wait idle at the end of an update (results do not depend on it)
     by_key = {e.key(): e for e in edits}
+    todo = list(dict.fromkeys(e.key() for e in edits if e.key() not in ctx.cache))
+    todo.sort(key=lambda k: -estimated_macs(ctx.analysis, by_key[k]))
     t0 = time.perf_counter()
     fresh_results = ctx.evaluator.evaluate([by_key[k] for k in todo])
     for result in fresh_results:
