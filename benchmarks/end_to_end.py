@@ -44,6 +44,13 @@ def run(argv: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def overhead(report: dict) -> dict[str, float]:
+    """The run's wall time spent neither in candidate evaluation (training and scoring) nor in the fine-tune."""
+    parts, wall = report["seconds"], report["wall_time_s"]
+    inside = parts.get("candidates", 0.0) + parts.get("evaluation", 0.0) + parts.get("finetune", 0.0)
+    return {"seconds": wall - inside, "share": (wall - inside) / wall, "scoring": parts.get("evaluation", 0.0) / wall}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", choices=sorted(TARGETS))
@@ -131,6 +138,7 @@ def main() -> int:
         "seconds": seconds,
         "search_seconds": report["seconds"],
         "measured_cost": report.get("cost"),
+        "overhead": overhead(report),
         "targets": target,
         "met": checks,
         "machine": {
@@ -155,6 +163,11 @@ def main() -> int:
             for engine, by_batch in (report.get("cost") or {}).get("speedup", {}).get("latency", {}).items()
         ),
         ("wall time", f"{total:.0f} s (target <= {target['max_seconds']:.0f} s)"),
+        (
+            "outside candidates",
+            "{share:.1%} of the run's wall time ({seconds:.0f} s: teacher logits, start-up, policies, reports; "
+            "candidate scoring is a further {scoring:.1%})".format(**result["overhead"]),
+        ),
         ("all targets met", str(all(checks.values()))),
     ]
     width = max(len(k) for k, _ in rows)
