@@ -42,6 +42,7 @@ SETTINGS = {
     "steps": 10,
     "batch_size": 32,
     "candidate_examples": 1000,
+    "max_step_scale": 1.0,  # every candidate trains the same steps (as when seeds 0-1 were measured)
     "seeds": [0, 1, 2],
 }
 QUICK = {
@@ -73,6 +74,12 @@ def main() -> int:
     parser.add_argument("--target", default="vgg19", help="the larger teacher the policy is transferred to")
     parser.add_argument("--workers", default="2")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run on digits (writes no results)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default 0 1 2)")
+    parser.add_argument(
+        "--keep-rows",
+        action="store_true",
+        help="keep the rows of seeds not run now from the existing results/transfer.json (same settings only)",
+    )
     parser.add_argument(
         "--summarise", action="store_true", help="run nothing: tabulate the seeds whose two runs have finished"
     )
@@ -85,7 +92,7 @@ def main() -> int:
     search = [
         "--stages", "remove", "--rollouts", str(s["rollouts"]), "--steps", str(s["steps"]),
         "--batch-size", str(s["batch_size"]), "--candidate-examples", str(s["candidate_examples"]),
-        "--finetune-epochs", "0", "--workers", args.workers,
+        "--max-step-scale", str(s["max_step_scale"]), "--finetune-epochs", "0", "--workers", args.workers,
     ]  # fmt: skip
     seconds: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -109,7 +116,8 @@ def main() -> int:
 
     # -- the larger teacher: from scratch vs from the pre-trained policy
     rows = []
-    for seed in s["seeds"]:
+    seeds = args.seeds or s["seeds"]
+    for seed in seeds:
         row: dict[str, float | int] = {"seed": seed}
         if args.summarise and not all(
             (work / f"{n}_{seed}" / "report.json").is_file() for n in ("scratch", "pretrained")
@@ -129,6 +137,14 @@ def main() -> int:
     if not rows:
         print("no seed has finished both runs yet")
         return 1
+    previous = HERE / "results" / "transfer.json"
+    if args.keep_rows and previous.is_file():
+        earlier = json.loads(previous.read_text())
+        if earlier.get("settings") != s:
+            print("--keep-rows: the existing results used other settings; not merging them")
+        else:
+            rows += [{**r, "earlier_run": True} for r in earlier["rows"] if r["seed"] not in seeds]
+            rows.sort(key=lambda r: r["seed"])
     mean = {k: statistics.fmean(r[k] for r in rows) for k in ("scratch", "pretrained")}
     print(f"\n{args.source} -> {args.target} (width {s['width']}, {s['data']}): mean reward over the first "
           f"{min(FIRST_UPDATES, s['target_updates'])} updates")  # fmt: skip

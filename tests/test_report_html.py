@@ -91,6 +91,17 @@ def test_an_interrupted_run_gets_a_progress_page_with_the_plots_that_can_exist(r
     _assert_plots(run, expected)
 
 
+def test_a_baseline_run_records_its_command_and_its_page_rebuilds(runs, tmp_path):
+    run = tmp_path / "uniform"
+    shutil.copytree(runs / "uniform", run)
+    record = json.loads((run / "run.json").read_text())
+    assert record["baseline"] == "uniform" and record["data"] == "digits"
+    assert record["command"].startswith("n2n baseline uniform --teacher ")
+    (run / "report.html").unlink(missing_ok=True)
+    assert main(["report", str(run)]) == 0
+    assert record["command"] in (run / "report.html").read_text()
+
+
 def test_several_runs_on_one_plot(runs, tmp_path, capsys):
     cut = tmp_path / "cut"
     _cut_after_stage_one(runs / "run", cut)

@@ -290,8 +290,11 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def baseline_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    """`n2n baseline uniform|scratch`: a student made without the search, fine-tuned like the search's."""
+def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
+    """`n2n baseline uniform|scratch`: a student made without the search, fine-tuned like the search's.
+
+    Like a search, it records its teacher, data and ``command`` in ``OUT/run.json`` (the report shows the command).
+    """
     from n2n.baselines import run_baseline, scratch_config, uniform_edits
     from n2n.data import load_data, load_recorded
     from n2n.models.io import load_model
@@ -320,6 +323,13 @@ def baseline_cmd(args: argparse.Namespace) -> dict[str, Any]:
             trust_pickle=args.trust_pickle,
         )
         edits = uniform_edits(model, analyze(model.eval(), bundle.input_shape, config.fix), args.target_params)
+        source = {
+            "teacher": args.teacher,
+            "data": bundle.name,
+            "data_dir": None if args.data_dir is None else str(Path(args.data_dir).resolve()),
+            "max_train": args.max_train,
+            "data_options": bundle.options,
+        }
     else:
         if args.run is None:
             raise ConfigError("n2n baseline scratch needs --run RUN_DIR (a finished `n2n compress` run)")
@@ -328,6 +338,10 @@ def baseline_cmd(args: argparse.Namespace) -> dict[str, Any]:
         source = json.loads((run / "run.json").read_text())
         bundle = load_recorded(source, config.seed)
         model, spec = load_model(run / "teacher")
+        source = {k: v for k, v in source.items() if k != "command"}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    record = {**source, "baseline": args.kind, **({"command": command} if command else {})}
+    (Path(args.out) / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     with _progress() as progress:
         report = run_baseline(args.kind, model, spec, bundle, config, args.out, edits, listener=_Display(progress))
     _summary(report)
@@ -844,7 +858,7 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
             )
         elif args.command == "baseline":
-            baseline_cmd(args)
+            baseline_cmd(args, command=command)
         elif args.command == "report":
             report = report_cmd(args.run, args.out)
             if isinstance(report, Path):

@@ -176,7 +176,8 @@ def rebuild_reports(run_dir: str | Path) -> dict[str, Any]:
     events = list(read_events(run / "events.jsonl"))
     candidates = [e for e in events if e.get("event") == "candidate"]
     done = next((e for e in events if e.get("event") == "done"), None)
-    if done is not None and (run / "student" / "spec.json").is_file() and (run / "run.json").is_file():
+    finished = done is not None and (run / "student" / "spec.json").is_file()
+    if finished and (run / "run.json").is_file() and (run / "teacher").is_dir():  # baselines keep no teacher copy
         return _rebuild_finished(run, candidates, done["wall_time_s"], done.get("seconds"))
     return _progress_report(run, events, candidates)
 

@@ -66,22 +66,24 @@ class CompressConfig:
     )
     candidate_threads: int = _opt(
         1,
-        "threads each candidate trains with; results depend on it (not on --workers), "
-        "so keep it fixed to compare runs",
+        "threads each candidate trains with; results depend on it (not on --workers), so keep it fixed to compare runs",
     )
     ray_address: str | None = _opt(
         None,
         "evaluate candidates as tasks on an existing Ray cluster: the head node's HOST:PORT, or auto for the "
         "cluster started on this machine with `ray start --head` (needs pip install 'n2n[ray]'; --workers is unused)",
     )
-    steps: int = _opt(150, "distillation steps (mini-batches) per candidate")
+    steps: int = _opt(
+        60, "distillation steps (mini-batches) per candidate as costly as the teacher (see --max-step-scale)"
+    )
     candidate_epochs: float | None = _opt(
         None, "train each candidate for this many epochs over its examples instead of --steps mini-batches"
     )
     max_step_scale: float = _opt(
-        1.0,
+        4.0,
         "equal compute per candidate: a student with k times fewer FLOPs than the teacher trains min(k, this) "
-        "times --steps, so small students are not under-trained (1: every candidate trains --steps)",
+        "times --steps, so small students are not under-trained and ranked too low (1: every candidate trains "
+        "--steps)",
     )
     batch_size: int = _opt(128, "mini-batch size for candidate training and the fine-tune")
     lr: float = _opt(1e-3, "Adam learning rate of candidate training")
