@@ -163,13 +163,7 @@ def compress_cmd(
     )
     if not spec.normalization:
         spec = replace(spec, normalization={"mean": list(bundle.mean), "std": list(bundle.std)})
-    source = {
-        "teacher": teacher,
-        "data": data,
-        "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
-        "max_train": max_train,
-        "data_options": bundle.options,
-    }
+    source = _source(teacher, bundle, data_dir, max_train)
     if command is not None:
         source["command"] = command
     return _run_compress(model, spec, source, out, config, resume=False, bundle=bundle)
@@ -290,6 +284,17 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _source(teacher: str, bundle: Any, data_dir: str | None, max_train: int | None) -> dict[str, Any]:
+    """What ``run.json`` records of a run's inputs: the teacher as given and how to load the same data again."""
+    return {
+        "teacher": teacher,
+        "data": bundle.name,
+        "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
+        "max_train": max_train,
+        "data_options": bundle.options,
+    }
+
+
 def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
     """`n2n baseline uniform|scratch`: a student made without the search, fine-tuned like the search's.
 
@@ -323,13 +328,7 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
             trust_pickle=args.trust_pickle,
         )
         edits = uniform_edits(model, analyze(model.eval(), bundle.input_shape, config.fix), args.target_params)
-        source = {
-            "teacher": args.teacher,
-            "data": bundle.name,
-            "data_dir": None if args.data_dir is None else str(Path(args.data_dir).resolve()),
-            "max_train": args.max_train,
-            "data_options": bundle.options,
-        }
+        source = _source(args.teacher, bundle, args.data_dir, args.max_train)
     else:
         if args.run is None:
             raise ConfigError("n2n baseline scratch needs --run RUN_DIR (a finished `n2n compress` run)")
