@@ -8,8 +8,13 @@ Sections (each compares side by side in one run, interleaved and repeated; the m
   flops     achieved FLOP/s of candidate training vs a plain PyTorch loop of the same model (fwd+bwd = 3x fwd).
   scaling   evaluations per minute with 2 worker processes vs 1, same candidates. Target >= 1.7x.
 
+Candidates train with n2n's default settings (steps, equal-compute scaling, batch, examples) unless told otherwise;
+the naive loop gives each candidate the same number of steps.
+
 Usage:
-  python benchmarks/candidate_cost.py --teacher /work/runs/compute/teacher --data-dir /work/shared/data/mnist
+  python benchmarks/candidate_cost.py --teacher TEACHER_DIR --data-dir ../shared/data/mnist
+  python benchmarks/candidate_cost.py --from-run RUN_DIR --data-dir ../shared/data/mnist --sections cost,scaling
+      (times candidates that RUN_DIR's search evaluated, on its teacher)
 
 Prints a table and writes benchmarks/results/candidate_cost.json.
 """
@@ -28,12 +33,20 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from n2n.compress import _context
+from n2n.compress import eval_context
 from n2n.data import load_data
 from n2n.models.io import load_model
-from n2n.search.candidate import EvalContext, SerialEvaluator, build_student, candidate_seed, evaluate_candidate
+from n2n.search.candidate import (
+    EvalContext,
+    SerialEvaluator,
+    build_student,
+    candidate_seed,
+    candidate_steps,
+    evaluate_candidate,
+)
 from n2n.search.config import CompressConfig
 from n2n.search.distill import accuracy, mse_distill_loss, predict_logits, train_student
+from n2n.search.loop import estimated_macs
 from n2n.search.parallel import ProcessPoolEvaluator
 from n2n.surgery import Edits, analyze, count_macs
 
@@ -60,15 +73,38 @@ def random_edits(ctx: EvalContext, analysis, n: int, seed: int) -> list[Edits]:
     return list(out.values())
 
 
+def search_edits(run: Path, n: int, seed: int) -> list[Edits]:
+    """``n`` distinct candidates a finished search evaluated (its events.jsonl), drawn seeded and evenly from its
+    stages: the students a search really trains, whose sizes random edits do not match."""
+    by_stage: dict[str, dict[str, Edits]] = {}
+    for line in (run / "events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "candidate" and not event.get("reason"):
+            e = event["edits"]
+            edits = Edits.make(removed=e["removed"], keep={k: v for k, v in e["keep"]})
+            by_stage.setdefault(event["stage"], {})[edits.key()] = edits
+    if not by_stage:
+        raise SystemExit(f"{run / 'events.jsonl'} has no valid candidate events: is {run} a finished n2n run?")
+    rng = random.Random(seed)
+    pools = [rng.sample(list(c.values()), len(c)) for c in by_stage.values()]
+    out: list[Edits] = []
+    while len(out) < n and any(pools):
+        for pool in pools:
+            if pool and len(out) < n:
+                out.append(pool.pop())
+    return out
+
+
 def naive_candidate(ctx: EvalContext, edits: Edits) -> float:
-    """The naive evaluation: teacher forward at every step for its logits, fp32, contiguous; returns accuracy."""
+    """The naive evaluation: teacher forward at every step for its logits, fp32, contiguous; the same number of
+    steps as ``evaluate_candidate`` gives the candidate (equal-compute scaling included); returns accuracy."""
     s = ctx.settings
     torch.manual_seed(candidate_seed(s.seed, edits))
     student = build_student(ctx, edits).train()
-    count_macs(student, ctx.input_shape)
+    macs = count_macs(student, ctx.input_shape)
     opt = torch.optim.Adam(student.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(s.steps):
+    for _ in range(candidate_steps(s.steps, ctx.teacher_macs, macs, s.max_step_scale)):
         idx = torch.randint(0, ctx.x_train.shape[0], (s.batch_size,), generator=gen)
         with torch.no_grad():
             z = ctx.teacher(ctx.x_train[idx])
@@ -102,7 +138,10 @@ def section_cost(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
 def section_fidelity(ctx: EvalContext, cands: list[Edits], full_epochs: int) -> dict:
     n = ctx.x_train.shape[0]
     full = dataclasses.replace(
-        ctx, settings=dataclasses.replace(ctx.settings, steps=math.ceil(full_epochs * n / ctx.settings.batch_size))
+        ctx,
+        settings=dataclasses.replace(
+            ctx.settings, steps=math.ceil(full_epochs * n / ctx.settings.batch_size), max_step_scale=1.0
+        ),
     )
     cheap_t, full_t, cheap, long = 0.0, 0.0, [], []
     for e in cands:
@@ -114,6 +153,7 @@ def section_fidelity(ctx: EvalContext, cands: list[Edits], full_epochs: int) -> 
     return {
         "candidates": len(cands),
         "cheap_steps": ctx.settings.steps,
+        "cheap_max_step_scale": ctx.settings.max_step_scale,
         "full_steps": full.settings.steps,
         "full_epochs": full_epochs,
         "examples": n,
@@ -168,6 +208,7 @@ def section_flops(ctx: EvalContext, edits: Edits, steps: int, repeats: int) -> d
 
 
 def section_scaling(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
+    """``cands`` go to the evaluators costliest first, as a search's update hands them out."""
     one, two = [], []
     pool = ProcessPoolEvaluator(ctx, workers=2, threads=1)
     try:
@@ -187,38 +228,71 @@ def section_scaling(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", required=True)
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--max-train", type=int, default=3000, help="training examples loaded (10%% held out for val)")
-    ap.add_argument("--examples", type=int, default=1000, help="examples candidates (and the 5-epoch score) train on")
-    ap.add_argument("--steps", type=int, default=15)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--teacher", help="teacher directory (default with --from-run: that run's teacher)")
+    ap.add_argument("--data-dir", required=True, help="MNIST IDX files")
+    ap.add_argument(
+        "--from-run",
+        type=Path,
+        help="a finished n2n run on this teacher: the cost and scaling sections time candidates its search evaluated "
+        "(evenly from its stages) instead of random edits",
+    )
+    ap.add_argument(
+        "--max-train", type=int, help="training examples loaded, 10%% held out for validation (default all)"
+    )
+    ap.add_argument(
+        "--examples", type=int, help="examples candidates (and the 5-epoch score) train on (default: n2n's)"
+    )
+    ap.add_argument("--steps", type=int, help="candidate steps (default: n2n's)")
+    ap.add_argument("--max-step-scale", type=float, help="equal-compute step scaling (default: n2n's)")
+    ap.add_argument("--batch-size", type=int, help="candidate batch size (default: n2n's)")
+    ap.add_argument("--candidates", type=int, default=20, help="random candidates of the fidelity section")
+    ap.add_argument("--cost-candidates", type=int, default=4, help="candidates of the cost and scaling sections")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--sections", default="cost,fidelity,flops,scaling")
     ap.add_argument("--out", default="candidate_cost.json", help="file name under benchmarks/results/")
     args = ap.parse_args()
+    teacher_dir = args.teacher
+    if teacher_dir is None:
+        if args.from_run is None:
+            ap.error("give --teacher, or --from-run with a run whose run.json names its teacher")
+        teacher_dir = json.loads((args.from_run / "run.json").read_text())["teacher"]
     torch.set_num_threads(1)
-    teacher, _ = load_model(args.teacher)
+    teacher, _ = load_model(teacher_dir)
     data = load_data("mnist", args.data_dir, seed=0, max_train=args.max_train)
-    cfg = CompressConfig(steps=args.steps, batch_size=args.batch_size, candidate_examples=args.examples).validate()
+    given = {
+        "steps": args.steps,
+        "max_step_scale": args.max_step_scale,
+        "batch_size": args.batch_size,
+        "candidate_examples": args.examples,
+    }
+    cfg = CompressConfig(**{k: v for k, v in given.items() if v is not None}).validate()
     analysis = analyze(teacher.eval(), data.input_shape)
-    ctx = _context(teacher, analysis, data, cfg, predict_logits(teacher, data.train.x, 1024))
+    ctx = eval_context(teacher, analysis, data, cfg, predict_logits(teacher, data.train.x, 1024))
     cands = random_edits(ctx, analysis, args.candidates, seed=0)
+    if args.from_run is None:
+        timed_cands = cands[: args.cost_candidates]
+    else:
+        timed_cands = search_edits(args.from_run, args.cost_candidates, seed=0)
+    timed_cands.sort(key=lambda e: -estimated_macs(analysis, e))  # costliest first, as a search update does
     load = os.getloadavg()
     results: dict = {
-        "settings": vars(args),
+        "settings": {**vars(args), "teacher": str(teacher_dir), "from_run": args.from_run and str(args.from_run)},
+        "candidate_settings": {k: v for k, v in dataclasses.asdict(ctx.settings).items() if k != "compute"},
         "val_examples": len(data.val),
+        "timed_candidates": [
+            {"edits": e.key(), "macs": count_macs(build_student(ctx, e), ctx.input_shape)} for e in timed_cands
+        ],
+        "teacher_macs": ctx.teacher_macs,
         "load_before": load,
         "compute": dataclasses.asdict(ctx.settings.compute),
     }
     sections = args.sections.split(",")
     if "cost" in sections:
-        results["cost"] = section_cost(ctx, cands[:4], args.repeats)
+        results["cost"] = section_cost(ctx, timed_cands, args.repeats)
     if "flops" in sections:
-        results["flops"] = section_flops(ctx, cands[0], args.steps, args.repeats)
+        results["flops"] = section_flops(ctx, timed_cands[0], ctx.settings.steps, args.repeats)
     if "scaling" in sections:
-        results["scaling"] = section_scaling(ctx, cands[:4], args.repeats)
+        results["scaling"] = section_scaling(ctx, timed_cands, args.repeats)
     if "fidelity" in sections:
         results["fidelity"] = section_fidelity(ctx, cands, 5)
     results["load_after"] = os.getloadavg()

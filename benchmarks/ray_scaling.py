@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from n2n.compress import _context
+from n2n.compress import eval_context
 from n2n.data import load_data
 from n2n.search.candidate import CandidateResult, Evaluator, SerialEvaluator
 from n2n.search.config import CompressConfig
@@ -65,7 +65,7 @@ def main() -> None:
     teacher.eval()
     cfg = CompressConfig(steps=args.steps, seed=0)
     analysis = analyze(teacher, data.input_shape)
-    ctx = _context(teacher, analysis, data, cfg, predict_logits(teacher, data.train.x, cfg.eval_batch_size))
+    ctx = eval_context(teacher, analysis, data, cfg, predict_logits(teacher, data.train.x, cfg.eval_batch_size))
     policy, generator = RandomPolicy("shrink", cfg.fractions), torch.Generator().manual_seed(0)
     features, decidable = analysis.features(), analysis.shrinkable()
     batch = list(

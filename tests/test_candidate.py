@@ -98,3 +98,27 @@ def test_an_update_evaluates_its_costliest_candidates_first():
     candidates = [e for e in events if e["event"] == "candidate"]
     assert [e["rollout"] for e in candidates] == list(range(6))
     assert [Edits.from_dict(e["edits"]).key() for e in candidates] == [r.edits.key() for r in results]
+
+
+def test_search_computes_teacher_logits_on_its_subset_and_the_finetune_the_rest():
+    import torch
+
+    from n2n.compress import candidate_subset, eval_context, training_logits
+    from n2n.data import load_data
+    from n2n.search.config import CompressConfig
+    from n2n.search.distill import predict_logits
+    from n2n.surgery import analyze
+
+    data = load_data("digits", None, seed=0)
+    teacher = _chain().eval()
+    cfg = CompressConfig(candidate_examples=300, seed=3).validate()
+    ctx = eval_context(teacher, analyze(teacher, data.input_shape), data, cfg)
+    subset = candidate_subset(len(data.train), cfg)
+    assert ctx.z_train.shape == (300, 10)
+    assert torch.equal(ctx.x_train, data.train.x[subset])
+    full = predict_logits(teacher, data.train.x)
+    torch.testing.assert_close(ctx.z_train, full[subset])
+    z = training_logits(ctx, data, cfg)
+    assert torch.equal(z[subset], ctx.z_train)  # reused, not recomputed
+    torch.testing.assert_close(z, full)  # and every other example filled in
+    assert subset.unique().numel() == 300 and not torch.equal(subset, torch.arange(300))  # a seeded draw

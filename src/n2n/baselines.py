@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from n2n.compress import Listener, _context, _finetune
+from n2n.compress import Listener, _finetune, eval_context
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, N2NError, SurgeryError
 from n2n.models.io import ModelSpec, save_model
@@ -25,7 +25,6 @@ from n2n.report import write_reports
 from n2n.runlog import EventLog
 from n2n.search.candidate import CandidateResult
 from n2n.search.config import CompressConfig
-from n2n.search.distill import predict_logits
 from n2n.search.reward import reward
 from n2n.surgery import Analysis, Edits, analyze, apply_edits, count_params
 
@@ -75,11 +74,10 @@ def run_baseline(
     try:
         teacher = teacher.eval()
         analysis = analyze(teacher, data.input_shape, fix=cfg.fix, check_removals=False)
-        z_train = predict_logits(teacher, data.train.x, cfg.eval_batch_size, cfg.compute())
-        ctx = _context(teacher, analysis, data, cfg, z_train)
+        ctx = eval_context(teacher, analysis, data, cfg)
         emit({"event": "baseline", "kind": kind, "edits": edits.to_dict()})
         seconds: dict[str, float] = {}
-        student, final = _finetune(ctx, data, cfg, edits, z_train, emit, listener, seconds)
+        student, final = _finetune(ctx, data, cfg, edits, emit, listener, seconds)
         student_spec = spec.with_edits(edits, data=data.name, baseline=kind, **final)
         save_model(student, student_spec, out / "student")
         r = reward(final["val_accuracy"], ctx.teacher_val_accuracy, final["params"], analysis.params)

@@ -65,20 +65,40 @@ class CompressResult:
     out_dir: Path
 
 
-def _context(
-    teacher: nn.Module, analysis: Analysis, data: DataBundle, cfg: CompressConfig, z_train: torch.Tensor
+def candidate_subset(n_train: int, cfg: CompressConfig) -> torch.Tensor:
+    """Indices of the training examples candidates are distilled on: ``candidate_examples`` of the ``n_train``,
+    drawn with the run's seed."""
+    n = min(cfg.candidate_examples, n_train)
+    return torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[:n]
+
+
+def eval_context(
+    teacher: nn.Module,
+    analysis: Analysis,
+    data: DataBundle,
+    cfg: CompressConfig,
+    z_train: torch.Tensor | None = None,
 ) -> EvalContext:
-    n = min(cfg.candidate_examples, len(data.train))
+    """What candidate evaluation reads, as a search run builds it: the distillation subset (`candidate_subset`) with
+    the teacher's logits on it, the validation split, the teacher's validation accuracy and cost, and the candidate
+    settings of ``cfg``.
+
+    Args:
+        z_train: the teacher's logits on all of ``data.train``, when already computed; by default only the subset's
+            are computed (the fine-tune computes the rest when it starts: `training_logits`).
+    """
     timing = SEARCH_TIMING if cfg.measures_latency else None
     latency = 0.0 if timing is None else torch_latency_ms(teacher, data.input_shape, 1, timing)
     compute = cfg.compute()
-    subset = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:n]
+    subset = candidate_subset(len(data.train), cfg)
+    n = len(subset)
+    x_train = data.train.x[subset]
     return EvalContext(
         teacher=teacher,
         input_shape=data.input_shape,
         protected=tuple(analysis.protected()),
-        x_train=data.train.x[subset],
-        z_train=z_train[subset],
+        x_train=x_train,
+        z_train=predict_logits(teacher, x_train, cfg.eval_batch_size, compute) if z_train is None else z_train[subset],
         x_val=data.val.x,
         y_val=data.val.y,
         teacher_params=analysis.params,
@@ -296,10 +316,9 @@ def compress(
             )
         if ckpt is None:
             save_model(teacher, teacher_spec, out / "teacher")
-        t0 = time.perf_counter()
-        z_train = predict_logits(teacher, data.train.x, cfg.eval_batch_size, cfg.compute())
+        t0 = time.perf_counter()  # the teacher's logits on the candidate subset, its validation accuracy
+        ctx = eval_context(teacher, analysis, data, cfg)
         seconds["teacher_logits"] = seconds.get("teacher_logits", 0.0) + time.perf_counter() - t0
-        ctx = _context(teacher, analysis, data, cfg, z_train)
         search = SearchContext(
             analysis=analysis,
             base=Edits(),
@@ -361,7 +380,7 @@ def compress(
                 f"no candidate student was valid in {len(search.cache)} evaluations; the reasons are in "
                 f"{out / 'events.jsonl'} (field 'reason')"
             )
-        student, final = _finetune(ctx, data, cfg, search.base, z_train, emit, listener, seconds)
+        student, final = _finetune(ctx, data, cfg, search.base, emit, listener, seconds)
         spec = teacher_spec.with_edits(search.base, data=data.name, **final)
         save_model(student, spec, out / "student")
         report = write_reports(
@@ -435,12 +454,24 @@ def _check_failures(state: StageState, results: list[CandidateResult], out: Path
     )
 
 
+def training_logits(ctx: EvalContext, data: DataBundle, cfg: CompressConfig) -> torch.Tensor:
+    """The teacher's logits on all of ``data.train``: those of the candidate subset are ``ctx``'s, the others are
+    computed now (only the fine-tune needs them, so a search does not wait for them)."""
+    subset = candidate_subset(len(data.train), cfg)
+    rest = torch.ones(len(data.train), dtype=torch.bool)
+    rest[subset] = False
+    z = torch.empty(len(data.train), ctx.z_train.shape[1], dtype=ctx.z_train.dtype)
+    z[subset] = ctx.z_train
+    if rest.any():
+        z[rest] = predict_logits(ctx.teacher, data.train.x[rest], cfg.eval_batch_size, ctx.settings.compute)
+    return z
+
+
 def _finetune(
     ctx: EvalContext,
     data: DataBundle,
     cfg: CompressConfig,
     edits: Edits,
-    z_train: torch.Tensor,
     emit: Listener,
     listener: Listener | None,
     seconds: dict[str, float],
@@ -448,9 +479,11 @@ def _finetune(
     """Train the chosen student on the full training split with ``CE + lambda * distillation``.
 
     The student starts from the teacher's inherited weights; validation accuracy is measured about ten times along
-    the way and the best weights are kept (the test split is only used for the final figure).
+    the way and the best weights are kept (the test split is only used for the final figure). Its time includes the
+    teacher's logits on the training examples the search did not use.
     """
     t0 = time.perf_counter()
+    z_train = training_logits(ctx, data, cfg)
     torch.manual_seed(cfg.seed)
     compute = ctx.settings.compute
     student = compute.model(build_student(ctx, edits))
