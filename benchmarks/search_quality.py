@@ -78,9 +78,25 @@ def summary(run_dir: Path, searched: bool = True) -> dict[str, float]:
         "test_accuracy": student["test_accuracy"],
         "teacher_test_accuracy": report["teacher"]["test_accuracy"],
         "search_reward": student.get("search_reward") if searched else None,
+        **(late_rewards(run_dir) if searched else {}),
         "evaluations": report["evaluations"],
         "wall_time_s": report["wall_time_s"],
     }
+
+
+def late_rewards(run_dir: Path) -> dict[str, float]:
+    """Mean sampled reward over the second half of each stage's updates (``late_remove``, ``late_shrink``): whether
+    a search's samples got better as it went on, which its single best reward does not show."""
+    by_stage: dict[str, list[tuple[int, float]]] = {}
+    for line in (run_dir / "events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "update":
+            by_stage.setdefault(event["stage"], []).append((event["update"], event["reward_mean"]))
+    out = {}
+    for stage, values in by_stage.items():
+        half = max(u for u, _ in values) // 2 + 1
+        out[f"late_{stage}"] = statistics.fmean(r for u, r in values if u >= half)
+    return out
 
 
 def mean_of(rows: list[dict], method: str, key: str) -> float | None:
@@ -158,7 +174,8 @@ def main() -> int:
                 reward = "" if v["search_reward"] is None else f"{v['search_reward']:.4f}"
                 print(f"{r['seed']:>5} {m:>8} {reward:>12} {v['params']:>9,} {v['compression']:>11.1f}x "
                       f"{100 * v['test_accuracy']:>8.2f}%")  # fmt: skip
-    mean = {m: {k: mean_of(rows, m, k) for k in ("search_reward", "params", "test_accuracy")} for m in METHODS}
+    keys = ("search_reward", "late_remove", "late_shrink", "params", "test_accuracy")
+    mean = {m: {k: mean_of(rows, m, k) for k in keys} for m in METHODS}
     print(f"{'mean':>5}")
     for m in METHODS:
         v = mean[m]
@@ -169,19 +186,30 @@ def main() -> int:
     if mean["n2n"]["search_reward"] is not None and mean["random"]["search_reward"] is not None:
         verdict = "beats" if mean["n2n"]["search_reward"] > mean["random"]["search_reward"] else "does NOT beat"
         print(f"n2n's mean best reward {verdict} random search at equal evaluations")
+    for m in SEARCHES:
+        v = mean[m]
+        if v.get("late_shrink") is not None:
+            print(f"{m}: mean sampled reward in the second half of each stage: remove {v['late_remove']:.3f}, "
+                  f"shrink {v['late_shrink']:.3f}")  # fmt: skip
     if args.quick:
         return 0
+    path = HERE / "results" / "search_quality.json"
+    if args.summarise and path.is_file():  # keep the measured times of the run that produced the rows
+        before = json.loads(path.read_text())
+        seconds, elapsed = before.get("seconds", {}), before.get("wall_time_s")
+    else:
+        elapsed = time.perf_counter() - t_start
     result = {
         "settings": s,
         "seeds": seeds,
         "rows": rows,
         "mean": mean,
         "seconds": seconds,
-        "wall_time_s": time.perf_counter() - t_start,
+        "wall_time_s": elapsed,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "search_quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
