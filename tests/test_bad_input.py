@@ -169,6 +169,7 @@ CASES = [
     ("updates-not-int", ["compress", "--teacher", "{T}", "--out", "o", "--updates", "many"], None, "invalid int value"),
     ("negative-lr", ["compress", "--teacher", "{T}", "--out", "o", "--lr", "-0.1"], None, "--lr must be > 0"),
     ("baseline-decay-one", ["compress", "--teacher", "{T}", "--out", "o", "--baseline-decay", "1"], None, "--baseline-decay must be in [0, 1)"),
+    ("risk-epsilon-above-one", ["compress", "--teacher", "{T}", "--out", "o", "--risk-epsilon", "1.5"], None, "--risk-epsilon must be in (0, 1]"),
     ("min-accuracy-percent", ["compress", "--teacher", "{T}", "--out", "o", "--min-accuracy", "95"], None, "--min-accuracy must be a fraction"),
     ("max-params-zero", ["compress", "--teacher", "{T}", "--out", "o", "--max-params", "0"], None, "--max-params must be a positive"),
     ("init-policy-missing", ["compress", "--teacher", "{T}", "--out", "o", "--init-policy", "{X}"], _empty_dir, "holds no trained policy"),

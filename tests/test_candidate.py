@@ -100,6 +100,55 @@ def test_an_update_evaluates_its_costliest_candidates_first():
     assert [Edits.from_dict(e["edits"]).key() for e in candidates] == [r.edits.key() for r in results]
 
 
+@pytest.mark.parametrize("max_draws", [1, 4])
+def test_an_update_draws_again_for_students_it_has_seen(max_draws):
+    """With max_draws > 1, draws of already-evaluated students are free: the update keeps drawing until it has
+    `rollouts` new ones, and every draw (cached ones included) enters the policy gradient."""
+    import torch
+
+    from n2n.search.candidate import CandidateResult
+    from n2n.search.loop import SearchContext, StageState, run_update
+    from n2n.search.policies import RemovalPolicy
+    from n2n.search.reinforce import BatchBaseline
+    from n2n.search.reward import Constraints
+    from n2n.surgery import Edits, analyze
+
+    a = analyze(_chain().eval(), (1, 8, 8))
+    evaluated = []
+
+    class Recorder:
+        def evaluate(self, batch):
+            evaluated.extend(e.key() for e in batch)
+            return [CandidateResult(e, 100, 100, 0.9, 0.5 + 0.01 * len(e.removed), "", 0.0) for e in batch]
+
+        def close(self):
+            pass
+
+    torch.manual_seed(0)
+    policy = RemovalPolicy()
+    opt = torch.optim.Adam(policy.parameters(), lr=0.01)
+    state = StageState("remove", policy, opt, BatchBaseline(), torch.Generator().manual_seed(3))
+    cache = {}
+    ctx = SearchContext(a, Edits(), Recorder(), cache, Constraints(), (0.5, 1.0), max_draws=max_draws)
+    space = 2 ** int(a.removable().sum())
+    redrawn = 0
+    for _ in range(3):
+        events = []
+        before = set(cache)
+        results = run_update(state, ctx, rollouts=2, emit=events.append)
+        draws = [e for e in events if e["event"] == "candidate"]
+        new = {r.edits.key() for r in results} - before
+        assert len(draws) == len(results) and [e["rollout"] for e in draws] == list(range(len(draws)))
+        assert sum(not e["cached"] for e in draws) == len(new)
+        if max_draws == 1:
+            assert len(draws) == 2
+        else:  # new students until 2 are found (the space is large enough), within 4 x 2 draws
+            assert 2 <= len(draws) <= 8 and (len(new) == 2 or len(draws) == 8)
+        redrawn += len(draws) > 2
+    assert redrawn > 0 if max_draws > 1 else redrawn == 0  # this small space repeats itself within 3 updates
+    assert len(evaluated) == len(set(evaluated)) == len(cache) and len(cache) < space
+
+
 def test_search_computes_teacher_logits_on_its_subset_and_the_finetune_the_rest():
     import torch
 

@@ -47,7 +47,7 @@ from n2n.search.loop import SearchContext, StageState, run_update
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.policy_io import check_policy_record, policy_record
-from n2n.search.reinforce import EmaBaseline
+from n2n.search.reinforce import make_baseline
 from n2n.search.reward import Constraints, objective_cost
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params
 
@@ -131,7 +131,7 @@ def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
             name=name,
             policy=RandomPolicy(name, cfg.fractions),
             optimizer=None,
-            baseline=EmaBaseline(cfg.baseline_decay),
+            baseline=make_baseline(cfg.advantage, cfg.baseline_decay, cfg.risk_epsilon),
             generator=generator,
         )
     torch.manual_seed(cfg.seed * 1000 + index)  # policy initialisation must not depend on what ran before it
@@ -147,7 +147,7 @@ def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
         name=name,
         policy=policy,
         optimizer=torch.optim.Adam(policy.parameters(), lr=lr),
-        baseline=EmaBaseline(cfg.baseline_decay),
+        baseline=make_baseline(cfg.advantage, cfg.baseline_decay, cfg.risk_epsilon),
         generator=generator,
     )
 
@@ -329,6 +329,7 @@ def compress(
             ),
             fractions=tuple(cfg.fractions),
             entropy_coef=cfg.entropy_coef,
+            max_draws=cfg.max_draws,
             seconds=seconds,
         )
         stages, first, best = cfg.stage_list(), 0, None

@@ -9,6 +9,7 @@ from typing import Any
 
 from n2n.errors import ConfigError
 from n2n.search.compute import DEVICES, PRECISIONS, Compute, resolve_device, resolve_precision
+from n2n.search.reinforce import ADVANTAGES
 
 STAGES = ("remove", "shrink")
 PAPER_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -28,6 +29,8 @@ PAPER_PROTOCOL = {
     "removal_lr": 0.003,
     "shrink_hidden": 50,
     "shrink_lr": 0.01,
+    "advantage": "ema",  # R - b with a moving-average b (eq. 2)
+    "max_draws": 1,  # exactly 5 rollouts per update, seen or not
     "fractions": PAPER_FRACTIONS,
 }
 
@@ -93,12 +96,24 @@ class CompressConfig:
     temperature: float = _opt(4.0, "temperature of the kl distillation loss")
     reinit: bool = _opt(False, "re-initialise candidates randomly instead of inheriting the teacher's weights (paper)")
     fractions: tuple[float, ...] = _opt(PAPER_FRACTIONS, "keep-fractions the shrink policy chooses from")
-    removal_lr: float = _opt(0.01, "Adam learning rate of the removal policy")
-    shrink_lr: float = _opt(0.01, "Adam learning rate of the shrink policy")
+    removal_lr: float = _opt(0.03, "Adam learning rate of the removal policy")
+    shrink_lr: float = _opt(0.03, "Adam learning rate of the shrink policy")
     removal_hidden: int = _opt(30, "hidden units of the removal policy's bidirectional LSTM (2 layers)")
     shrink_hidden: int = _opt(50, "hidden units of the shrink policy's LSTM (2 layers)")
     baseline_decay: float = _opt(0.8, "decay of the exponential moving average reward baseline b")
     entropy_coef: float = _opt(0.0, "entropy bonus weight in the policy loss")
+    max_draws: int = _opt(
+        4,
+        "draw up to this many times --rollouts students per update to find --rollouts new ones: a student evaluated "
+        "before costs nothing (its cached reward still trains the policy); 1 draws exactly --rollouts (the paper)",
+    )
+    advantage: str = _opt(
+        "batch",
+        "policy-gradient advantage: batch ((R - batch mean) / batch std), ema (R minus a moving-average baseline, "
+        "the paper) or risk (only samples in the top --risk-epsilon of the stage so far push, Petersen et al. 2021)",
+        choices=ADVANTAGES,
+    )
+    risk_epsilon: float = _opt(0.2, "with --advantage risk: the top fraction of rewards that trains the policy")
     max_params: int | None = _opt(None, "constraint: student parameters at most this")
     min_accuracy: float | None = _opt(None, "constraint: student validation accuracy at least this (fraction)")
     max_flops: int | None = _opt(None, "constraint: student FLOPs (2 x multiply-accumulates) per input at most this")
@@ -184,6 +199,7 @@ class CompressConfig:
             "candidate_threads",
             "updates",
             "rollouts",
+            "max_draws",
             "steps",
             "batch_size",
             "candidate_examples",
@@ -205,6 +221,8 @@ class CompressConfig:
                 raise ConfigError(f"--{_flag(name)} must be >= 0; got {getattr(self, name)}")
         if not 0 <= self.baseline_decay < 1:
             raise ConfigError(f"--baseline-decay must be in [0, 1); got {self.baseline_decay}")
+        if not 0 < self.risk_epsilon <= 1:
+            raise ConfigError(f"--risk-epsilon must be in (0, 1]; got {self.risk_epsilon}")
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions) or 1.0 not in self.fractions:
             raise ConfigError(f"--fractions must be values in (0, 1] that include 1.0; got {self.fractions}")
         if self.max_params is not None and self.max_params < 1:

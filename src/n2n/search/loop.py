@@ -17,7 +17,7 @@ import torch
 
 from n2n.search.candidate import CandidateResult, Evaluator
 from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
-from n2n.search.reinforce import EmaBaseline, reinforce_loss
+from n2n.search.reinforce import Baseline, reinforce_loss
 from n2n.search.reward import INVALID_REWARD, Constraints, constrained_reward
 from n2n.surgery import Analysis, Edits
 
@@ -32,7 +32,7 @@ class StageState:
     name: str  # "remove" | "shrink"
     policy: Policy
     optimizer: torch.optim.Optimizer | None  # None for the random-search baseline (nothing to learn)
-    baseline: EmaBaseline
+    baseline: Baseline
     generator: torch.Generator
     update: int = 0
     best: CandidateResult | None = None
@@ -50,6 +50,7 @@ class SearchContext:
     constraints: Constraints
     fractions: tuple[float, ...]
     entropy_coef: float = 0.0
+    max_draws: int = 1  # an update draws up to max_draws x rollouts times to find rollouts new students
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -93,13 +94,20 @@ def estimated_macs(analysis: Analysis, edits: Edits) -> float:
 
 
 def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: EventSink) -> list[CandidateResult]:
-    """One policy update: sample ``rollouts`` students, evaluate, reward, REINFORCE step. Returns the results."""
+    """One policy update: sample ``rollouts`` students (more draws when ``ctx.max_draws`` > 1 and some were seen
+    before), evaluate, reward, REINFORCE step over every draw. Returns the results."""
     features = ctx.analysis.features()
     decidable = ctx.analysis.removable() if state.name == "remove" else ctx.analysis.shrinkable()
 
-    # -- sample actions
-    samples = [state.policy.sample(features, decidable, state.generator) for _ in range(rollouts)]
-    edits = [ctx.base.then(actions_to_edits(state.name, ctx.analysis, s.actions, ctx.fractions)) for s in samples]
+    # -- sample actions. A student evaluated before costs nothing (its cached reward still trains the policy), so with
+    # max_draws > 1 the update keeps drawing until it has `rollouts` new students, or max_draws x rollouts draws
+    samples, edits, new = [], [], set()
+    while len(new) < rollouts and len(samples) < rollouts * ctx.max_draws:
+        sample = state.policy.sample(features, decidable, state.generator)
+        samples.append(sample)
+        edits.append(ctx.base.then(actions_to_edits(state.name, ctx.analysis, sample.actions, ctx.fractions)))
+        if edits[-1].key() not in ctx.cache:
+            new.add(edits[-1].key())
 
     # -- build and evaluate students (new architectures only, each once), the costliest first: workers that finish
     # early then pick up the small ones, so fewer wait idle at the end of an update (results do not depend on it)
@@ -127,7 +135,7 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     log_probs = torch.stack([s.log_prob for s in samples])
     entropies = torch.stack([s.entropy for s in samples])
     loss = reinforce_loss(log_probs, advantages, entropies, ctx.entropy_coef)
-    if state.optimizer is not None:
+    if state.optimizer is not None and loss.requires_grad:  # no gradient when the stage has nothing to decide
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
