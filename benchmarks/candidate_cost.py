@@ -7,6 +7,8 @@ Sections (each compares side by side in one run, interleaved and repeated; the m
             and a 5-epoch score of the same 20 random candidates, and the cost ratio. Target >= 0.8.
   flops     achieved FLOP/s of candidate training vs a plain PyTorch loop of the same model (fwd+bwd = 3x fwd).
   scaling   evaluations per minute with 2 worker processes vs 1, same candidates. Target >= 1.7x.
+  scoring   time to score the validation split with each candidate (untrained, inherited weights) at inference
+            batch sizes 64-1024 (min of the repeats), relative to 1024: what the CPU default of 128 rests on.
 
 Candidates train with n2n's default settings (steps, equal-compute scaling, batch, examples) unless told otherwise;
 the naive loop gives each candidate the same number of steps.
@@ -15,6 +17,8 @@ Usage:
   python benchmarks/candidate_cost.py --teacher TEACHER_DIR --data-dir ../shared/data/mnist
   python benchmarks/candidate_cost.py --from-run RUN_DIR --data-dir ../shared/data/mnist --sections cost,scaling
       (times candidates that RUN_DIR's search evaluated, on its teacher)
+  python benchmarks/candidate_cost.py --teacher T --timed-from benchmarks/results/candidate_cost.json ...
+      (times the same candidates an earlier result of this benchmark timed)
 
 Prints a table and writes benchmarks/results/candidate_cost.json.
 """
@@ -92,6 +96,19 @@ def search_edits(run: Path, n: int, seed: int) -> list[Edits]:
         for pool in pools:
             if pool and len(out) < n:
                 out.append(pool.pop())
+    return out
+
+
+def recorded_edits(result: Path) -> list[Edits]:
+    """The candidates an earlier result of this benchmark timed (its ``timed_candidates``), to time them again."""
+    try:
+        timed = json.loads(result.read_text())["timed_candidates"]
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise SystemExit(f"{result} is not a candidate_cost result with timed_candidates: {err}") from None
+    out = []
+    for entry in timed:
+        e = json.loads(entry["edits"])
+        out.append(Edits.make(removed=e["removed"], keep={k: v for k, v in e["keep"]}))
     return out
 
 
@@ -207,6 +224,26 @@ def section_flops(ctx: EvalContext, edits: Edits, steps: int, repeats: int) -> d
     }
 
 
+SCORING_BATCHES = (64, 128, 256, 1024)
+
+
+def section_scoring(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
+    """Validation scoring time per inference batch size, summed over ``cands`` (each the min of ``repeats``)."""
+    best = {b: [math.inf] * len(cands) for b in SCORING_BATCHES}
+    students = [build_student(ctx, e) for e in cands]
+    for _ in range(repeats):
+        for i, student in enumerate(students):
+            for b in SCORING_BATCHES:  # interleaved, so load changes hit every batch size alike
+                t = timed(accuracy, student, ctx.x_val, ctx.y_val, b, ctx.settings.compute)[0]
+                best[b][i] = min(best[b][i], t)
+    seconds = {b: sum(v) for b, v in best.items()}
+    return {
+        "seconds": {str(b): t for b, t in seconds.items()},
+        "speedup_vs_1024": {str(b): seconds[1024] / t for b, t in seconds.items()},
+        "default": ctx.settings.compute.eval_batch_size,
+    }
+
+
 def section_scaling(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
     """``cands`` go to the evaluators costliest first, as a search's update hands them out."""
     one, two = [], []
@@ -235,6 +272,11 @@ def main() -> None:
         type=Path,
         help="a finished n2n run on this teacher: the cost and scaling sections time candidates its search evaluated "
         "(evenly from its stages) instead of random edits",
+    )
+    ap.add_argument(
+        "--timed-from",
+        type=Path,
+        help="an earlier result JSON of this benchmark: time the candidates it timed (on the same teacher)",
     )
     ap.add_argument(
         "--max-train", type=int, help="training examples loaded, 10%% held out for validation (default all)"
@@ -269,14 +311,17 @@ def main() -> None:
     analysis = analyze(teacher.eval(), data.input_shape)
     ctx = eval_context(teacher, analysis, data, cfg, predict_logits(teacher, data.train.x, 1024))
     cands = random_edits(ctx, analysis, args.candidates, seed=0)
-    if args.from_run is None:
-        timed_cands = cands[: args.cost_candidates]
-    else:
+    if args.timed_from is not None:
+        timed_cands = recorded_edits(args.timed_from)
+    elif args.from_run is not None:
         timed_cands = search_edits(args.from_run, args.cost_candidates, seed=0)
+    else:
+        timed_cands = cands[: args.cost_candidates]
     timed_cands.sort(key=lambda e: -estimated_macs(analysis, e))  # costliest first, as a search update does
     load = os.getloadavg()
     results: dict = {
-        "settings": {**vars(args), "teacher": str(teacher_dir), "from_run": args.from_run and str(args.from_run)},
+        "settings": {**vars(args), "teacher": str(teacher_dir), "from_run": args.from_run and str(args.from_run),
+                     "timed_from": args.timed_from and str(args.timed_from)},
         "candidate_settings": {k: v for k, v in dataclasses.asdict(ctx.settings).items() if k != "compute"},
         "val_examples": len(data.val),
         "timed_candidates": [
@@ -293,6 +338,8 @@ def main() -> None:
         results["flops"] = section_flops(ctx, timed_cands[0], ctx.settings.steps, args.repeats)
     if "scaling" in sections:
         results["scaling"] = section_scaling(ctx, timed_cands, args.repeats)
+    if "scoring" in sections:
+        results["scoring"] = section_scoring(ctx, timed_cands, max(3, args.repeats))
     if "fidelity" in sections:
         results["fidelity"] = section_fidelity(ctx, cands, 5)
     results["load_after"] = os.getloadavg()
@@ -309,6 +356,8 @@ def main() -> None:
         if sec in results:
             target = results[sec].get("target", "") if key in ("ratio", "spearman") else ""
             print(f"{label:<44}{results[sec][key]:>12.3f}{target!s:>10}")
+    for b, x in results.get("scoring", {}).get("speedup_vs_1024", {}).items():
+        print(f"{'scoring: speed-up of batch ' + b + ' vs 1024':<44}{x:>12.3f}")
     print(f"load average before {load[0]:.1f}, after {results['load_after'][0]:.1f} (2 cores)")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / args.out).write_text(json.dumps(results, indent=2) + "\n")

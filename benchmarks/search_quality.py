@@ -10,13 +10,15 @@ For each seed, on one MNIST teacher:
 It reports the best reward each search found (the reward of its chosen student, as scored during the search) and
 every student's parameters and test accuracy after the fine-tune.
 
-The search settings are scaled down from the defaults so that 3 seeds of all four fit about 30 minutes on 2 CPU
+The search settings are scaled down from the defaults so that 3 seeds of all four fit about an hour on 2 CPU
 cores (a smaller teacher, shorter candidates, fewer updates): see SETTINGS.
 
 Usage:
   python benchmarks/search_quality.py [--data-dir ../shared/data/mnist] [--work runs/quality] [--seeds 0 1 2]
   python benchmarks/search_quality.py --quick        # a tiny smoke run on digits (writes no results)
   python benchmarks/search_quality.py --summarise    # run nothing: tabulate what has finished
+  python benchmarks/search_quality.py --work runs/q-batch --n2n-args "--advantage batch" --out search_quality_batch.json
+      # a variant of the learned search against the same baselines (--search-args: options of both searches)
 
 Prints a table and writes benchmarks/results/search_quality.json. Finished runs are kept and not run again.
 """
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -112,6 +115,9 @@ def main() -> int:
     parser.add_argument("--workers", default="2")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run on digits (writes no results)")
     parser.add_argument("--summarise", action="store_true", help="run nothing: tabulate the finished seeds")
+    parser.add_argument("--search-args", default="", help="extra `n2n compress` options of both searches")
+    parser.add_argument("--n2n-args", default="", help="extra `n2n compress` options of the learned search only")
+    parser.add_argument("--out", default="search_quality.json", help="file name under benchmarks/results/")
     args = parser.parse_args()
     s = QUICK if args.quick else SETTINGS
     seeds = args.seeds or s["seeds"]
@@ -146,7 +152,8 @@ def main() -> int:
         common = ["--seed", str(seed)]
         for method in SEARCHES:
             if not (dirs[method] / "report.json").is_file():
-                extra = ["--search", "random"] if method == "random" else []
+                extra = shlex.split(args.search_args)
+                extra += ["--search", "random"] if method == "random" else shlex.split(args.n2n_args)
                 seconds[f"{method}_{seed}"] = run_quietly(
                     [*N2N, "compress", "--teacher", str(teacher), *data, *search, *extra, *common,
                      "--out", str(dirs[method])]
@@ -193,7 +200,7 @@ def main() -> int:
                   f"shrink {v['late_shrink']:.3f}")  # fmt: skip
     if args.quick:
         return 0
-    path = HERE / "results" / "search_quality.json"
+    path = HERE / "results" / args.out
     if args.summarise and path.is_file():  # keep the measured times of the run that produced the rows
         before = json.loads(path.read_text())
         seconds, elapsed = before.get("seconds", {}), before.get("wall_time_s")
@@ -201,6 +208,8 @@ def main() -> int:
         elapsed = time.perf_counter() - t_start
     result = {
         "settings": s,
+        "search_args": args.search_args,
+        "n2n_args": args.n2n_args,
         "seeds": seeds,
         "rows": rows,
         "mean": mean,

@@ -153,3 +153,24 @@ def test_evaluation_leaves_a_model_on_another_device_untouched(monkeypatch):
     acc = accuracy(model, x, y, batch_size=7, compute=Compute(channels_last=True))
     assert acc == accuracy(model, x, y, batch_size=40)
     assert next(model.parameters()).is_contiguous()  # the caller's model kept its layout
+
+
+def test_inference_batches_default_to_the_device_s_size(monkeypatch):
+    """Scoring batches default to a cache-sized 128 on CPUs and 1024 elsewhere; the batch size never changes the
+    logits beyond float rounding, and an explicit --eval-batch-size is used as given."""
+    assert Compute().eval_batch_size == 128 and Compute("cuda").eval_batch_size == 1024
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.randn(300, 1, 8, 8)
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda b: seen.append(b.shape[0]) or forward(b))
+    default = predict_logits(model, x)
+    assert seen == [128, 128, 44]
+    seen.clear()
+    whole = predict_logits(model, x, batch_size=1024)
+    assert seen == [300]
+    torch.testing.assert_close(default, whole)
+    assert CompressConfig().validate().eval_batch_size is None
+    with pytest.raises(ConfigError, match="--eval-batch-size must be a positive integer"):
+        CompressConfig(eval_batch_size=0).validate()

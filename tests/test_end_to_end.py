@@ -36,10 +36,7 @@ def test_compress_writes_a_complete_run(teacher_dir, tmp_path):
     assert report["teacher"]["test_accuracy"] > 0.5
     assert report["evaluations"] >= 1 and report["wall_time_s"] > 0
     candidates = [e for e in read_events(run / "events.jsonl") if e["event"] == "candidate"]
-    for stage in ("remove", "shrink"):  # stages x updates x rollouts new students; draws of seen ones are free
-        for update in (0, 1):
-            draws = [e for e in candidates if (e["stage"], e["update"]) == (stage, update)]
-            assert sum(not e["cached"] for e in draws) == 3 or len(draws) == 3 * 4, (stage, update)
+    assert len(candidates) == 2 * 2 * 3  # stages x updates x rollouts
     assert {e["stage"] for e in candidates} == {"remove", "shrink"}
     for e in candidates:
         assert set(e) >= {"stage", "update", "actions", "params", "flops", "val_accuracy", "reward", "reason", "seconds"}
@@ -66,6 +63,23 @@ def test_same_seed_same_events(teacher_dir, tmp_path):
         runs.append([{k: v for k, v in e.items() if k != "seconds"} for e in events])
     assert runs[0] == runs[1]
     assert (tmp_path / "a" / "student" / "model.safetensors").read_bytes() == (tmp_path / "b" / "student" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("advantage", ["batch", "risk"])
+def test_other_advantages_and_redraws_run_end_to_end(teacher_dir, tmp_path, advantage):
+    """--advantage and --max-draws reach the search: each update evaluates --rollouts new students unless it used up
+    its max_draws x rollouts draws, and the settings are recorded for resume."""
+    run = tmp_path / "run"
+    assert _compress(teacher_dir, run, "--advantage", advantage, "--max-draws", "3", "--stages", "remove") == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["advantage"], config["max_draws"]) == (advantage, 3)
+    candidates = [e for e in read_events(run / "events.jsonl") if e["event"] == "candidate"]
+    for update in (0, 1):
+        draws = [e for e in candidates if e["update"] == update]
+        assert sum(not e["cached"] for e in draws) == 3 or len(draws) == 3 * 3, update
+    fresh = [json.dumps(e["edits"], sort_keys=True) for e in candidates if not e["cached"]]
+    assert len(fresh) == len(set(fresh))  # each student trained once
 
 
 @pytest.mark.slow

@@ -347,10 +347,6 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
     return report
 
 
-#: Search settings added after runs already existed, with the behaviour those runs had (resume keeps it).
-PRE_OPTION = {"advantage": "ema", "max_draws": 1}
-
-
 def resume_cmd(run_dir: str) -> dict[str, Any]:
     """Continue the interrupted search in ``run_dir`` with its own teacher copy, data and settings."""
     from n2n.models.io import load_model
@@ -363,8 +359,6 @@ def resume_cmd(run_dir: str) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as err:
         raise N2NError(f"{run} is not an n2n run directory (run.json and config.json are needed): {err}") from None
     model, spec = load_model(run / "teacher")
-    for name, before in PRE_OPTION.items():  # a run started before the option existed used what it then did
-        settings.setdefault(name, before)
     config = CompressConfig.from_mapping(settings, where=str(run / "config.json")).validate()
     return _run_compress(model, spec, source, run_dir, config, resume=True)
 

@@ -57,7 +57,7 @@ class CandidateSettings:
     temperature: float = 4.0
     reinit: bool = False
     max_linear_inputs: int = 50000
-    eval_batch_size: int = 1024
+    eval_batch_size: int | None = None  # None: the device's (Compute.eval_batch_size)
     seed: int = 0
     max_step_scale: float = 1.0  # equal compute: smaller students train up to this many times ``steps``
     compute: Compute = CPU

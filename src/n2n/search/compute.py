@@ -21,6 +21,11 @@ from n2n.errors import ConfigError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: autocast dtype of each ``--precision`` (None: plain float32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: batch size of inference (teacher logits, scoring) per device type. On CPUs a batch whose activations fit in cache
+#: wins: scoring 6,000 MNIST images with VGG-13 students took 1.7-2.2x less time in batches of 128 than of 1024
+#: (1 thread, channels-last; 64 and 128 tied, 256 was 1.4x slower). GPUs want large batches.
+EVAL_BATCH = {"cpu": 128}
+DEFAULT_EVAL_BATCH = 1024
 #: a loss this many times above its reference ...
 DIVERGE_FACTOR = 10.0
 #: ... for this many steps in a row means the student is diverging (it stops early with R = -1).
@@ -81,6 +86,11 @@ class Compute:
     @property
     def dtype(self) -> torch.dtype | None:
         return PRECISIONS[self.precision]
+
+    @property
+    def eval_batch_size(self) -> int:
+        """The inference batch size this device computes fastest with (see ``EVAL_BATCH``)."""
+        return EVAL_BATCH.get(self.device, DEFAULT_EVAL_BATCH)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for the forward pass (a no-op context in fp32)."""

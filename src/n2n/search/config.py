@@ -96,21 +96,21 @@ class CompressConfig:
     temperature: float = _opt(4.0, "temperature of the kl distillation loss")
     reinit: bool = _opt(False, "re-initialise candidates randomly instead of inheriting the teacher's weights (paper)")
     fractions: tuple[float, ...] = _opt(PAPER_FRACTIONS, "keep-fractions the shrink policy chooses from")
-    removal_lr: float = _opt(0.03, "Adam learning rate of the removal policy")
-    shrink_lr: float = _opt(0.03, "Adam learning rate of the shrink policy")
+    removal_lr: float = _opt(0.01, "Adam learning rate of the removal policy")
+    shrink_lr: float = _opt(0.01, "Adam learning rate of the shrink policy")
     removal_hidden: int = _opt(30, "hidden units of the removal policy's bidirectional LSTM (2 layers)")
     shrink_hidden: int = _opt(50, "hidden units of the shrink policy's LSTM (2 layers)")
     baseline_decay: float = _opt(0.8, "decay of the exponential moving average reward baseline b")
     entropy_coef: float = _opt(0.0, "entropy bonus weight in the policy loss")
     max_draws: int = _opt(
-        4,
+        1,
         "draw up to this many times --rollouts students per update to find --rollouts new ones: a student evaluated "
         "before costs nothing (its cached reward still trains the policy); 1 draws exactly --rollouts (the paper)",
     )
     advantage: str = _opt(
-        "batch",
-        "policy-gradient advantage: batch ((R - batch mean) / batch std), ema (R minus a moving-average baseline, "
-        "the paper) or risk (only samples in the top --risk-epsilon of the stage so far push, Petersen et al. 2021)",
+        "ema",
+        "policy-gradient advantage: ema (R minus a moving-average baseline, the paper), batch ((R - batch mean) / "
+        "batch std) or risk (only samples in the top --risk-epsilon of the stage so far push, Petersen et al. 2021)",
         choices=ADVANTAGES,
     )
     risk_epsilon: float = _opt(0.2, "with --advantage risk: the top fraction of rewards that trains the policy")
@@ -139,7 +139,11 @@ class CompressConfig:
     )
     finetune_lr: float = _opt(1e-3, "Adam learning rate of the final fine-tune")
     kd_weight: float = _opt(1.0, "lambda: weight of the distillation term in the final fine-tune")
-    eval_batch_size: int = _opt(1024, "batch size for teacher logits and evaluation")
+    eval_batch_size: int | None = _opt(
+        None,
+        "batch size for teacher logits and scoring students (default: 128 on CPUs, where cache-sized batches scored "
+        "1.7-2.2x faster than 1024; 1024 on GPUs)",
+    )
     device: str = _opt(
         "auto",
         "where students train and are evaluated: auto (cuda if available, else mps, else cpu), cpu, cuda, mps",
@@ -209,7 +213,7 @@ class CompressConfig:
             "max_linear_inputs",
         )
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer; got {getattr(self, name)}")
         if not self.max_step_scale >= 1:
             raise ConfigError(f"--max-step-scale must be >= 1 (1: no scaling); got {self.max_step_scale}")

@@ -114,9 +114,13 @@ def train_student(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, compute: Compute = CPU) -> torch.Tensor:
-    """Float32 logits of ``model`` on host tensor ``x`` in eval mode, computed in batches on ``compute``'s device;
-    returned on the host. ``model`` is not moved (a copy is, when it lives elsewhere)."""
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, batch_size: int | None = None, compute: Compute = CPU
+) -> torch.Tensor:
+    """Float32 logits of ``model`` on host tensor ``x`` in eval mode, computed in batches (default: the device's
+    ``compute.eval_batch_size``) on ``compute``'s device; returned on the host. ``model`` is not moved (a copy is,
+    when it lives elsewhere)."""
+    batch_size = batch_size or compute.eval_batch_size
     model = compute.copy_of(model)
     was_training = model.training
     model.eval()
@@ -129,7 +133,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, co
 
 
 def accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, compute: Compute = CPU
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None, compute: Compute = CPU
 ) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)``, a fraction in [0, 1]."""
     logits = predict_logits(model, x, batch_size, compute)

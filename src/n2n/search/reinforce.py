@@ -1,5 +1,5 @@
-"""REINFORCE advantages: batch-normalised (the default), an exponential-moving-average baseline (Williams 1992;
-Ashok et al. 2018, eq. 2), or a risk-seeking threshold that trains on the best samples only (Petersen et al. 2021)."""
+"""REINFORCE advantages: an exponential-moving-average baseline (Williams 1992; Ashok et al. 2018, eq. 2; the
+default), batch-normalised, or a risk-seeking threshold that trains on the best samples only (Petersen et al. 2021)."""
 
 from __future__ import annotations
 
