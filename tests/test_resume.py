@@ -38,7 +38,10 @@ def reference(teacher, tmp_path_factory):
 
 def _start(teacher: Path, out: Path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "n2n.cli", "compress", "--teacher", str(teacher), "--out", str(out), *SETTINGS]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT back to its default: a test run started in the background by a shell without job control inherits it
+    # ignored, and Python then never raises KeyboardInterrupt
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(proc: subprocess.Popen, events: Path, done, timeout: float = 240.0) -> None:
