@@ -84,8 +84,7 @@ def search_edits(run: Path, n: int, seed: int) -> list[Edits]:
     for line in (run / "events.jsonl").read_text().splitlines():
         event = json.loads(line)
         if event.get("event") == "candidate" and not event.get("reason"):
-            e = event["edits"]
-            edits = Edits.make(removed=e["removed"], keep={k: v for k, v in e["keep"]})
+            edits = Edits.from_dict(event["edits"])
             by_stage.setdefault(event["stage"], {})[edits.key()] = edits
     if not by_stage:
         raise SystemExit(f"{run / 'events.jsonl'} has no valid candidate events: is {run} a finished n2n run?")
@@ -105,11 +104,7 @@ def recorded_edits(result: Path) -> list[Edits]:
         timed = json.loads(result.read_text())["timed_candidates"]
     except (OSError, json.JSONDecodeError, KeyError) as err:
         raise SystemExit(f"{result} is not a candidate_cost result with timed_candidates: {err}") from None
-    out = []
-    for entry in timed:
-        e = json.loads(entry["edits"])
-        out.append(Edits.make(removed=e["removed"], keep={k: v for k, v in e["keep"]}))
-    return out
+    return [Edits.from_dict(json.loads(entry["edits"])) for entry in timed]
 
 
 def naive_candidate(ctx: EvalContext, edits: Edits) -> float:

@@ -22,8 +22,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 #: autocast dtype of each ``--precision`` (None: plain float32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: batch size of inference (teacher logits, scoring) per device type. On CPUs a batch whose activations fit in cache
-#: wins: scoring 6,000 MNIST images with VGG-13 students took 1.7-2.2x less time in batches of 128 than of 1024
-#: (1 thread, channels-last; 64 and 128 tied, 256 was 1.4x slower). GPUs want large batches.
+#: wins: scoring 6,000 MNIST images with six VGG-13 students was 1.62x faster in batches of 128 than of 1024 (1 thread,
+#: channels-last; 64-256 within 6% of each other; benchmarks/candidate_cost.py --sections scoring). GPUs want large
+#: batches.
 EVAL_BATCH = {"cpu": 128}
 DEFAULT_EVAL_BATCH = 1024
 #: a loss this many times above its reference ...

@@ -142,7 +142,7 @@ class CompressConfig:
     eval_batch_size: int | None = _opt(
         None,
         "batch size for teacher logits and scoring students (default: 128 on CPUs, where cache-sized batches scored "
-        "1.7-2.2x faster than 1024; 1024 on GPUs)",
+        "1.62x faster than 1024; 1024 on GPUs)",
     )
     device: str = _opt(
         "auto",

@@ -3,7 +3,7 @@ default), batch-normalised, or a risk-seeking threshold that trains on the best 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -91,18 +91,20 @@ class BatchBaseline:
 
 
 Baseline = EmaBaseline | RiskSeekingBaseline | BatchBaseline
-ADVANTAGES = ("batch", "ema", "risk")
+#: ``--advantage`` name -> the baseline it builds from (decay, risk_epsilon)
+_BASELINES: dict[str, Callable[[float, float], Baseline]] = {
+    "batch": lambda decay, epsilon: BatchBaseline(),
+    "ema": lambda decay, epsilon: EmaBaseline(decay),
+    "risk": lambda decay, epsilon: RiskSeekingBaseline(epsilon),
+}
+ADVANTAGES = tuple(_BASELINES)
 
 
 def make_baseline(advantage: str, decay: float = 0.8, risk_epsilon: float = 0.2) -> Baseline:
     """The baseline ``--advantage`` names: ``batch``, ``ema`` (decay ``decay``) or ``risk`` (top ``risk_epsilon``)."""
-    if advantage == "batch":
-        return BatchBaseline()
-    if advantage == "ema":
-        return EmaBaseline(decay)
-    if advantage == "risk":
-        return RiskSeekingBaseline(risk_epsilon)
-    raise ValueError(f"advantage must be one of {', '.join(ADVANTAGES)}; got {advantage!r}")
+    if advantage not in _BASELINES:
+        raise ValueError(f"advantage must be one of {', '.join(ADVANTAGES)}; got {advantage!r}")
+    return _BASELINES[advantage](decay, risk_epsilon)
 
 
 def reinforce_loss(
