@@ -19,6 +19,9 @@ Usage:
   python benchmarks/search_quality.py --summarise    # run nothing: tabulate what has finished
   python benchmarks/search_quality.py --work runs/q-batch --n2n-args "--advantage batch" --out search_quality_batch.json
       # a variant of the learned search against the same baselines (--search-args: options of both searches)
+  python benchmarks/search_quality.py --work runs/q-long --search-args "--updates 24 --steps 20 --max-draws 4" \
+      --out search_quality_long.json
+      # three times the policy updates at a third of the steps per candidate: the same compute, more learning
 
 Prints a table and writes benchmarks/results/search_quality.json. Finished runs are kept and not run again.
 """

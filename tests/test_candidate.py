@@ -171,3 +171,18 @@ def test_search_computes_teacher_logits_on_its_subset_and_the_finetune_the_rest(
     assert torch.equal(z[subset], ctx.z_train)  # reused, not recomputed
     torch.testing.assert_close(z, full)  # and every other example filled in
     assert subset.unique().numel() == 300 and not torch.equal(subset, torch.arange(300))  # a seeded draw
+
+
+def test_a_stage_ranks_its_students_for_the_next_stage():
+    """StageState.top: the k best distinct students by reward, ties broken by key so a resumed search picks the same."""
+    import torch
+
+    from n2n.search.loop import StageState
+    from n2n.search.policies import RandomPolicy
+    from n2n.search.reinforce import make_baseline
+
+    state = StageState("remove", RandomPolicy("remove"), None, make_baseline("ema"), torch.Generator())
+    state.ranked.update({"c": 0.5, "a": 0.9, "b": 0.9, "d": 0.7})
+    assert state.top(3) == ["a", "b", "d"]
+    assert state.top(10) == ["a", "b", "d", "c"]
+    assert state.top(1) == ["a"]

@@ -83,6 +83,30 @@ def test_other_advantages_and_redraws_run_end_to_end(teacher_dir, tmp_path, adva
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("search", ["rl", "random"])
+def test_stage_two_shrinks_the_best_stage_one_students(teacher_dir, tmp_path, search):
+    """--shrink-bases 3: every stage-2 student is one of the 3 best stage-1 students, shrunk; the choice of base
+    learns with the policy (rl) or stays uniform (random), and the first base is stage 1's best."""
+    run = tmp_path / "run"
+    assert _compress(teacher_dir, run, "--shrink-bases", "3", "--search", search, "--updates", "3") == 0
+    events = list(read_events(run / "events.jsonl"))
+    stage1 = [e for e in events if e["event"] == "candidate" and e["stage"] == "remove" and e["reason"] == ""]
+    ranked = sorted({json.dumps(e["edits"]["removed"]): e["reward"] for e in stage1}.items(), key=lambda kv: -kv[1])
+    bases = [json.loads(removed) for removed, _ in ranked[:3]]
+    assert len(bases) == 3
+    shrink = [e for e in events if e["event"] == "candidate" and e["stage"] == "shrink"]
+    for e in shrink:
+        assert e["edits"]["removed"] == bases[e["base"]]
+    assert len({e["base"] for e in shrink}) >= 2  # 9 draws from 3 bases
+    probs = [e["base_probs"] for e in events if e["event"] == "update" and e["stage"] == "shrink"]
+    assert all(sum(p) == pytest.approx(1.0, abs=1e-3) and len(p) == 3 for p in probs)
+    if search == "random":
+        assert all(p == [0.3333] * 3 for p in probs)
+    else:
+        assert probs[-1] != probs[0]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stages", ["remove", "shrink"])
 def test_single_stage(teacher_dir, tmp_path, stages):
     assert _compress(teacher_dir, tmp_path / stages, "--stages", stages) == 0

@@ -65,3 +65,31 @@ def test_shrink_fixed_steps_are_full_and_choices_map_to_fractions():
     clone = ShrinkPolicy.from_config(policy.config())
     clone.load_state_dict(policy.state_dict())
     assert clone.log_prob(f, s.actions, d)[0].item() == pytest.approx(s.log_prob.item(), abs=1e-6)
+
+
+def test_base_choice_learns_towards_the_rewarded_base_and_random_stays_uniform():
+    from n2n.search.policies import BaseChoice
+
+    torch.manual_seed(0)
+    choice = BaseChoice(3)
+    gen = torch.Generator().manual_seed(1)
+    draws = [choice.sample(gen) for _ in range(300)]
+    counts = [sum(d[0] == b for d in draws) for b in range(3)]
+    assert min(counts) > 70  # uniform at the start
+    index, log_prob, entropy = draws[0]
+    assert log_prob.item() == pytest.approx(math.log(1 / 3))
+    assert entropy.item() == pytest.approx(math.log(3))
+    again = torch.Generator().manual_seed(1)
+    assert [choice.sample(again)[0] for _ in range(20)] == [d[0] for d in draws[:20]]
+    # REINFORCE with base 2 rewarded: its probability grows
+    opt = torch.optim.Adam(choice.parameters(), lr=0.1)
+    for _ in range(10):
+        samples = [choice.sample(gen) for _ in range(5)]
+        loss = -sum(lp * (1.0 if b == 2 else -0.5) for b, lp, _ in samples) / 5
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    probs = choice.probs()
+    assert probs[2] > 0.6 and sum(probs) == pytest.approx(1.0, abs=1e-3)
+    fixed = BaseChoice(3, learn=False)
+    assert not fixed.logits.requires_grad and fixed.probs() == [0.3333] * 3

@@ -16,7 +16,7 @@ from n2n.runlog import read_events
 pytestmark = pytest.mark.slow
 
 SETTINGS = ["--data", "digits", "--workers", "1", "--updates", "3", "--rollouts", "3", "--steps", "15", "--candidate-examples", "300",
-            "--finetune-epochs", "1", "--finetune-min-steps", "600", "--seed", "5"]
+            "--finetune-epochs", "1", "--finetune-min-steps", "600", "--seed", "5", "--shrink-bases", "2"]
 TIMING = {"seconds", "wall_time_s"}
 
 

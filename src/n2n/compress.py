@@ -45,7 +45,7 @@ from n2n.search.config import CompressConfig
 from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits, train_student
 from n2n.search.loop import SearchContext, StageState, run_update
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
-from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
+from n2n.search.policies import BaseChoice, RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.policy_io import check_policy_record, policy_record
 from n2n.search.reinforce import make_baseline
 from n2n.search.reward import Constraints, objective_cost
@@ -124,8 +124,15 @@ def eval_context(
     )
 
 
-def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
+#: Adam learning rate of the choice between stage-2 bases: a handful of logits, which at the policies' 0.01 would move
+#: by at most 0.08 in a search of 8 updates and so stay uniform (the paper's appendix gives 0.1 for stage 2)
+CHOOSER_LR = 0.1
+
+
+def _new_stage(name: str, cfg: CompressConfig, index: int, bases: int = 1) -> StageState:
+    """A fresh stage ``name`` (the ``index``-th) that starts from ``bases`` networks."""
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + index)
+    chooser = BaseChoice(bases, learn=cfg.search == "rl") if bases > 1 else None
     if cfg.search == "random":
         return StageState(
             name=name,
@@ -133,6 +140,7 @@ def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
             optimizer=None,
             baseline=make_baseline(cfg.advantage, cfg.baseline_decay, cfg.risk_epsilon),
             generator=generator,
+            chooser=chooser,
         )
     torch.manual_seed(cfg.seed * 1000 + index)  # policy initialisation must not depend on what ran before it
     if name == "remove":
@@ -143,12 +151,16 @@ def _new_stage(name: str, cfg: CompressConfig, index: int) -> StageState:
         lr = cfg.shrink_lr
     if cfg.init_policy is not None:
         policy = _initial_policy(Path(cfg.init_policy), name, policy)
+    groups = [{"params": list(policy.parameters()), "lr": lr}]
+    if chooser is not None:
+        groups.append({"params": list(chooser.parameters()), "lr": CHOOSER_LR})
     return StageState(
         name=name,
         policy=policy,
-        optimizer=torch.optim.Adam(policy.parameters(), lr=lr),
+        optimizer=torch.optim.Adam(groups),
         baseline=make_baseline(cfg.advantage, cfg.baseline_decay, cfg.risk_epsilon),
         generator=generator,
+        chooser=chooser,
     )
 
 
@@ -194,6 +206,8 @@ def _checkpoint(
     """Everything needed to continue after ``state.update`` updates of stage ``index``."""
     optim, groups, scalars = optimizer_to_flat(state.optimizer) if state.optimizer else ({}, [], {})
     tensors = {f"policy.{k}": v for k, v in state.policy.state_dict().items()}
+    if state.chooser is not None:
+        tensors["chooser.logits"] = state.chooser.logits.detach()
     tensors.update(optim)
     tensors["rng.stage"] = state.generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
@@ -208,6 +222,8 @@ def _checkpoint(
             "stage_best_reward": state.best_reward,
             "best": None if best is None else best.edits.key(),
             "base": search.base.to_dict(),
+            "others": [edits.to_dict() for edits, _ in search.others],
+            "stage_ranked": state.ranked,
             "cache": [result_to_dict(r) for r in search.cache.values()],
             "events": events,
             "elapsed": elapsed,
@@ -222,6 +238,9 @@ def _checkpoint(
 def _restore_stage(state: StageState, ckpt: Checkpoint, cache: dict[str, CandidateResult]) -> None:
     meta = ckpt.meta
     state.policy.load_state_dict(ckpt.prefixed("policy"))
+    if state.chooser is not None:
+        state.chooser.logits.data.copy_(ckpt.tensors["chooser.logits"])
+    state.ranked = dict(meta.get("stage_ranked", {}))
     if state.optimizer is not None:
         optimizer_from_flat(state.optimizer, ckpt)
     state.generator.set_state(ckpt.tensors["rng.stage"])
@@ -333,6 +352,7 @@ def compress(
             seconds=seconds,
         )
         stages, first, best = cfg.stage_list(), 0, None
+        others: list[Edits] = []  # the next stage's further bases (--shrink-bases)
         if ckpt is None:
             emit(
                 {
@@ -349,6 +369,7 @@ def compress(
         else:
             search.cache = {r.edits.key(): r for r in map(result_from_dict, ckpt.meta["cache"])}
             search.base = Edits.from_dict(ckpt.meta["base"])
+            others = [Edits.from_dict(e) for e in ckpt.meta.get("others", [])]
             best = None if ckpt.meta["best"] is None else search.cache[ckpt.meta["best"]]
             first = ckpt.meta["stage_index"]
             log.info("resuming %s at stage %s, update %d", out, ckpt.meta["stage"], ckpt.meta["update"])
@@ -358,7 +379,11 @@ def compress(
                 search.analysis = analyze(
                     build_student(ctx, search.base), data.input_shape, cfg.fix, check_removals=False
                 )
-            state = _new_stage(stage, cfg, index)
+            search.others = tuple(
+                (edits, analyze(build_student(ctx, edits), data.input_shape, cfg.fix, check_removals=False))
+                for edits in others
+            )
+            state = _new_stage(stage, cfg, index, 1 + len(others))
             if ckpt is not None and index == first:
                 _restore_stage(state, ckpt, search.cache)
                 if listener is not None:  # for the progress display only: the event log already has this stage
@@ -376,6 +401,8 @@ def compress(
                 log.warning("stage %s found no valid student; the next stage starts from the previous best", stage)
                 continue
             best, search.base = state.best, state.best.edits
+            chosen = state.best.edits.key()
+            others = [search.cache[k].edits for k in state.top(cfg.shrink_bases) if k != chosen][: cfg.shrink_bases - 1]
         if best is None:
             raise N2NError(
                 f"no candidate student was valid in {len(search.cache)} evaluations; the reasons are in "

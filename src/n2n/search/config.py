@@ -31,6 +31,7 @@ PAPER_PROTOCOL = {
     "shrink_lr": 0.01,
     "advantage": "ema",  # R - b with a moving-average b (eq. 2)
     "max_draws": 1,  # exactly 5 rollouts per update, seen or not
+    "shrink_bases": 1,  # stage 2 shrinks the best stage-1 network
     "fractions": PAPER_FRACTIONS,
 }
 
@@ -106,6 +107,12 @@ class CompressConfig:
         1,
         "draw up to this many times --rollouts students per update to find --rollouts new ones: a student evaluated "
         "before costs nothing (its cached reward still trains the policy); 1 draws exactly --rollouts (the paper)",
+    )
+    shrink_bases: int = _opt(
+        1,
+        "stage 2 shrinks the best K stage-1 students, not only the best: each rollout first picks which one to shrink "
+        "(a learned choice; random search picks uniformly), so a student that ranked second after removal but "
+        "shrinks better is not lost; 1 shrinks the best only (the paper)",
     )
     advantage: str = _opt(
         "ema",
@@ -204,6 +211,7 @@ class CompressConfig:
             "updates",
             "rollouts",
             "max_draws",
+            "shrink_bases",
             "steps",
             "batch_size",
             "candidate_examples",

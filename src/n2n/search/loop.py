@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from n2n.search.candidate import CandidateResult, Evaluator
-from n2n.search.policies import RandomPolicy, RemovalPolicy, ShrinkPolicy
+from n2n.search.policies import BaseChoice, RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.reinforce import Baseline, reinforce_loss
 from n2n.search.reward import INVALID_REWARD, Constraints, constrained_reward
 from n2n.surgery import Analysis, Edits
@@ -37,6 +37,12 @@ class StageState:
     update: int = 0
     best: CandidateResult | None = None
     best_reward: float = INVALID_REWARD - 1.0  # below any reward, so the first valid candidate becomes best
+    chooser: BaseChoice | None = None  # which base a rollout starts from, when the stage has several
+    ranked: dict[str, float] = field(default_factory=dict)  # valid student key -> its reward, to pick the next bases
+
+    def top(self, k: int) -> list[str]:
+        """The keys of the ``k`` best valid students of this stage (ties: by key, so the choice is reproducible)."""
+        return sorted(self.ranked, key=lambda key: (-self.ranked[key], key))[:k]
 
 
 @dataclass
@@ -51,6 +57,7 @@ class SearchContext:
     fractions: tuple[float, ...]
     entropy_coef: float = 0.0
     max_draws: int = 1  # an update draws up to max_draws x rollouts times to find rollouts new students
+    others: tuple[tuple[Edits, Analysis], ...] = ()  # further bases a rollout may start from (--shrink-bases)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -96,26 +103,35 @@ def estimated_macs(analysis: Analysis, edits: Edits) -> float:
 def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: EventSink) -> list[CandidateResult]:
     """One policy update: sample ``rollouts`` students (more draws when ``ctx.max_draws`` > 1 and some were seen
     before), evaluate, reward, REINFORCE step over every draw. Returns the results."""
-    features = ctx.analysis.features()
-    decidable = ctx.analysis.removable() if state.name == "remove" else ctx.analysis.shrinkable()
+    bases = [(ctx.base, ctx.analysis), *ctx.others]
+    features = [analysis.features() for _, analysis in bases]
+    decidable = [a.removable() if state.name == "remove" else a.shrinkable() for _, a in bases]
 
     # -- sample actions. A student evaluated before costs nothing (its cached reward still trains the policy), so with
-    # max_draws > 1 the update keeps drawing until it has `rollouts` new students, or max_draws x rollouts draws
-    samples, edits, new = [], [], set()
+    # max_draws > 1 the update keeps drawing until it has `rollouts` new students, or max_draws x rollouts draws.
+    # With several bases a rollout first picks its base; the choice's log-probability joins the policy's
+    samples, edits, picks, new = [], [], [], set()
     while len(new) < rollouts and len(samples) < rollouts * ctx.max_draws:
-        sample = state.policy.sample(features, decidable, state.generator)
+        b = 0
+        if state.chooser is not None:
+            b, log_prob, entropy = state.chooser.sample(state.generator)
+        sample = state.policy.sample(features[b], decidable[b], state.generator)
+        if state.chooser is not None:
+            sample = sample._replace(log_prob=sample.log_prob + log_prob, entropy=sample.entropy + entropy)
         samples.append(sample)
-        edits.append(ctx.base.then(actions_to_edits(state.name, ctx.analysis, sample.actions, ctx.fractions)))
+        picks.append(b)
+        base, analysis = bases[b]
+        edits.append(base.then(actions_to_edits(state.name, analysis, sample.actions, ctx.fractions)))
         if edits[-1].key() not in ctx.cache:
             new.add(edits[-1].key())
 
     # -- build and evaluate students (new architectures only, each once), the costliest first: workers that finish
     # early then pick up the small ones, so fewer wait idle at the end of an update (results do not depend on it)
-    by_key = {e.key(): e for e in edits}
+    by_key = {e.key(): (e, bases[b][1]) for e, b in zip(edits, picks, strict=True)}
     todo = list(dict.fromkeys(e.key() for e in edits if e.key() not in ctx.cache))
-    todo.sort(key=lambda k: -estimated_macs(ctx.analysis, by_key[k]))
+    todo.sort(key=lambda k: -estimated_macs(by_key[k][1], by_key[k][0]))
     t0 = time.perf_counter()
-    fresh_results = ctx.evaluator.evaluate([by_key[k] for k in todo])
+    fresh_results = ctx.evaluator.evaluate([by_key[k][0] for k in todo])
     for result in fresh_results:
         ctx.cache[result.edits.key()] = result
     _account(ctx.seconds, time.perf_counter() - t0, fresh_results)
@@ -147,12 +163,15 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     fresh = set(todo)
     for k, (result, rew, sample) in enumerate(zip(results, rewards, samples, strict=False)):
         key = result.edits.key()
-        emit(
-            candidate_event(state.name, state.update, k, result, rew, sample.actions.tolist(), cached=key not in fresh)
-        )
+        event = candidate_event(state.name, state.update, k, result, rew, sample.actions.tolist(), key not in fresh)
+        if state.chooser is not None:
+            event["base"] = picks[k]
+        emit(event)
         fresh.discard(key)
-        if result.valid and rew > state.best_reward:
-            state.best, state.best_reward = result, rew
+        if result.valid:
+            state.ranked[key] = max(rew, state.ranked.get(key, rew))
+            if rew > state.best_reward:
+                state.best, state.best_reward = result, rew
     emit(
         {
             "event": "update",
@@ -163,7 +182,8 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
             "baseline": baseline_before,
             "loss": loss.item(),
             "entropy": entropies.mean().item(),
-            "probs": _policy_probs(state, features),
+            "probs": _policy_probs(state, features[0]),
+            **({"base_probs": state.chooser.probs()} if state.chooser is not None else {}),
         }
     )
     state.update += 1

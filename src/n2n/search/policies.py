@@ -165,6 +165,29 @@ class ShrinkPolicy(nn.Module):
         return cls(**{k: v for k, v in cfg.items() if k not in SAVED_ONLY})
 
 
+class BaseChoice(nn.Module):
+    """Stage 2 over several stage-1 students (``--shrink-bases``): which one a rollout shrinks.
+
+    A categorical distribution over the ``n`` bases whose logits learn with the shrink policy (REINFORCE on the sum
+    of both log-probabilities), so the rollouts move to the base that shrinks best. ``learn=False`` keeps it uniform
+    (random search).
+    """
+
+    def __init__(self, n: int, learn: bool = True) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(n), requires_grad=learn)
+
+    def sample(self, generator: torch.Generator) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """A base index, its log-probability and the distribution's entropy."""
+        dist = Categorical(logits=self.logits)
+        index = int(torch.multinomial(dist.probs.detach(), 1, generator=generator))
+        return index, dist.log_prob(torch.tensor(index)), dist.entropy()
+
+    @torch.no_grad()
+    def probs(self) -> list[float]:
+        return [round(p, 4) for p in torch.softmax(self.logits, 0).tolist()]
+
+
 class RandomPolicy(nn.Module):
     """The random-search baseline (``--search random``): uniform actions, nothing to learn.
 
