@@ -176,6 +176,8 @@ def main() -> int:
 
     print(f"\nsearch quality ({s['arch']} x{s['width']} on {s['data']}, {s['updates']} updates x {s['rollouts']} "
           f"rollouts per stage, {s['steps']} steps per candidate)")  # fmt: skip
+    if args.search_args or args.n2n_args:
+        print(f"options on top: both searches {args.search_args!r}, n2n only {args.n2n_args!r}")
     print(f"{'seed':>5} {'method':>8} {'best reward':>12} {'params':>9} {'compression':>12} {'test acc':>9}")
     for r in rows:
         for m in METHODS:
