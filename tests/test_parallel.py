@@ -55,3 +55,62 @@ def test_a_fatal_first_candidate_does_not_look_like_a_start_failure():
         assert not results[0].valid and results[1].valid
     finally:
         evaluator.close()
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's reaper may be slow, or absent in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _children(parent: int) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="reads process states from /proc")
+def test_workers_exit_when_the_search_process_is_killed(tmp_path):
+    """A search killed without shutting its pool down (SIGKILL here) leaves no worker processes behind."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "search.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from _worker_tasks import worker_pid
+        from n2n.search.parallel import ProcessPoolEvaluator
+        from n2n.surgery import Edits
+
+        if __name__ == "__main__":
+            evaluator = ProcessPoolEvaluator(None, 2, task=worker_pid)
+            results = evaluator.evaluate([Edits.make(keep={{"a": 0.5}}), Edits.make(keep={{"b": 0.5}})])
+            print(*{{r.params for r in results}}, flush=True)
+            time.sleep(600)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    pids = _children(proc.pid)  # every worker, busy or idle, and multiprocessing's helpers
+    assert workers and set(workers) <= set(pids) and all(_running(p) for p in pids)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(p) for p in pids)

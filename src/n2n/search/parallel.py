@@ -10,9 +10,13 @@ reason recorded, and the search goes on.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,10 +33,31 @@ log = logging.getLogger(__name__)
 _WORKER_CTX: EvalContext | None = None
 
 
-def _init_worker(ctx: EvalContext, threads: int) -> None:
+def _init_worker(ctx: EvalContext, threads: int, parent: int) -> None:
     global _WORKER_CTX
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)
     _WORKER_CTX = ctx
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the search process that started it is gone. A search killed without a chance to shut its
+    pool down (SIGTERM, SIGKILL, out of memory) otherwise leaves its workers behind: they hang in interpreter shutdown
+    once their queue closes. On Linux the kernel kills the worker (PR_SET_PDEATHSIG, which no Python code has to run
+    for); elsewhere a thread polls for the parent."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before the request was in place (or before this worker ran)
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _evaluate_in_worker(edits: Edits) -> CandidateResult:
@@ -64,7 +89,7 @@ class ProcessPoolEvaluator:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.ctx, self.threads),
+                initargs=(self.ctx, self.threads, os.getpid()),
             )
         return self._pool
 
