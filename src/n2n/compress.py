@@ -207,7 +207,7 @@ def _checkpoint(
     optim, groups, scalars = optimizer_to_flat(state.optimizer) if state.optimizer else ({}, [], {})
     tensors = {f"policy.{k}": v for k, v in state.policy.state_dict().items()}
     if state.chooser is not None:
-        tensors["chooser.logits"] = state.chooser.logits.detach()
+        tensors.update({f"chooser.{k}": v for k, v in state.chooser.state_dict().items()})
     tensors.update(optim)
     tensors["rng.stage"] = state.generator.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
@@ -239,7 +239,7 @@ def _restore_stage(state: StageState, ckpt: Checkpoint, cache: dict[str, Candida
     meta = ckpt.meta
     state.policy.load_state_dict(ckpt.prefixed("policy"))
     if state.chooser is not None:
-        state.chooser.logits.data.copy_(ckpt.tensors["chooser.logits"])
+        state.chooser.load_state_dict(ckpt.prefixed("chooser"))
     state.ranked = dict(meta.get("stage_ranked", {}))
     if state.optimizer is not None:
         optimizer_from_flat(state.optimizer, ckpt)
@@ -353,6 +353,10 @@ def compress(
         )
         stages, first, best = cfg.stage_list(), 0, None
         others: list[Edits] = []  # the next stage's further bases (--shrink-bases)
+
+        def analyzed(edits: Edits) -> Analysis:  # the layers of the student ``edits`` make, for the next stage
+            return analyze(build_student(ctx, edits), data.input_shape, cfg.fix, check_removals=False)
+
         if ckpt is None:
             emit(
                 {
@@ -376,13 +380,8 @@ def compress(
         for index in range(first, len(stages)):
             stage = stages[index]
             if search.base.removed:
-                search.analysis = analyze(
-                    build_student(ctx, search.base), data.input_shape, cfg.fix, check_removals=False
-                )
-            search.others = tuple(
-                (edits, analyze(build_student(ctx, edits), data.input_shape, cfg.fix, check_removals=False))
-                for edits in others
-            )
+                search.analysis = analyzed(search.base)
+            search.others = tuple((edits, analyzed(edits)) for edits in others)
             state = _new_stage(stage, cfg, index, 1 + len(others))
             if ckpt is not None and index == first:
                 _restore_stage(state, ckpt, search.cache)

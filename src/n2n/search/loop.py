@@ -112,12 +112,9 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     # With several bases a rollout first picks its base; the choice's log-probability joins the policy's
     samples, edits, picks, new = [], [], [], set()
     while len(new) < rollouts and len(samples) < rollouts * ctx.max_draws:
-        b = 0
-        if state.chooser is not None:
-            b, log_prob, entropy = state.chooser.sample(state.generator)
+        b, log_prob, entropy = (0, 0.0, 0.0) if state.chooser is None else state.chooser.sample(state.generator)
         sample = state.policy.sample(features[b], decidable[b], state.generator)
-        if state.chooser is not None:
-            sample = sample._replace(log_prob=sample.log_prob + log_prob, entropy=sample.entropy + entropy)
+        sample = sample._replace(log_prob=sample.log_prob + log_prob, entropy=sample.entropy + entropy)
         samples.append(sample)
         picks.append(b)
         base, analysis = bases[b]
