@@ -17,7 +17,7 @@ from n2n.search.compute import (
     resolve_precision,
 )
 from n2n.search.config import CompressConfig
-from n2n.search.distill import Diverged, accuracy, mse_distill_loss, predict_logits, train_student
+from n2n.search.distill import Diverged, accuracy, folded, mse_distill_loss, predict_logits, train_student
 
 
 @pytest.fixture
@@ -174,3 +174,52 @@ def test_inference_batches_default_to_the_device_s_size(monkeypatch):
     assert CompressConfig().validate().eval_batch_size is None
     with pytest.raises(ConfigError, match="--eval-batch-size must be a positive integer"):
         CompressConfig(eval_batch_size=0).validate()
+
+
+class _Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+
+    def forward(self, x):
+        return self.body(x) if x.sum() > -1e9 else -self.body(x)  # data-dependent branch: torch.fx cannot trace it
+
+
+class _Shared(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn1, self.bn2 = nn.Conv2d(1, 1, 3, padding=1), nn.BatchNorm2d(1), nn.BatchNorm2d(1)
+        self.head = nn.Linear(64, 3)
+
+    def forward(self, x):
+        return self.head(self.bn2(self.conv(self.bn1(self.conv(x)))).flatten(1))  # one conv, two batch norms
+
+
+def test_scoring_folds_batch_norms_into_a_copy_and_keeps_the_argmax(monkeypatch):
+    """accuracy() scores with conv+BN folded (a faster copy); the caller's model keeps its layers, mode and
+    logits, the folded logits agree to float rounding, and a model fx cannot trace is scored unfolded."""
+    import n2n.search.distill as distill
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+    x = torch.randn(200, 1, 8, 8)
+    with torch.no_grad():
+        model(x * 3 + 1)  # running statistics far from the initial (0, 1), so folding changes the weights
+    before = [p.clone() for p in model.state_dict().values()]
+    twin = folded(model)
+    assert model.training
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in twin.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.state_dict().values(), strict=True))
+    plain = predict_logits(model, x)
+    torch.testing.assert_close(predict_logits(model, x, fold_bn=True), plain, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(twin.get_submodule("0").weight, model.get_submodule("0").weight)
+    y = plain.argmax(dim=1)
+    calls = []
+    monkeypatch.setattr(distill, "folded", lambda m: calls.append(m) or folded(m))
+    assert accuracy(model, x, y) == 1.0 and calls == [model]
+    for odd in (_Untraceable(), _Shared()):
+        with torch.no_grad():
+            odd.train()(x * 3 + 1)
+        assert folded(odd) is None
+        assert accuracy(odd, x, predict_logits(odd, x).argmax(dim=1)) == 1.0

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
+from torch.fx.experimental.optimization import fuse
 
 from n2n.search.compute import CPU, DIVERGE_PATIENCE, Compute, divergence_limit, divergence_streak
+
+log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -113,15 +118,38 @@ def train_student(
     return sum(tail) / max(1, len(tail))
 
 
+def folded(model: nn.Module) -> nn.Module | None:
+    """An eval-mode copy of ``model`` with every batch norm folded into the convolution or linear layer it follows
+    (``torch.fx.experimental.optimization.fuse``), or None when ``model`` cannot be traced or applies one module
+    at two places (its single copy could only be folded with one of the batch norms that follow it).
+
+    Scoring the validation split with the folded copy skips the normalisation pass over every activation: 1.77x
+    faster for six VGG-13 students on MNIST (batch 128, 1 thread, channels-last; benchmarks/candidate_cost.py,
+    section scoring). Logits move by about 1e-6, so it is kept
+    to scoring (argmax), and the teacher logits students learn from are computed unfolded.
+    """
+    twin = copy.deepcopy(model).eval()
+    try:
+        traced = twin if isinstance(twin, fx.GraphModule) else fx.symbolic_trace(twin)
+    except Exception as err:  # noqa: BLE001 - any tracing failure: score the model as it is
+        log.debug("scoring %s without folding its batch norms: %s", type(model).__name__, err)
+        return None
+    called = [node.target for node in traced.graph.nodes if node.op == "call_module"]
+    if len(called) != len(set(called)):
+        return None
+    return fuse(traced, inplace=True, no_trace=True)
+
+
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, x: torch.Tensor, batch_size: int | None = None, compute: Compute = CPU
+    model: nn.Module, x: torch.Tensor, batch_size: int | None = None, compute: Compute = CPU, fold_bn: bool = False
 ) -> torch.Tensor:
     """Float32 logits of ``model`` on host tensor ``x`` in eval mode, computed in batches (default: the device's
     ``compute.eval_batch_size``) on ``compute``'s device; returned on the host. ``model`` is not moved (a copy is,
-    when it lives elsewhere)."""
+    when it lives elsewhere). ``fold_bn`` computes them with a :func:`folded` copy when ``model`` can be traced."""
     batch_size = batch_size or compute.eval_batch_size
-    model = compute.copy_of(model)
+    twin = folded(model) if fold_bn else None
+    model = compute.copy_of(model) if twin is None else compute.model(twin)
     was_training = model.training
     model.eval()
     try:
@@ -135,8 +163,8 @@ def predict_logits(
 def accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None, compute: Compute = CPU
 ) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)``, a fraction in [0, 1]."""
-    logits = predict_logits(model, x, batch_size, compute)
+    """Top-1 accuracy of ``model`` on ``(x, y)``, a fraction in [0, 1] (batch norms folded, see :func:`folded`)."""
+    logits = predict_logits(model, x, batch_size, compute, fold_bn=True)
     if not torch.isfinite(logits).all():
         return 0.0
     return (logits.argmax(dim=1) == y).float().mean().item()
