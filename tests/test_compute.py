@@ -218,6 +218,10 @@ def test_scoring_folds_batch_norms_into_a_copy_and_keeps_the_argmax(monkeypatch)
     calls = []
     monkeypatch.setattr(distill, "folded", lambda m: calls.append(m) or folded(m))
     assert accuracy(model, x, y) == 1.0 and calls == [model]
+    relu = nn.ReLU()  # one activation module applied twice, as in a ResNet block: still folded
+    block = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), relu, nn.Conv2d(4, 4, 3, padding=1),
+                          nn.BatchNorm2d(4), relu, nn.Flatten(), nn.Linear(256, 3))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded(block).modules())
     for odd in (_Untraceable(), _Shared()):
         with torch.no_grad():
             odd.train()(x * 3 + 1)
