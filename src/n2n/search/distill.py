@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 from torch.fx.experimental.optimization import fuse
 
+from n2n.errors import ModelError
 from n2n.search.compute import CPU, DIVERGE_PATIENCE, Compute, divergence_limit, divergence_streak
+from n2n.surgery._fx import is_layer, module_of, trace
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +130,13 @@ def folded(model: nn.Module) -> nn.Module | None:
     section scoring). Logits move by about 1e-6, so folding is kept to scoring (argmax), and the teacher logits that
     students learn from are computed unfolded.
     """
-    twin = copy.deepcopy(model).eval()
     try:
-        traced = twin if isinstance(twin, fx.GraphModule) else fx.symbolic_trace(twin)
-    except Exception as err:  # noqa: BLE001 - any tracing failure: score the model as it is
-        log.debug("scoring %s without folding its batch norms: %s", type(model).__name__, err)
+        traced = trace(model).eval()
+    except ModelError as err:  # score the model as it is
+        log.debug("scoring without folding batch norms: %s", err)
         return None
-    foldable = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-    called = [n.target for n in traced.graph.nodes if n.op == "call_module"]
-    called = [t for t in called if isinstance(traced.get_submodule(t), foldable)]
-    if len(called) != len(set(called)):
+    layers = [node.target for node in traced.graph.nodes if is_layer(module_of(traced, node))]
+    if len(layers) != len(set(layers)):
         return None
     return fuse(traced, inplace=True, no_trace=True)
 
