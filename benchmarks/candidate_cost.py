@@ -2,7 +2,8 @@
 
 Sections (each compares side by side in one run, interleaved and repeated; the machine is shared, so read ratios):
   cost      evaluations per minute of `evaluate_candidate` (cached teacher logits, default precision and memory
-            format) vs a naive loop (teacher forward at every step, fp32, contiguous), same candidates. Target >= 3x.
+            format, in a process set up as the n2n command line sets it up: huge pages on) vs a naive loop (teacher
+            forward at every step, fp32, contiguous, in a plain Python process), same candidates. Target >= 3x.
   fidelity  Spearman rank correlation between the cheap score (default candidate training, validation accuracy)
             and a 5-epoch score of the same 20 random candidates, and the cost ratio. Target >= 0.8.
   flops     achieved FLOP/s of candidate training vs a plain PyTorch loop of the same model (fwd+bwd = 3x fwd).
@@ -30,9 +31,11 @@ import argparse
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -49,6 +52,7 @@ from n2n.search.candidate import (
     candidate_steps,
     evaluate_candidate,
 )
+from n2n.search.compute import HUGE_PAGES_ENV, enable_huge_pages
 from n2n.search.config import CompressConfig
 from n2n.search.distill import accuracy, mse_distill_loss, predict_logits, train_student
 from n2n.search.loop import estimated_macs
@@ -136,17 +140,59 @@ def timed(fn, *args) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
-def section_cost(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
+_CHILD_CTX: EvalContext | None = None
+
+
+def _child_init(ctx: EvalContext) -> None:
+    global _CHILD_CTX
+    torch.set_num_threads(1)
+    _CHILD_CTX = ctx
+
+
+def _child_timed(loop: str, edits: Edits) -> float:
+    return timed(evaluate_candidate if loop == "ours" else naive_candidate, _CHILD_CTX, edits)[0]
+
+
+def _process(ctx: EvalContext, huge_pages: str) -> ProcessPoolExecutor:
+    """A one-process pool holding ``ctx``, its process started with ``THP_MEM_ALLOC_ENABLE=huge_pages`` (PyTorch
+    reads the variable once per process, so each loop needs a process of its own)."""
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init,
+                               initargs=(ctx,))
+    before = os.environ.get(HUGE_PAGES_ENV)
+    os.environ[HUGE_PAGES_ENV] = huge_pages
+    try:
+        pool.submit(int).result()  # the process starts here, with this environment
+    finally:
+        if before is None:
+            del os.environ[HUGE_PAGES_ENV]
+        else:
+            os.environ[HUGE_PAGES_ENV] = before
+    return pool
+
+
+def section_cost(ctx: EvalContext, cands: list[Edits], repeats: int, naive_huge_pages: bool) -> dict:
+    """Each loop runs in a process of its own, one thread, one candidate at a time (never both at once): ours as the
+    n2n command line runs it (huge pages on unless the environment says otherwise), the naive loop in a plain
+    Python process (huge pages off, unless ``naive_huge_pages``)."""
+    ours_env = os.environ.get(HUGE_PAGES_ENV, "1")
+    naive_env = "1" if naive_huge_pages else "0"
     ours, naive = [], []
-    for _ in range(repeats):
-        for e in cands:  # interleaved: each candidate both ways, one after the other
-            naive.append(timed(naive_candidate, ctx, e)[0])
-            ours.append(timed(evaluate_candidate, ctx, e)[0])
+    pools = {"ours": _process(ctx, ours_env), "naive": _process(ctx, naive_env)}
+    try:
+        for _ in range(repeats):
+            for e in cands:  # interleaved: each candidate both ways, one after the other
+                naive.append(pools["naive"].submit(_child_timed, "naive", e).result())
+                ours.append(pools["ours"].submit(_child_timed, "ours", e).result())
+    finally:
+        for pool in pools.values():
+            pool.shutdown()
     return {
         "ours_evals_per_min": 60 * len(ours) / sum(ours),
         "naive_evals_per_min": 60 * len(naive) / sum(naive),
         "ratio": sum(naive) / sum(ours),
         "target": 3.0,
+        "huge_pages": {"ours": ours_env, "naive": naive_env},
+        "seconds": {"ours": ours, "naive": naive},
     }
 
 
@@ -296,7 +342,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--sections", default="cost,fidelity,flops,scaling")
     ap.add_argument("--out", default="candidate_cost.json", help="file name under benchmarks/results/")
+    ap.add_argument(
+        "--naive-huge-pages",
+        action="store_true",
+        help="run the naive loop with PyTorch's huge-page allocation too (default: off, as in a plain Python process)",
+    )
     args = ap.parse_args()
+    enable_huge_pages()  # as the n2n command line does, before the first large tensor
     teacher_dir = args.teacher
     if teacher_dir is None:
         if args.from_run is None:
@@ -337,7 +389,7 @@ def main() -> None:
     }
     sections = args.sections.split(",")
     if "cost" in sections:
-        results["cost"] = section_cost(ctx, timed_cands, args.repeats)
+        results["cost"] = section_cost(ctx, timed_cands, args.repeats, args.naive_huge_pages)
     if "flops" in sections:
         results["flops"] = section_flops(ctx, timed_cands[0], ctx.settings.steps, args.repeats)
     if "scaling" in sections:

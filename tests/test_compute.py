@@ -1,6 +1,12 @@
 """Devices, precision and memory format of student training, and the diverging-loss early stop."""
 
+import contextlib
+import copy
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +15,7 @@ from torch import nn
 from n2n.errors import ConfigError
 from n2n.search.compute import (
     DIVERGE_PATIENCE,
+    HUGE_PAGES_ENV,
     Compute,
     divergence_limit,
     divergence_streak,
@@ -17,7 +24,15 @@ from n2n.search.compute import (
     resolve_precision,
 )
 from n2n.search.config import CompressConfig
-from n2n.search.distill import Diverged, accuracy, folded, mse_distill_loss, predict_logits, train_student
+from n2n.search.distill import (
+    Diverged,
+    accuracy,
+    folded,
+    mse_distill_loss,
+    predict_logits,
+    relus_in_place,
+    train_student,
+)
 
 
 @pytest.fixture
@@ -227,3 +242,80 @@ def test_scoring_folds_batch_norms_into_a_copy_and_keeps_the_argmax(monkeypatch)
             odd.train()(x * 3 + 1)
         assert folded(odd) is None
         assert accuracy(odd, x, predict_logits(odd, x).argmax(dim=1)) == 1.0
+
+
+class _Skip(nn.Module):
+    """conv-BN-ReLU (may work in place); a ReLU whose input also feeds a skip (may not); ReLU after ReLU (may not);
+    one ReLU module called twice (may not); a linear-ReLU (may)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.act = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()
+        self.conv2, self.act2, self.act3 = nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.ReLU()
+        self.shared = nn.ReLU()
+        self.fc, self.act4, self.head = nn.Linear(256, 8), nn.ReLU(), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.act(self.bn(self.conv(x)))
+        g = self.conv2(h)
+        h = self.act3(self.act2(g)) + g  # act2's input feeds the skip; act3 follows a ReLU
+        h = self.shared(self.shared(h))
+        return self.head(self.act4(self.fc(h.flatten(1))))
+
+
+def test_relus_work_in_place_only_where_safe_and_training_is_unchanged(monkeypatch):
+    """train_student lets a ReLU overwrite its input only after a conv, linear or batch norm that nothing else reads
+    (and only a ReLU called once); the flags come back as they were, and the trained weights are bit-identical."""
+    torch.manual_seed(0)
+    model = torch.fx.symbolic_trace(_Skip())
+    reference = copy.deepcopy(model)
+    with relus_in_place(model) as count:
+        assert count == 2
+        assert model.act.inplace and model.act4.inplace
+        assert not (model.act2.inplace or model.act3.inplace or model.shared.inplace)
+    assert not any(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+    with relus_in_place(_Skip()) as count:  # not traced: nothing changes
+        assert count == 0
+    x, z = torch.randn(40, 1, 8, 8), torch.randn(40, 3)
+    seen = []
+    model.act.register_forward_hook(lambda m, i, o: seen.append(m.inplace))
+    def train(m):
+        train_student(m, x, z, steps=5, batch_size=16, lr=1e-2, weight_decay=1e-4,
+                      generator=torch.Generator().manual_seed(1), compute=Compute(channels_last=True))
+
+    train(model)
+    assert seen == [True] * 5 and not model.act.inplace
+    import n2n.search.distill as distill
+
+    monkeypatch.setattr(distill, "relus_in_place", lambda m: contextlib.nullcontext(0))
+    train(reference)  # every ReLU out of place
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_command_line_turns_on_huge_pages_unless_the_user_chose(monkeypatch, tmp_path):
+    from n2n.cli import main
+
+    monkeypatch.delenv(HUGE_PAGES_ENV, raising=False)
+    assert main(["evaluate", str(tmp_path / "missing")]) != 0  # fails on its input, after the set-up
+    assert os.environ[HUGE_PAGES_ENV] == "1"
+    monkeypatch.setenv(HUGE_PAGES_ENV, "0")
+    main(["evaluate", str(tmp_path / "missing")])
+    assert os.environ[HUGE_PAGES_ENV] == "0"
+
+
+@pytest.mark.skipif(
+    "[never]" in (Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+                  if Path("/sys/kernel/mm/transparent_hugepage/enabled").exists() else "[never]"),
+    reason="the kernel has no transparent huge pages",
+)
+def test_pytorch_backs_large_buffers_with_huge_pages_once_enabled():
+    """The variable enable_huge_pages() sets is the one this PyTorch reads: its large buffers land on huge pages."""
+    code = (
+        "from n2n.search.compute import enable_huge_pages; enable_huge_pages(); import torch; "
+        "x = [torch.ones(2**21) for _ in range(8)]; "
+        "print(next(l.split()[1] for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != HUGE_PAGES_ENV}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) > 0

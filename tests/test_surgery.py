@@ -1,3 +1,4 @@
+import copy
 import random
 
 import pytest
@@ -7,6 +8,7 @@ from torch import nn
 from n2n.errors import ModelError, SurgeryError
 from n2n.models import create_model
 from n2n.surgery import Bypass, Edits, analyze, apply_edits, count_params, remove_layers, shrink_layers
+from n2n.surgery._fx import module_of
 from n2n.surgery.shrink import keep_count
 
 ZOO = [("lenet5", 8, 6), ("vgg11", 8, 6), ("vgg13", 28, 4), ("resnet18", 8, 4), ("resnet34", 8, 2)]
@@ -144,3 +146,25 @@ def test_edits_canonical_and_round_trip():
     assert e.removed == ("a", "b") and e.keep == (("x", 0.5),)
     assert Edits.from_dict(e.to_dict()) == e
     assert e.then(Edits.make(keep={"z": 0.25})).keep == (("x", 0.5), ("z", 0.25))
+
+
+def test_removal_drops_a_relu_left_right_after_another():
+    """Removing conv 4 (and its BN) leaves ReLU 6 after ReLU 2 through a max-pool: it goes (same outputs and
+    gradients as the network that keeps it); ReLU 9 follows a batch norm and stays."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3),
+    )
+    x = torch.randn(4, 1, 8, 8)
+    gm = remove_layers(model, ["4"], x[:2]).train()
+    assert [str(n.target) for n in gm.graph.nodes if isinstance(module_of(gm, n), nn.ReLU)] == ["2", "9"]
+    reference = nn.Sequential(*[copy.deepcopy(model[i]) for i in (0, 1, 2, 3, 6, 7, 8, 9, 10, 11)]).train()
+    out, expected = gm(x), reference(x)
+    assert torch.equal(out, expected)
+    out.pow(2).sum().backward()
+    expected.pow(2).sum().backward()
+    assert torch.equal(gm.get_submodule("0").weight.grad, reference[0].weight.grad)
+    kept = remove_layers(model, ["7"], x[:2])  # ReLU 9 now follows ReLU 6 directly
+    assert [str(n.target) for n in kept.graph.nodes if isinstance(module_of(kept, n), nn.ReLU)] == ["2", "6"]

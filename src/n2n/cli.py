@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from n2n.errors import ConfigError, Interrupted, N2NError
+from n2n.search.compute import enable_huge_pages
 
 console = Console(stderr=True)
 
@@ -795,6 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    enable_huge_pages()  # before the first large tensor (see its docs)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("train-teacher", "evaluate"):
