@@ -44,6 +44,8 @@ def enable_huge_pages() -> None:
     PyTorch reads the variable once, at the process's first allocation of 2 MB or more, so the command line calls
     this first thing; worker processes inherit it. Candidate evaluation was 4.7% faster with it, in two processes
     timed side by side on the same six students (2 cores, kernel THP mode "madvise"); results are bit-identical.
+    But two worker processes evaluated 0.94x as many candidates per minute with it as without (one run each,
+    benchmarks/candidate_cost.py --sections scaling): whether pools should run without it is still to measure.
     A library caller who wants it sets the variable before creating large tensors.
     """
     os.environ.setdefault(HUGE_PAGES_ENV, "1")
