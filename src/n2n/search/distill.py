@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import Counter
 from collections.abc import Callable, Iterator
 
 import torch
@@ -16,6 +15,7 @@ from torch.fx.experimental.optimization import fuse
 from n2n.errors import ModelError
 from n2n.search.compute import CPU, DIVERGE_PATIENCE, Compute, divergence_limit, divergence_streak
 from n2n.surgery._fx import is_layer, module_of, trace
+from n2n.surgery.remove import call_sites
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,10 @@ def relus_in_place(model: nn.Module) -> Iterator[int]:
     """
     chosen: list[nn.ReLU] = []
     if isinstance(model, fx.GraphModule):
-        calls = Counter(node.target for node in model.graph.nodes if node.op == "call_module")
+        sites = call_sites(model)
         for node in model.graph.nodes:
             relu = module_of(model, node)
-            if not isinstance(relu, nn.ReLU) or relu.inplace or calls[node.target] != 1 or not node.args:
+            if not isinstance(relu, nn.ReLU) or relu.inplace or len(sites[str(node.target)]) != 1 or not node.args:
                 continue
             source = node.args[0]
             if isinstance(source, fx.Node) and len(source.users) == 1:
@@ -174,8 +174,7 @@ def folded(model: nn.Module) -> nn.Module | None:
     except ModelError as err:  # score the model as it is
         log.debug("scoring without folding batch norms: %s", err)
         return None
-    layers = [node.target for node in traced.graph.nodes if is_layer(module_of(traced, node))]
-    if len(layers) != len(set(layers)):
+    if any(len(nodes) > 1 and is_layer(module_of(traced, nodes[0])) for nodes in call_sites(traced).values()):
         return None
     return fuse(traced, inplace=True, no_trace=True)
 
