@@ -26,3 +26,8 @@ def die_in_ray(marker_dir, ctx, edits):
 def worker_pid(edits):
     """Stands in for candidate evaluation: reports the worker's process id (as the params figure)."""
     return CandidateResult(edits, os.getpid(), 20, 0.5, 0.25, "", 0.0)
+
+
+def huge_pages_setting(edits):
+    """Stands in for candidate evaluation: reports the worker's THP_MEM_ALLOC_ENABLE (as the reason)."""
+    return CandidateResult(edits, 10, 20, 0.5, 0.25, os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"), 0.0)

@@ -26,6 +26,7 @@ import torch
 
 from n2n.errors import N2NError
 from n2n.search.candidate import CandidateResult, EvalContext, evaluate_candidate, invalid_result
+from n2n.search.compute import HUGE_PAGES_ENV, worker_huge_pages
 from n2n.surgery import Edits
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,11 @@ log = logging.getLogger(__name__)
 _WORKER_CTX: EvalContext | None = None
 
 
-def _init_worker(ctx: EvalContext, threads: int, parent: int) -> None:
+def _init_worker(ctx: EvalContext, threads: int, parent: int, huge_pages: str) -> None:
     global _WORKER_CTX
+    # before this process's first large allocation: the context's tensors arrived in shared memory, which PyTorch's
+    # allocator (where it reads the variable) never saw
+    os.environ[HUGE_PAGES_ENV] = huge_pages
     _exit_with_parent(parent)
     torch.set_num_threads(threads)
     _WORKER_CTX = ctx
@@ -89,7 +93,7 @@ class ProcessPoolEvaluator:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.ctx, self.threads, os.getpid()),
+                initargs=(self.ctx, self.threads, os.getpid(), worker_huge_pages()),
             )
         return self._pool
 
