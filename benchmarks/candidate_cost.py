@@ -8,6 +8,9 @@ Sections (each compares side by side in one run, interleaved and repeated; the m
             and a 5-epoch score of the same 20 random candidates, and the cost ratio. Target >= 0.8.
   flops     achieved FLOP/s of candidate training vs a plain PyTorch loop of the same model (fwd+bwd = 3x fwd).
   scaling   evaluations per minute with 2 worker processes vs 1, same candidates. Target >= 1.7x.
+  pool_huge_pages  (not in the default sections) two 2-worker pools, one with huge pages in its workers and one
+            without, timed in turn on the same candidates: whether workers should inherit the command line's
+            THP_MEM_ALLOC_ENABLE=1.
   scoring   time to score the validation split with each candidate (untrained, inherited weights) at inference
             batch sizes 64-1024 (min of the repeats), relative to 1024: what the CPU default of 128 rests on; and
             at the default batch with batch norms folded (accuracy(), what scoring does) vs unfolded.
@@ -28,6 +31,7 @@ Prints a table and writes benchmarks/results/candidate_cost.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -50,12 +54,12 @@ from n2n.search.candidate import (
     build_student,
     candidate_seed,
     candidate_steps,
+    costliest_first,
     evaluate_candidate,
 )
 from n2n.search.compute import HUGE_PAGES_ENV, enable_huge_pages
 from n2n.search.config import CompressConfig
 from n2n.search.distill import accuracy, mse_distill_loss, predict_logits, train_student
-from n2n.search.loop import estimated_macs
 from n2n.search.parallel import ProcessPoolEvaluator
 from n2n.surgery import Edits, analyze, count_macs
 
@@ -153,20 +157,27 @@ def _child_timed(loop: str, edits: Edits) -> float:
     return timed(evaluate_candidate if loop == "ours" else naive_candidate, _CHILD_CTX, edits)[0]
 
 
-def _process(ctx: EvalContext, huge_pages: str) -> ProcessPoolExecutor:
-    """A one-process pool holding ``ctx``, its process started with ``THP_MEM_ALLOC_ENABLE=huge_pages`` (PyTorch
-    reads the variable once per process, so each loop needs a process of its own)."""
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init,
-                               initargs=(ctx,))
+@contextlib.contextmanager
+def _huge_pages_env(value: str):
+    """``THP_MEM_ALLOC_ENABLE=value`` while processes start inside the block (PyTorch reads the variable once per
+    process, so a setting needs processes of its own)."""
     before = os.environ.get(HUGE_PAGES_ENV)
-    os.environ[HUGE_PAGES_ENV] = huge_pages
+    os.environ[HUGE_PAGES_ENV] = value
     try:
-        pool.submit(int).result()  # the process starts here, with this environment
+        yield
     finally:
         if before is None:
             del os.environ[HUGE_PAGES_ENV]
         else:
             os.environ[HUGE_PAGES_ENV] = before
+
+
+def _process(ctx: EvalContext, huge_pages: str) -> ProcessPoolExecutor:
+    """A one-process pool holding ``ctx``, its process started with ``THP_MEM_ALLOC_ENABLE=huge_pages``."""
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init,
+                               initargs=(ctx,))
+    with _huge_pages_env(huge_pages):
+        pool.submit(int).result()  # the process starts here, with this environment
     return pool
 
 
@@ -313,6 +324,31 @@ def section_scaling(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
     }
 
 
+def section_pool_huge_pages(ctx: EvalContext, cands: list[Edits], repeats: int) -> dict:
+    """Two 2-worker pools side by side, one whose workers run with huge pages and one without, timed on ``cands``
+    in the order A B B A per repeat, so that drifting machine load falls on both alike."""
+    pools = {}
+    try:
+        for value in ("1", "0"):
+            pools[value] = ProcessPoolEvaluator(ctx, workers=2, threads=1)
+            with _huge_pages_env(value):
+                pools[value].evaluate(cands[:2])  # both workers start here, with this environment
+        walls: dict[str, list[float]] = {"1": [], "0": []}
+        for _ in range(repeats):
+            for value in ("1", "0", "0", "1"):
+                walls[value].append(timed(pools[value].evaluate, cands)[0])
+    finally:
+        for pool in pools.values():
+            pool.close()
+    per_min = {v: 60 * len(cands) * len(w) / sum(w) for v, w in walls.items()}
+    return {
+        "with_evals_per_min": per_min["1"],
+        "without_evals_per_min": per_min["0"],
+        "ratio": per_min["1"] / per_min["0"],
+        "seconds": {"with": walls["1"], "without": walls["0"]},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", help="teacher directory (default with --from-run: that run's teacher)")
@@ -373,7 +409,7 @@ def main() -> None:
         timed_cands = search_edits(args.from_run, args.cost_candidates, seed=0)
     else:
         timed_cands = cands[: args.cost_candidates]
-    timed_cands.sort(key=lambda e: -estimated_macs(analysis, e))  # costliest first, as a search update does
+    timed_cands = [timed_cands[i] for i in costliest_first(ctx, timed_cands, 1)]  # as parallel evaluators order them
     load = os.getloadavg()
     results: dict = {
         "settings": {**vars(args), "teacher": str(teacher_dir), "from_run": args.from_run and str(args.from_run),
@@ -394,6 +430,8 @@ def main() -> None:
         results["flops"] = section_flops(ctx, timed_cands[0], ctx.settings.steps, args.repeats)
     if "scaling" in sections:
         results["scaling"] = section_scaling(ctx, timed_cands, args.repeats)
+    if "pool_huge_pages" in sections:
+        results["pool_huge_pages"] = section_pool_huge_pages(ctx, timed_cands, args.repeats)
     if "scoring" in sections:
         results["scoring"] = section_scoring(ctx, timed_cands, max(3, args.repeats))
     if "fidelity" in sections:
@@ -407,6 +445,7 @@ def main() -> None:
         ("flops: ours GFLOP/s", "flops", "ours_gflops"),
         ("flops: plain loop GFLOP/s", "flops", "plain_gflops"),
         ("scaling: evals/min 2 workers / 1", "scaling", "ratio"),
+        ("2 workers: evals/min huge pages on / off", "pool_huge_pages", "ratio"),
     ]
     for label, sec, key in rows:
         if sec in results:

@@ -28,6 +28,6 @@ def worker_pid(edits):
     return CandidateResult(edits, os.getpid(), 20, 0.5, 0.25, "", 0.0)
 
 
-def huge_pages_setting(edits):
-    """Stands in for candidate evaluation: reports the worker's THP_MEM_ALLOC_ENABLE (as the reason)."""
+def huge_pages_in_ray(ctx, edits):
+    """Stands in for candidate evaluation in a Ray task: reports the worker's THP_MEM_ALLOC_ENABLE (as the reason)."""
     return CandidateResult(edits, 10, 20, 0.5, 0.25, os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"), 0.0)

@@ -48,31 +48,54 @@ def _chain():
     )  # fmt: skip
 
 
-def test_estimated_macs_of_students_without_building_them():
+def test_forward_counts_macs_and_the_activations_of_leaf_modules():
+    from n2n.surgery import count_macs, forward_counts
+
+    model = _chain()
+    macs, activations = forward_counts(model, (1, 8, 8))
+    assert macs == count_macs(model, (1, 8, 8)) == 8 * 64 * 9 + 2 * (8 * 64 * 8 * 9) + 512 * 10
+    assert activations == 3 * 512 + 2 * 512 + 512 + 10  # three convs, two ReLUs, the flatten, the linear layer
+    assert model.training  # left as it was
+
+
+def _chain_context(max_step_scale=1.0):
     import torch
 
-    from n2n.search.loop import estimated_macs
-    from n2n.surgery import Edits, analyze, apply_edits, count_macs
+    from n2n.search.candidate import CandidateSettings, EvalContext
+    from n2n.surgery import analyze, count_macs
 
-    model = _chain().eval()
-    a = analyze(model, (1, 8, 8))
-    macs = {layer.name: layer.macs for layer in a.layers}
-    assert estimated_macs(a, Edits()) == sum(macs.values()) == a.macs
-    assert estimated_macs(a, Edits.make(removed=["2"])) == a.macs - macs["2"]
-    halved = Edits.make(keep={"2": 0.5})  # layer 2 loses half its outputs, layer 4 half its inputs
-    expected = macs["0"] + macs["2"] / 2 + macs["4"] / 2 + macs["6"]
-    assert estimated_macs(a, halved) == expected
-    # exact here (a plain chain): the same count as the built student's
-    student = apply_edits(model, halved, torch.zeros(2, 1, 8, 8), a.protected())
-    assert expected == count_macs(student, (1, 8, 8))
+    teacher = _chain()
+    return EvalContext(teacher=teacher, input_shape=(1, 8, 8), protected=tuple(analyze(teacher, (1, 8, 8)).protected()),
+                       x_train=torch.zeros(16, 1, 8, 8), z_train=torch.zeros(16, 10), x_val=torch.zeros(8, 1, 8, 8),
+                       y_val=torch.zeros(8, dtype=torch.long), teacher_params=10**6, teacher_val_accuracy=1.0,
+                       teacher_macs=count_macs(teacher, (1, 8, 8)),
+                       settings=CandidateSettings(steps=4, batch_size=4, lr=0.1, weight_decay=0.0,
+                                                  max_step_scale=max_step_scale))  # fmt: skip
 
 
-def test_an_update_evaluates_its_costliest_candidates_first():
-    """Longest-first scheduling keeps workers busy; the events and rewards stay in rollout order."""
+def test_parallel_evaluators_start_the_costliest_candidates_first():
+    from n2n.search.candidate import costliest_first, evaluation_cost
+    from n2n.surgery import Edits
+
+    ctx = _chain_context()
+    batch = [Edits.make(keep={"2": 0.25}), Edits(), Edits.make(removed=["2"]), Edits.make(keep={"2": 0.5})]
+    cost = [evaluation_cost(ctx, e) for e in batch]
+    assert cost[1] > cost[3] > cost[0] and cost[1] > cost[2] > 0  # the teacher-sized student costs most
+    order = costliest_first(ctx, batch, workers=2)
+    assert sorted(order) == [0, 1, 2, 3] and [cost[i] for i in order] == sorted(cost, reverse=True)
+    assert costliest_first(None, batch, workers=4) == [0, 1, 2, 3]  # no more candidates than workers: no estimate
+    # equal compute: a student with fewer MACs trains more steps, and costs as much as the teacher
+    scaled = _chain_context(max_step_scale=8.0)
+    assert evaluation_cost(scaled, batch[3]) > evaluation_cost(ctx, batch[3])
+    assert evaluation_cost(ctx, Edits.make(removed=["no-such-layer"])) == 0.0  # fails at once in the worker too
+
+
+def test_an_update_reports_its_candidates_in_rollout_order():
+    """Each new student is evaluated once; the events and rewards stay in rollout order."""
     import torch
 
     from n2n.search.candidate import CandidateResult
-    from n2n.search.loop import SearchContext, StageState, estimated_macs, run_update
+    from n2n.search.loop import SearchContext, StageState, run_update
     from n2n.search.policies import RandomPolicy
     from n2n.search.reinforce import EmaBaseline
     from n2n.search.reward import Constraints
@@ -83,7 +106,7 @@ def test_an_update_evaluates_its_costliest_candidates_first():
 
     class Recorder:
         def evaluate(self, batch):
-            seen.append([estimated_macs(a, e) for e in batch])
+            seen.append([e.key() for e in batch])
             return [CandidateResult(e, 100, 100, 0.9, 0.5, "", 0.0) for e in batch]
 
         def close(self):
@@ -93,8 +116,7 @@ def test_an_update_evaluates_its_costliest_candidates_first():
     ctx = SearchContext(a, Edits(), Recorder(), {}, Constraints(), tuple(i / 10 for i in range(1, 11)))
     events = []
     results = run_update(state, ctx, rollouts=6, emit=events.append)
-    assert len(seen) == 1 and len(seen[0]) > 2
-    assert seen[0] == sorted(seen[0], reverse=True) and seen[0][0] > seen[0][-1]
+    assert len(seen) == 1 and len(seen[0]) > 2 and len(set(seen[0])) == len(seen[0])
     candidates = [e for e in events if e["event"] == "candidate"]
     assert [e["rollout"] for e in candidates] == list(range(6))
     assert [Edits.from_dict(e["edits"]).key() for e in candidates] == [r.edits.key() for r in results]

@@ -57,28 +57,6 @@ def test_a_fatal_first_candidate_does_not_look_like_a_start_failure():
         evaluator.close()
 
 
-@pytest.mark.parametrize("user_value, in_workers", [(None, "0"), ("1", "1"), ("0", "0")])
-def test_workers_run_without_huge_pages_unless_the_user_asked(monkeypatch, user_value, in_workers):
-    """The command line turns PyTorch's huge pages on for its own process, but two workers were slower with them:
-    workers run without, unless the user set the variable."""
-    from _worker_tasks import huge_pages_setting
-
-    from n2n.search import compute
-
-    monkeypatch.setattr(compute, "_huge_pages_by_default", False)
-    if user_value is None:
-        monkeypatch.delenv(compute.HUGE_PAGES_ENV, raising=False)
-    else:
-        monkeypatch.setenv(compute.HUGE_PAGES_ENV, user_value)
-    compute.enable_huge_pages()  # as the command line does
-    assert compute.os.environ[compute.HUGE_PAGES_ENV] == (user_value or "1")
-    evaluator = ProcessPoolEvaluator(_context(), workers=1, task=huge_pages_setting)
-    try:
-        assert evaluator.evaluate([Edits.make(keep={"a": 0.5})])[0].reason == in_workers
-    finally:
-        evaluator.close()
-
-
 def _running(pid: int) -> bool:
     """The process exists and is not a zombie (an orphan's reaper may be slow, or absent in a container)."""
     try:

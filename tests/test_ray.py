@@ -27,6 +27,9 @@ pytestmark = pytest.mark.slow
 def test_task_options(cluster, threads, device, cpus, gpus):
     assert task_options(cluster, threads, device) == {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 1,
                                                       "retry_exceptions": True, "scheduling_strategy": "SPREAD"}
+    with_env = task_options(cluster, threads, device, huge_pages="1")
+    assert with_env.pop("runtime_env") == {"env_vars": {"THP_MEM_ALLOC_ENABLE": "1"}}
+    assert with_env == task_options(cluster, threads, device)
 
 
 @pytest.mark.parametrize(("address", "ok"), [("auto", True), ("10.0.0.1:6379", True), ("head.local:6379", True),
@@ -117,5 +120,21 @@ def test_a_lost_task_is_retried_once_then_counts_as_invalid(cluster, tmp_path):
         assert results[0].valid and results[1].valid  # the first survived its worker's death on the retry
         assert not results[2].valid and results[2].reward == -1.0
         assert results[2].reason.startswith("Ray task failed twice: WorkerCrashedError")
+    finally:
+        evaluator.close()
+
+
+@needs_ray
+def test_tasks_run_with_the_search_process_huge_page_setting(cluster, monkeypatch):
+    """Ray does not hand the driver's environment to its workers: the setting goes with each task."""
+    from _worker_tasks import huge_pages_in_ray
+
+    from n2n.search.ray_eval import RayEvaluator
+
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
+    evaluator = RayEvaluator(_context(), cluster.address, task=huge_pages_in_ray)
+    try:
+        results = evaluator.evaluate([Edits.make(keep={"a": 0.5}), Edits.make(keep={"b": 0.5})])
+        assert [r.reason for r in results] == ["1", "1"]
     finally:
         evaluator.close()

@@ -42,28 +42,14 @@ def enable_huge_pages() -> None:
     unless the variable is already set (``THP_MEM_ALLOC_ENABLE=0`` turns it off).
 
     PyTorch reads the variable once, at the process's first allocation of 2 MB or more, so the command line calls
-    this first thing. Candidate evaluation was 4.7% faster with it, in two processes timed side by side on the same
-    six students (2 cores, kernel THP mode "madvise"); results are bit-identical. But two worker processes evaluated
-    0.94x as many candidates per minute with it as without (benchmarks/candidate_cost.py --sections scaling), so
-    worker pools start their processes without it unless the user set the variable (:func:`worker_huge_pages`).
-    A library caller who wants it sets the variable before creating large tensors.
+    this first thing; worker processes inherit it, and Ray tasks get it in their runtime environment. Candidate
+    evaluation was 4.7% faster with it, in two processes timed side by side on the same six students (2 cores,
+    kernel THP mode "madvise"); results are bit-identical. Two 2-worker pools, one with it and one without, timed in
+    turn on the same six students: 1.02x as many evaluations per minute with it (benchmarks/candidate_cost.py
+    --sections pool_huge_pages); a first such run gave 1.21x. A library caller who wants it sets the variable before
+    creating large tensors.
     """
-    global _huge_pages_by_default
-    if HUGE_PAGES_ENV not in os.environ:
-        os.environ[HUGE_PAGES_ENV] = "1"
-        _huge_pages_by_default = True
-
-
-#: did :func:`enable_huge_pages` set the variable (rather than the user)?
-_huge_pages_by_default = False
-
-
-def worker_huge_pages() -> str:
-    """The ``THP_MEM_ALLOC_ENABLE`` value a parallel worker process should run with: the user's, if they set the
-    variable; otherwise "0" (off). Huge pages speed up one process but slowed two side by side (see
-    :func:`enable_huge_pages`)."""
-    user_set = HUGE_PAGES_ENV in os.environ and not _huge_pages_by_default
-    return os.environ[HUGE_PAGES_ENV] if user_set else "0"
+    os.environ.setdefault(HUGE_PAGES_ENV, "1")
 
 
 def _available(name: str) -> bool:

@@ -78,28 +78,6 @@ def actions_to_edits(stage: str, analysis: Analysis, actions: torch.Tensor, frac
     return Edits.make(keep=keep)
 
 
-def estimated_macs(analysis: Analysis, edits: Edits) -> float:
-    """A rough count of the multiply-accumulates of the student ``edits`` make of the analysed network, without
-    building it: removed layers count zero, every other layer scales with its own keep-fraction and that of the layer
-    before it. Only used to schedule candidates, so it need not be exact."""
-    removed = set(edits.removed)
-    keep = dict(edits.keep)
-    fraction = {}  # layer name -> keep-fraction of its output channels (coupled layers follow their decision layer)
-    for layer in analysis.layers:
-        for name in (layer.name, *layer.coupled):
-            if name in keep:
-                fraction[layer.name] = keep[name]
-                break
-    total, previous = 0.0, 1.0
-    for layer in analysis.layers:
-        if layer.name in removed:
-            continue
-        out = fraction.get(layer.name, 1.0)
-        total += layer.macs * out * previous
-        previous = out
-    return total
-
-
 def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: EventSink) -> list[CandidateResult]:
     """One policy update: sample ``rollouts`` students (more draws when ``ctx.max_draws`` > 1 and some were seen
     before), evaluate, reward, REINFORCE step over every draw. Returns the results."""
@@ -122,13 +100,11 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
         if edits[-1].key() not in ctx.cache:
             new.add(edits[-1].key())
 
-    # -- build and evaluate students (new architectures only, each once), the costliest first: workers that finish
-    # early then pick up the small ones, so fewer wait idle at the end of an update (results do not depend on it)
-    by_key = {e.key(): (e, bases[b][1]) for e, b in zip(edits, picks, strict=True)}
+    # -- build and evaluate students (new architectures only, each once; parallel evaluators start the costliest first)
+    by_key = {e.key(): e for e in edits}
     todo = list(dict.fromkeys(e.key() for e in edits if e.key() not in ctx.cache))
-    todo.sort(key=lambda k: -estimated_macs(by_key[k][1], by_key[k][0]))
     t0 = time.perf_counter()
-    fresh_results = ctx.evaluator.evaluate([by_key[k][0] for k in todo])
+    fresh_results = ctx.evaluator.evaluate([by_key[k] for k in todo])
     for result in fresh_results:
         ctx.cache[result.edits.key()] = result
     _account(ctx.seconds, time.perf_counter() - t0, fresh_results)

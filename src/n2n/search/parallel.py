@@ -25,8 +25,13 @@ from concurrent.futures.process import BrokenProcessPool
 import torch
 
 from n2n.errors import N2NError
-from n2n.search.candidate import CandidateResult, EvalContext, evaluate_candidate, invalid_result
-from n2n.search.compute import HUGE_PAGES_ENV, worker_huge_pages
+from n2n.search.candidate import (
+    CandidateResult,
+    EvalContext,
+    costliest_first,
+    evaluate_candidate,
+    invalid_result,
+)
 from n2n.surgery import Edits
 
 log = logging.getLogger(__name__)
@@ -34,11 +39,8 @@ log = logging.getLogger(__name__)
 _WORKER_CTX: EvalContext | None = None
 
 
-def _init_worker(ctx: EvalContext, threads: int, parent: int, huge_pages: str) -> None:
+def _init_worker(ctx: EvalContext, threads: int, parent: int) -> None:
     global _WORKER_CTX
-    # before this process's first large allocation: the context's tensors arrived in shared memory, which PyTorch's
-    # allocator (where it reads the variable) never saw
-    os.environ[HUGE_PAGES_ENV] = huge_pages
     _exit_with_parent(parent)
     torch.set_num_threads(threads)
     _WORKER_CTX = ctx
@@ -93,7 +95,7 @@ class ProcessPoolEvaluator:
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.ctx, self.threads, os.getpid(), worker_huge_pages()),
+                initargs=(self.ctx, self.threads, os.getpid()),
             )
         return self._pool
 
@@ -106,7 +108,7 @@ class ProcessPoolEvaluator:
         """All candidates at once; those lost to a dying worker are retried one at a time on a fresh pool, so a
         candidate that kills its worker cannot take innocent ones down with it a second time."""
         results: dict[int, CandidateResult] = {}
-        failed = self._run({i: batch[i] for i in range(len(batch))}, results)
+        failed = self._run({i: batch[i] for i in costliest_first(self.ctx, batch, self.workers)}, results)
         if len(failed) < len(batch):
             self._worked = True
         if failed:

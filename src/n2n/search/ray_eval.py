@@ -15,6 +15,7 @@ machine the same virtual environment serves all nodes; on several machines insta
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections import Counter
@@ -25,7 +26,14 @@ from typing import Any
 import torch
 
 from n2n.errors import ConfigError, N2NError
-from n2n.search.candidate import CandidateResult, EvalContext, evaluate_candidate, invalid_result
+from n2n.search.candidate import (
+    CandidateResult,
+    EvalContext,
+    costliest_first,
+    evaluate_candidate,
+    invalid_result,
+)
+from n2n.search.compute import HUGE_PAGES_ENV
 from n2n.surgery import Edits
 
 log = logging.getLogger(__name__)
@@ -52,7 +60,9 @@ def import_ray() -> ModuleType:
     return ray
 
 
-def task_options(cluster: Mapping[str, float], threads: int, device: str) -> dict[str, Any]:
+def task_options(
+    cluster: Mapping[str, float], threads: int, device: str, huge_pages: str | None = None
+) -> dict[str, Any]:
     """Ray options of one candidate task.
 
     Args:
@@ -60,17 +70,23 @@ def task_options(cluster: Mapping[str, float], threads: int, device: str) -> dic
         threads: the CPU threads a candidate trains with (the task asks for as many CPUs).
         device: the device candidates train on (``--device``: "cpu", "cuda" or "mps"); a GPU is requested only for
             cuda and only when the cluster has one.
+        huge_pages: the search process's ``THP_MEM_ALLOC_ENABLE``, if set: tasks run with the same (Ray does not
+            pass the driver's environment on to its workers).
 
     Returns:
-        Keyword arguments of ``RemoteFunction.options``: resources, one retry for any failure, tasks spread over nodes.
+        Keyword arguments of ``RemoteFunction.options``: resources, one retry for any failure, tasks spread over nodes,
+        and the huge-page setting as a runtime environment variable.
     """
-    return {
+    options: dict[str, Any] = {
         "num_cpus": threads,
         "num_gpus": 1 if device == "cuda" and cluster.get("GPU", 0) >= 1 else 0,
         "max_retries": 1,  # a lost task (worker or node died) runs once more ...
         "retry_exceptions": True,  # ... and so does one that raised (evaluate_candidate itself never raises)
         "scheduling_strategy": "SPREAD",
     }
+    if huge_pages is not None:
+        options["runtime_env"] = {"env_vars": {HUGE_PAGES_ENV: huge_pages}}
+    return options
 
 
 def _run(task: Task, ctx: EvalContext, edits: Edits, threads: int) -> tuple[CandidateResult, str]:
@@ -90,7 +106,7 @@ class RayEvaluator:
 
     def __init__(self, ctx: EvalContext, address: str, threads: int = 1, task: Task = evaluate_candidate) -> None:
         self.ray = import_ray()
-        self.address, self.threads, self.task = address, threads, task
+        self.ctx, self.address, self.threads, self.task = ctx, address, threads, task
         self._owns_connection = not self.ray.is_initialized()  # reuse (and leave open) a caller's connection
         if self._owns_connection:
             try:
@@ -107,7 +123,9 @@ class RayEvaluator:
                     f"--candidate-threads {threads} asks for more CPUs per candidate than any node of the Ray "
                     f"cluster has ({cpus:g}): lower it or add bigger nodes"
                 )
-            options = task_options(self.ray.cluster_resources(), threads, ctx.settings.compute.device)
+            resources = self.ray.cluster_resources()
+            options = task_options(resources, threads, ctx.settings.compute.device, os.environ.get(HUGE_PAGES_ENV))
+            self._slots = max(1, int(resources.get("CPU", 1) // threads))  # candidates the cluster runs at once
             self._remote = self.ray.remote(_run).options(**options)
             self._ctx = self.ray.put(ctx)  # once per run; every task reads it from the object store
         except BaseException:
@@ -120,12 +138,13 @@ class RayEvaluator:
     def evaluate(self, batch: Sequence[Edits]) -> list[CandidateResult]:
         """All candidates at once; each task is retried once by Ray before its candidate counts as invalid."""
         start = time.perf_counter()
-        refs = [self._remote.remote(self.task, self._ctx, edits, self.threads) for edits in batch]
+        order = costliest_first(self.ctx, batch, self._slots)  # Ray starts queued tasks in the order they came
+        refs = {i: self._remote.remote(self.task, self._ctx, batch[i], self.threads) for i in order}
         results: list[CandidateResult] = []
         failures: list[str] = []
-        for edits, ref in zip(batch, refs, strict=True):
+        for i, edits in enumerate(batch):
             try:
-                result, node = self.ray.get(ref)
+                result, node = self.ray.get(refs[i])
             except self.ray.exceptions.RayError as err:
                 reason = f"Ray task failed twice: {_describe(err)}"
                 log.warning("candidate %s: %s", edits.key(), reason)

@@ -26,21 +26,29 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     return 0
 
 
-@torch.no_grad()
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of convolutions and linear layers for one input of ``input_shape`` (no batch dim).
 
     FLOPs are commonly reported as ``2 * MACs``.
     """
-    total = 0
+    return forward_counts(model, input_shape)[0]
+
+
+@torch.no_grad()
+def forward_counts(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(macs, activations)`` of one input of ``input_shape`` (no batch dim), from one forward pass: the
+    multiply-accumulates of convolutions and linear layers (:func:`count_macs`), and the elements every leaf module
+    writes (convolutions, batch norms, activations, pooling...; functional calls between modules are not seen).
+    Activations are what memory-bound layers cost: on a CPU they are a large share of a small network's step."""
+    macs = activations = 0
 
     def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        total += layer_macs(module, output)
+        nonlocal macs, activations
+        macs += layer_macs(module, output)
+        if isinstance(output, torch.Tensor):
+            activations += math.prod(output.shape[1:])
 
-    handles = [
-        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
-    ]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.children(), None) is None]
     was_training = model.training
     model.eval()
     try:
@@ -50,4 +58,4 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return total
+    return macs, activations
