@@ -19,7 +19,7 @@ _KEEP_NON_NEGATIVE = (
     nn.Identity, Bypass, ChannelPad, nn.Flatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
     nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-)
+)  # fmt: skip
 
 
 def call_sites(gm: fx.GraphModule) -> dict[str, list[fx.Node]]:
