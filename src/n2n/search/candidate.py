@@ -136,6 +136,12 @@ def build_student(ctx: EvalContext, edits: Edits) -> nn.Module:
     return student
 
 
+def _steps(ctx: EvalContext, student_macs: int) -> int:
+    """The steps a student of ``student_macs`` trains for in this context (equal compute, :func:`candidate_steps`)."""
+    s = ctx.settings
+    return candidate_steps(s.steps, ctx.teacher_macs, student_macs, s.max_step_scale)
+
+
 #: multiply-accumulates one activation element costs, for scheduling (:func:`evaluation_cost`). Fitted on six
 #: students of an MNIST VGG-13 x0.5 (2.9M-21.9M MACs) timed on one CPU thread: with it the estimate ranks their
 #: evaluation times exactly (correlation 0.997); with MACs alone the small students, which spend most of their step
@@ -152,9 +158,8 @@ def evaluation_cost(ctx: EvalContext, edits: Edits) -> float:
         macs, activations = forward_counts(build_student(ctx, edits), ctx.input_shape)
     except Exception:  # noqa: BLE001 - the evaluation reports the reason
         return 0.0
-    s = ctx.settings
-    steps = candidate_steps(s.steps, ctx.teacher_macs, macs, s.max_step_scale)
-    return (3 * steps * s.batch_size + len(ctx.x_val)) * (macs + ACTIVATION_MACS * activations)
+    examples = 3 * _steps(ctx, macs) * ctx.settings.batch_size + len(ctx.x_val)
+    return examples * (macs + ACTIVATION_MACS * activations)
 
 
 def costliest_first(ctx: EvalContext, batch: Sequence[Edits], workers: int) -> list[int]:
@@ -188,7 +193,7 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
             student,
             ctx.x_train,
             ctx.z_train,
-            steps=candidate_steps(s.steps, ctx.teacher_macs, macs, s.max_step_scale),
+            steps=_steps(ctx, macs),
             batch_size=s.batch_size,
             lr=s.lr,
             weight_decay=s.weight_decay,

@@ -127,7 +127,7 @@ class RayEvaluator:
             options = task_options(resources, threads, ctx.settings.compute.device, os.environ.get(HUGE_PAGES_ENV))
             self._slots = max(1, int(resources.get("CPU", 1) // threads))  # candidates the cluster runs at once
             self._remote = self.ray.remote(_run).options(**options)
-            self._ctx = self.ray.put(ctx)  # once per run; every task reads it from the object store
+            self._ctx_ref = self.ray.put(ctx)  # once per run; every task reads it from the object store
         except BaseException:
             self.close()
             raise
@@ -139,7 +139,7 @@ class RayEvaluator:
         """All candidates at once; each task is retried once by Ray before its candidate counts as invalid."""
         start = time.perf_counter()
         order = costliest_first(self.ctx, batch, self._slots)  # Ray starts queued tasks in the order they came
-        refs = {i: self._remote.remote(self.task, self._ctx, batch[i], self.threads) for i in order}
+        refs = {i: self._remote.remote(self.task, self._ctx_ref, batch[i], self.threads) for i in order}
         results: list[CandidateResult] = []
         failures: list[str] = []
         for i, edits in enumerate(batch):
