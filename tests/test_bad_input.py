@@ -211,6 +211,246 @@ CASES = [
 ]
 
 
+# ---------------------------------------------------------------- files someone hands over, and more bad values
+def _saved_model(d, mutate=None, name="m"):
+    """A saved lenet5 digits model in d/name, its spec.json changed by ``mutate(dict)`` (returns the directory)."""
+    from n2n.models.io import ModelSpec, save_model
+    from n2n.models.zoo import create_model
+
+    kwargs = {"in_channels": 1, "num_classes": 10, "input_size": [8, 8], "width": 0.25}
+    spec = ModelSpec({"source": "zoo", "name": "lenet5", "kwargs": kwargs}, (1, 8, 8), 10)
+    out = save_model(create_model("lenet5", **kwargs), spec, d / name)
+    if mutate is not None:
+        data = json.loads((out / "spec.json").read_text())
+        data = mutate(data)
+        (out / "spec.json").write_text(data if isinstance(data, str) else json.dumps(data))
+    return out
+
+
+def _spec(mutate):
+    return lambda d: _saved_model(d, mutate)
+
+
+def _set(path, value):
+    def mutate(data):
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return data
+    return mutate
+
+
+def _evil_arch(d):
+    """A spec whose architecture 'builder' is os.system: loading it must not run the command."""
+    return {"source": "import", "target": "os:system", "kwargs": {"command": f"touch {d}/pwned"}}
+
+
+def _evil_model(d):
+    return _saved_model(d, lambda data: {**data, "arch": _evil_arch(d)})
+
+
+def _evil_run(d, finished=True):
+    """A run directory whose teacher (and student) name os.system as their builder."""
+    run = d / "run"
+    for name in ("teacher", "student"):
+        _saved_model(run, lambda data: {**data, "arch": _evil_arch(d)}, name)
+    (run / "run.json").write_text(json.dumps({"teacher": "x", "data": "digits", "data_dir": None, "max_train": None,
+                                              "data_options": {}}))
+    (run / "config.json").write_text("{}")
+    (run / "events.jsonl").write_text(json.dumps({"event": "done", "wall_time_s": 1.0}) + "\n" if finished else "")
+    return run
+
+
+def _run_with(files, student=False):
+    """A run directory (zoo teacher, and student when ``student``) whose files are overridden by ``files``."""
+    def make(d):
+        run = d / "run"
+        for name in ("teacher", "student") if student else ("teacher",):
+            _saved_model(run, None, name)
+        (run / "run.json").write_text(json.dumps({"teacher": "t", "data": "digits", "data_dir": None,
+                                                  "max_train": None, "data_options": {}}))
+        (run / "config.json").write_text("{}")
+        (run / "events.jsonl").write_text("")
+        for name, text in files.items():
+            (run / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+        return run
+    return make
+
+
+def _corrupt_gzip(d):
+    write_tiny_mnist(d)
+    path = d / "train-images-idx3-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 40] = bytes(40)  # a damaged deflate stream, header intact
+    path.write_bytes(bytes(data))
+    return d
+
+
+def _npz(x, y, **more):
+    def make(d):
+        d.mkdir(parents=True)
+        np.savez(d / "data.npz", x=x, y=y, **more)
+        return d / "data.npz"
+    return make
+
+
+def _policy(record, tensors=True, truncate=False):
+    def make(d):
+        from safetensors.torch import save_file
+
+        from n2n.search.policies import RemovalPolicy
+        from n2n.search.policy_io import policy_record
+
+        d.mkdir(parents=True)
+        policy = RemovalPolicy()
+        full = {**policy_record(policy.config()), **record} if isinstance(record, dict) else record
+        (d / "policy_remove.json").write_text(full if isinstance(full, str) else json.dumps(full))
+        if tensors:
+            save_file(policy.state_dict(), str(d / "policy_remove.safetensors"))
+            if truncate:
+                path = d / "policy_remove.safetensors"
+                path.write_bytes(path.read_bytes()[:-200])
+        return d
+    return make
+
+
+def _under_a_file(d):
+    d.mkdir(parents=True)
+    (d / "f").write_text("x")
+    return d / "f" / "out"
+
+
+def _untrained_teacher(d):
+    return _saved_model(d)  # random weights: about 10% on digits
+
+
+def _latin1_yaml(d):
+    d.mkdir(parents=True)
+    (d / "c.yaml").write_bytes("updates: 3 # é\n".encode("latin-1"))
+    return d / "c.yaml"
+
+
+def _damaged_checkpoint(d):
+    run = _run_with({"checkpoint.safetensors": b"\x00" * 64})(d)
+    return run
+
+
+C = ["compress", "--teacher", "{T}", "--out", "o"]
+TT = ["train-teacher", "--arch", "lenet5", "--out", "o"]
+NPZ = ["train-teacher", "--arch", "lenet5", "--data", "npz", "--data-dir", "{X}", "--out", "o"]
+RGB = np.zeros((20, 8, 8, 3), np.uint8)
+CASES += [
+    # saved models and runs name code: refused without --trust-code, nothing runs
+    ("untrusted-evaluate", ["evaluate", "{X}"], _evil_model, "('os:system'); pass --trust-code"),
+    ("untrusted-export", ["export", "{X}", "--format", "onnx"], _evil_model, "pass --trust-code"),
+    ("untrusted-inspect", ["inspect", "--teacher", "{X}"], _evil_model, "pass --trust-code"),
+    ("untrusted-compress-teacher", ["compress", "--teacher", "{X}", "--out", "o"], _evil_model, "pass --trust-code"),
+    ("untrusted-resume", ["compress", "--resume", "{X}"], lambda d: _evil_run(d, finished=False), "pass --trust-code"),
+    ("untrusted-report", ["report", "{X}"], _evil_run, "pass --trust-code"),
+    ("untrusted-baseline-scratch", ["baseline", "scratch", "--run", "{X}", "--out", "o"], _evil_run, "pass --trust-code"),
+    ("untrusted-baseline-uniform", ["baseline", "uniform", "--teacher", "{X}", "--target-params", "100", "--out", "o"], _evil_model, "pass --trust-code"),
+    ("untrusted-runpy", ["evaluate", "{X}"], _spec(_set(["arch"], {"source": "import", "target": "runpy:run_path", "kwargs": {"path_name": "x.py"}})), "'runpy:run_path'"),
+    # spec.json of the wrong shape
+    ("spec-is-a-list", ["evaluate", "{X}"], _spec(lambda data: [data]), "is a JSON list"),
+    ("spec-not-json", ["evaluate", "{X}"], _spec(lambda data: "{not json"), "not a readable JSON model spec"),
+    ("spec-kwargs-unknown", ["evaluate", "{X}"], _spec(_set(["arch", "kwargs", "depth"], 3)), "takes no argument 'depth'"),
+    ("spec-kwargs-not-mapping", ["evaluate", "{X}"], _spec(_set(["arch", "kwargs"], "wide")), "arch.kwargs must be an object"),
+    ("spec-kwargs-wrong-type", ["evaluate", "{X}"], _spec(_set(["arch", "kwargs", "width"], "wide")), "width of zoo model"),
+    ("spec-kwargs-huge", ["evaluate", "{X}"], _spec(_set(["arch", "kwargs", "width"], 1000.0)), "must be a number in (0, 64]"),
+    ("spec-edits-string", ["evaluate", "{X}"], _spec(_set(["edits"], "features.0")), "edits must be an object"),
+    ("spec-edits-keep-above-one", ["evaluate", "{X}"], _spec(_set(["edits"], {"removed": [], "keep": [["features.0", 3]]})), "fraction in (0, 1]"),
+    ("spec-edits-removed-numbers", ["evaluate", "{X}"], _spec(_set(["edits", "removed"], [1, 2])), "edits.removed must be a list"),
+    ("spec-arch-source", ["evaluate", "{X}"], _spec(_set(["arch", "source"], "pickle")), "arch.source must be 'zoo' or 'import'"),
+    ("spec-arch-unknown-zoo", ["evaluate", "{X}"], _spec(_set(["arch", "name"], "alexnet")), "is not a zoo architecture"),
+    ("spec-arch-not-object", ["evaluate", "{X}"], _spec(_set(["arch"], "lenet5")), "arch must be an object"),
+    ("spec-input-shape-huge", ["evaluate", "{X}"], _spec(_set(["input_shape"], [3, 100000, 100000])), "values per sample"),
+    ("spec-input-shape-negative", ["evaluate", "{X}"], _spec(_set(["input_shape"], [1, -8, 8])), "input_shape must be a list"),
+    ("spec-num-classes", ["evaluate", "{X}"], _spec(_set(["num_classes"], -3)), "num_classes must be an integer"),
+    ("spec-normalization-length", ["evaluate", "{X}"], _spec(_set(["normalization"], {"mean": [0, 0], "std": [1, 1]})), "normalization.mean must be 1 finite"),
+    ("spec-normalization-zero-std", ["evaluate", "{X}"], _spec(_set(["normalization"], {"mean": [0], "std": [0]})), "normalization.std must be positive"),
+    ("spec-version-string", ["evaluate", "{X}"], _spec(_set(["version"], "one")), "not a non-negative integer"),
+    ("spec-version-newer", ["evaluate", "{X}"], _spec(_set(["version"], 99)), "upgrade n2n"),
+    ("spec-protected", ["evaluate", "{X}"], _spec(_set(["protected"], "classifier")), "protected must be a list"),
+    ("spec-meta", ["evaluate", "{X}"], _spec(_set(["meta"], [1])), "meta must be an object"),
+    ("spec-format", ["evaluate", "{X}"], _spec(_set(["format"], "keras")), "is not an n2n model spec"),
+    # run directories
+    ("run-config-a-list", ["compress", "--resume", "{X}"], _run_with({"config.json": "[1, 2]"}), "must hold a JSON object"),
+    ("run-config-not-json", ["compress", "--resume", "{X}"], _run_with({"config.json": "{"}), "not a readable JSON settings file"),
+    ("run-json-unknown-data", ["compress", "--resume", "{X}"], _run_with({"run.json": '{"data": "imagenet"}'}), "data = 'imagenet' is not valid"),
+    ("run-json-a-number", ["compress", "--resume", "{X}"], _run_with({"run.json": "3"}), "must hold a JSON object"),
+    ("run-tensorboard-outside", ["compress", "--resume", "{X}"], _run_with({"config.json": '{"tensorboard": "/tmp/elsewhere"}'}), "outside the run directory"),
+    ("run-config-bad-value", ["compress", "--resume", "{X}"], _run_with({"config.json": '{"updates": "many"}'}), "updates must be int"),
+    ("resume-nothing-to-resume", ["compress", "--resume", "{X}"], _run_with({}), "has no search to resume"),
+    ("resume-damaged-checkpoint", ["compress", "--resume", "{X}"], _damaged_checkpoint, "cannot read the checkpoint"),
+    ("resume-with-overwrite", ["compress", "--resume", "{X}", "--overwrite"], _empty_dir, "drop --overwrite"),
+    ("report-bad-run-json", ["report", "{X}"], _run_with({"run.json": "[]", "events.jsonl": '{"event": "done", "wall_time_s": 1}\n'}, student=True), "must hold a JSON object"),
+    ("report-bad-config-json", ["report", "{X}"], _run_with({"config.json": '{"seed": "zero"}', "events.jsonl": '{"event": "done", "wall_time_s": 1}\n'}, student=True), "seed must be int"),
+    # data files
+    ("idx-corrupt-gzip", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _corrupt_gzip, "damaged or not gzip"),
+    ("npz-sparse-labels", NPZ, _npz(RGB, np.array(list(range(9)) * 2 + [20000, 0])), "have no training example"),
+    ("npz-float-labels", NPZ, _npz(RGB, np.linspace(0, 1, 20)), "integer class labels"),
+    ("npz-5d-images", NPZ, _npz(np.zeros((20, 1, 1, 8, 8)), np.arange(20) % 2), "(N, H, W) or (N, C, H, W)"),
+    ("npz-one-class", NPZ, _npz(RGB, np.zeros(20, np.int64)), "a classifier needs 2 or more"),
+    ("npz-nan-images", NPZ, _npz(np.full((20, 8, 8), np.nan, np.float32), np.arange(20) % 2), "NaN or infinite"),
+    ("npz-not-a-zip", NPZ, lambda d: (d.mkdir(parents=True), (d / "x.npz").write_bytes(b"PK garbage"))[0] or d / "x.npz", "npz: cannot read"),
+    # settings files
+    ("yaml-updates-null", C + ["--config", "{X}"], _yaml("updates: ~\n"), "updates needs a value"),
+    ("yaml-lr-null", C + ["--config", "{X}"], _yaml("lr: ~\n"), "lr needs a value"),
+    ("yaml-not-utf8", C + ["--config", "{X}"], _latin1_yaml, "is not UTF-8 text"),
+    ("yaml-seed-negative", C + ["--config", "{X}"], _yaml("seed: -5\n"), "--seed must be an integer in [0, 2**32)"),
+    ("yaml-updates-bool", C + ["--config", "{X}"], _yaml("updates: true\n"), "updates must be int"),
+    ("yaml-updates-mapping", C + ["--config", "{X}"], _yaml("updates: {a: 1}\n"), "updates must be int"),
+    ("yaml-lr-nan", C + ["--config", "{X}"], _yaml("lr: .nan\n"), "--lr must be a finite number"),
+    ("yaml-fractions-words", C + ["--config", "{X}"], _yaml("fractions: [a, b]\n"), "fractions must be a list of float"),
+    # command-line values
+    ("seed-negative", C + ["--seed", "-1"], None, "--seed must be an integer in [0, 2**32)"),
+    ("seed-too-large", C + ["--seed", str(2**32)], None, "--seed must be an integer in [0, 2**32)"),
+    ("teacher-seed-negative", TT + ["--seed", "-1"], None, "--seed must be an integer in [0, 2**32)"),
+    ("entropy-coef-nan", C + ["--entropy-coef", "nan"], None, "--entropy-coef must be a finite number"),
+    ("weight-decay-nan", C + ["--weight-decay", "nan"], None, "--weight-decay must be a finite number"),
+    ("candidate-epochs-inf", C + ["--candidate-epochs", "inf"], None, "--candidate-epochs must be a finite number"),
+    ("kd-weight-nan", C + ["--kd-weight", "nan"], None, "--kd-weight must be a finite number"),
+    ("temperature-nan", C + ["--temperature", "nan"], None, "--temperature must be a finite number"),
+    ("lr-inf", C + ["--lr", "inf"], None, "--lr must be a finite number"),
+    ("max-step-scale-inf", C + ["--max-step-scale", "inf"], None, "--max-step-scale must be a finite number"),
+    ("min-accuracy-nan", C + ["--min-accuracy", "nan"], None, "--min-accuracy must be a finite number"),
+    ("max-latency-nan", C + ["--max-latency-ms", "nan"], None, "--max-latency-ms must be a finite number"),
+    ("fractions-all-one", C + ["--fractions", "1,1,1"], None, "distinct values with at least one below 1.0"),
+    ("fractions-only-one", C + ["--fractions", "1"], None, "distinct values with at least one below 1.0"),
+    ("steps-zero", C + ["--steps", "0"], None, "--steps must be a positive integer"),
+    ("batch-size-zero", C + ["--batch-size", "0"], None, "--batch-size must be a positive integer"),
+    ("removal-hidden-huge", C + ["--removal-hidden", "200000"], None, "--removal-hidden must be at most 4096"),
+    ("temperature-zero", C + ["--temperature", "0"], None, "--temperature must be > 0"),
+    ("fix-matches-nothing", C + ["--fix", "nope*"], None, "--fix 'nope*' matches none of the teacher's layers"),
+    ("inspect-fix-matches-nothing", ["inspect", "--teacher", "{T}", "--fix", "nope*"], None, "--fix 'nope*' matches none"),
+    ("teacher-at-chance", ["compress", "--teacher", "{X}", "--out", "o"], _untrained_teacher, "near chance"),
+    ("teacher-kwargs-unknown-key", ["inspect", "--teacher", "vgg11", "--input-shape", "1,8,8", "--teacher-kwargs", '{"depth": 3}'], None, "takes no argument 'depth'"),
+    ("teacher-kwargs-wrong-type", ["inspect", "--teacher", "vgg11", "--input-shape", "1,8,8", "--teacher-kwargs", '{"width": "wide"}'], None, "width of zoo model"),
+    ("teacher-kwargs-a-list", ["inspect", "--teacher", "vgg11", "--input-shape", "1,8,8", "--teacher-kwargs", "[1]"], None, "must be a JSON object"),
+    ("teacher-kwargs-too-big", ["inspect", "--teacher", "vgg19", "--input-shape", "3,32,32", "--teacher-kwargs", '{"width": 60}'], None, "parameters (limit"),
+    ("init-policy-truncated", C + ["--init-policy", "{X}"], _policy({}, truncate=True), "is not a readable safetensors file"),
+    ("init-policy-huge-hidden", C + ["--init-policy", "{X}"], _policy({"hidden": 200000}), "hidden = 200000, outside [1, 4096]"),
+    ("init-policy-a-list", C + ["--init-policy", "{X}"], _policy([1, 2]), "must hold a JSON object (policy record)"),
+    ("init-policy-not-json", C + ["--init-policy", "{X}"], _policy("{"), "not a readable JSON policy record"),
+    ("init-policy-unknown-field", C + ["--init-policy", "{X}"], _policy({"activation": "tanh"}), "unknown field 'activation'"),
+    ("init-policy-layers-string", C + ["--init-policy", "{X}"], _policy({"num_layers": "two"}), "num_layers = 'two', not a int"),
+    ("init-policy-no-tensors", C + ["--init-policy", "{X}"], _policy({}, tensors=False), "is not a readable safetensors file"),
+    # where results go
+    ("out-empty", ["compress", "--teacher", "{T}", "--out", ""], None, "--out is empty"),
+    ("out-under-a-file", ["compress", "--teacher", "{T}", "--out", "{X}"], _under_a_file, "which is a file, not a directory"),
+    ("teacher-out-under-a-file", ["train-teacher", "--arch", "lenet5", "--out", "{X}"], _under_a_file, "which is a file"),
+    ("demo-out-under-a-file", ["demo", "--out", "{X}"], _under_a_file, "which is a file"),
+    ("baseline-out-under-a-file", ["baseline", "uniform", "--teacher", "{T}", "--target-params", "100", "--out", "{X}"], _under_a_file, "which is a file"),
+    ("tensorboard-a-file", C + ["--tensorboard", "{X}"], _a_file, "--tensorboard"),
+    ("teacher-out-holds-a-model", ["train-teacher", "--arch", "lenet5", "--out", "{T}"], None, "holds a saved model already"),
+    ("export-out-empty", ["export", "{T}", "--format", "onnx", "--out", ""], None, "must name the file to write"),
+    ("export-out-a-directory", ["export", "{T}", "--format", "onnx", "--out", "{X}"], _empty_dir, "must name the file to write"),
+    ("export-out-under-a-file", ["export", "{T}", "--format", "onnx", "--out", "{X}"], _under_a_file, "is a file; give a directory"),
+    ("ray-address-nobody-there", C + ["--ray-address", "127.0.0.1:9"], None, "nothing answers there"),
+]
+
+
 @pytest.mark.parametrize("argv, setup, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_gives_one_line_error(argv, setup, message, teacher, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -228,8 +468,8 @@ def test_bad_input_gives_one_line_error(argv, setup, message, teacher, capsys, t
     assert not (tmp_path / "input" / "pwned").exists()
 
 
-def test_at_least_thirty_distinct_cases():
-    assert len({c[0] for c in CASES}) == len(CASES) >= 30
+def test_at_least_150_distinct_cases():
+    assert len({c[0] for c in CASES}) == len(CASES) >= 150
 
 
 def test_debug_shows_the_traceback(capsys):

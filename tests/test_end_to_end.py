@@ -130,7 +130,7 @@ def test_init_policy_starts_a_search_on_another_teacher(teacher_dir, tmp_path):
         _initial_policy(tmp_path / "a", "shrink", ShrinkPolicy(choices=(0.5, 1.0)))
     # a policy trained on vgg11 (9 layers) drives the search on lenet5 (5 layers)
     other = tmp_path / "lenet"
-    assert main(["train-teacher", "--arch", "lenet5", "--data", "digits", "--epochs", "1", "--out", str(other)]) == 0
+    assert main(["train-teacher", "--arch", "lenet5", "--data", "digits", "--epochs", "10", "--out", str(other)]) == 0
     assert _compress(other, tmp_path / "b", "--init-policy", str(tmp_path / "a")) == 0
     assert json.loads((tmp_path / "b" / "config.json").read_text())["init_policy"] == str(tmp_path / "a")
 

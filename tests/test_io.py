@@ -37,5 +37,5 @@ def test_load_errors(tmp_path):
         load_model(tmp_path)
     (tmp_path / "spec.json").write_text("{not json")
     (tmp_path / "model.safetensors").write_bytes(b"junk")
-    with pytest.raises(ModelError, match="not a valid model spec"):
+    with pytest.raises(ModelError, match="not a readable JSON model spec"):
         load_model(tmp_path)

@@ -17,7 +17,7 @@ TINY = ["--workers", "1", "--updates", "2", "--rollouts", "3", "--steps", "5", "
 @pytest.mark.slow
 def test_latency_objective_search_end_to_end(tmp_path):
     teacher = tmp_path / "teacher"
-    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "2",
+    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "6",
                  "--out", str(teacher)]) == 0
     run = tmp_path / "run"
     assert main(["compress", "--teacher", str(teacher), "--data", "digits", "--out", str(run), *TINY,

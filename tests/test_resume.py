@@ -23,7 +23,7 @@ TIMING = {"seconds", "wall_time_s"}
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "3",
+    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "6",
                  "--out", str(out)]) == 0
     return out
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,11 +19,12 @@ from torch import nn
 from n2n.compress import Listener, _finetune, eval_context
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, N2NError, SurgeryError
-from n2n.models.io import ModelSpec, save_model
+from n2n.files import RunLock, own_dir, write_json
+from n2n.models.io import ModelSpec, read_spec, save_model
 from n2n.report import write_reports
 from n2n.runlog import EventLog
 from n2n.search.candidate import CandidateResult
-from n2n.search.config import CompressConfig
+from n2n.search.config import CompressConfig, read_config
 from n2n.search.reward import reward
 from n2n.surgery import Analysis, Edits, analyze, apply_edits, count_params
 
@@ -68,8 +68,23 @@ def run_baseline(
     cfg = config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "baseline": kind}, indent=2) + "\n")
-    (out / "events.jsonl").unlink(missing_ok=True)
+    with RunLock(out):
+        write_json(out / "config.json", {**cfg.to_dict(), "baseline": kind})
+        (out / "events.jsonl").unlink(missing_ok=True)
+        return _run_baseline(kind, teacher, spec, data, cfg, out, edits, listener, started)
+
+
+def _run_baseline(
+    kind: str,
+    teacher: nn.Module,
+    spec: ModelSpec,
+    data: DataBundle,
+    cfg: CompressConfig,
+    out: Path,
+    edits: Edits,
+    listener: Listener | None,
+    started: float,
+) -> dict[str, Any]:
     emit = EventLog(out / "events.jsonl", listener)
     try:
         teacher = teacher.eval()
@@ -79,7 +94,7 @@ def run_baseline(
         seconds: dict[str, float] = {}
         student, final = _finetune(ctx, data, cfg, edits, emit, listener, seconds)
         student_spec = spec.with_edits(edits, data=data.name, baseline=kind, **final)
-        save_model(student, student_spec, out / "student")
+        save_model(student, student_spec, own_dir(out / "student"))
         r = reward(final["val_accuracy"], ctx.teacher_val_accuracy, final["params"], analysis.params)
         best = CandidateResult(edits, final["params"], final["macs"], final["val_accuracy"], r, "", 0.0)
         report = write_reports(
@@ -103,10 +118,6 @@ def run_baseline(
 
 def scratch_config(run_dir: Path) -> tuple[CompressConfig, Edits]:
     """The settings and student edits of a finished run, with re-initialisation switched on."""
-    try:
-        settings = json.loads((run_dir / "config.json").read_text())
-        student = json.loads((run_dir / "student" / "spec.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise N2NError(f"{run_dir} is not a finished n2n run (config.json and student/ are needed): {err}") from None
-    config = CompressConfig.from_mapping(settings, where=str(run_dir / "config.json"))
-    return replace(config, reinit=True), Edits.from_dict(student.get("edits", {}))
+    if not (run_dir / "config.json").is_file() or not (run_dir / "student" / "spec.json").is_file():
+        raise N2NError(f"{run_dir} is not a finished n2n run (config.json and student/ are needed)")
+    return replace(read_config(run_dir / "config.json"), reinit=True), read_spec(run_dir / "student").edits

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from n2n.errors import ConfigError, Interrupted, N2NError
+from n2n.files import check_writable_dir, write_json
 from n2n.search.compute import enable_huge_pages
 
 console = Console(stderr=True)
@@ -62,8 +63,25 @@ class _Display:
         self.task = self.progress.add_task(description, total=total)
 
 
+class _LazyProgress(Progress):
+    """A progress display that appears with its first bar: a command that fails before it shows anything prints its
+    error on one line, with no empty display above it."""
+
+    def __enter__(self) -> _LazyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live.is_started:
+            self.stop()
+
+    def add_task(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.live.is_started:
+            self.start()
+        return super().add_task(*args, **kwargs)
+
+
 def _progress() -> Progress:
-    return Progress(
+    return _LazyProgress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -89,6 +107,7 @@ def train_teacher_cmd(
     recipe: str = "default",
     data_options: dict[str, Any] | None = None,
     device: str = "auto",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train a zoo teacher by ``recipe`` (explicit epochs, lr, batch size override it) and save it to ``out``."""
     from n2n.data import load_data
@@ -100,6 +119,10 @@ def train_teacher_cmd(
 
     target = resolve_device(device)
     compute = Compute(target, resolve_precision("auto", target))
+    _check_seed(seed)
+    check_writable_dir(out)
+    if Path(out, "spec.json").exists() and not overwrite:
+        raise ConfigError(f"--out {out} holds a saved model already: choose another --out, or pass --overwrite")
 
     if arch not in list_models():
         raise ConfigError(f"--arch must be one of {', '.join(list_models())}; got {arch!r}")
@@ -144,11 +167,14 @@ def compress_cmd(
     trust_pickle: bool = False,
     data_options: dict[str, Any] | None = None,
     command: str | None = None,
+    trust_code: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Compress ``teacher`` (saved model, zoo name or import path); writes ``out`` and returns ``report.json``.
 
     ``command`` (the command line that asked for it) is recorded in ``run.json`` for the report.
     """
+    check_writable_dir(out)
     from n2n.data import load_data
     from n2n.models.source import parse_kwargs, resolve_teacher
 
@@ -161,13 +187,14 @@ def compress_cmd(
         input_shape=tuple(bundle.input_shape),
         num_classes=bundle.num_classes,
         trust_pickle=trust_pickle,
+        trust_code=trust_code,
     )
     if not spec.normalization:
         spec = replace(spec, normalization={"mean": list(bundle.mean), "std": list(bundle.std)})
     source = _source(teacher, bundle, data_dir, max_train)
     if command is not None:
         source["command"] = command
-    return _run_compress(model, spec, source, out, config, resume=False, bundle=bundle)
+    return _run_compress(model, spec, source, out, config, resume=False, bundle=bundle, overwrite=overwrite)
 
 
 def inspect_cmd(
@@ -178,26 +205,32 @@ def inspect_cmd(
     fix: list[str] | None = None,
     as_json: bool = False,
     trust_pickle: bool = False,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """What the search can change in ``teacher``, layer by layer, with the reason for every fixed layer."""
     from n2n.models.source import parse_kwargs, resolve_teacher
-    from n2n.surgery import analyze
+    from n2n.surgery import analyze, unmatched_patterns
 
     shape = _shape(input_shape) if input_shape else None
     if shape is None and not Path(teacher, "spec.json").is_file():
         raise ConfigError("--input-shape C,H,W is needed unless --teacher is a saved n2n model (e.g. 3,32,32)")
+    kwargs = parse_kwargs(teacher_kwargs)
     model, spec = resolve_teacher(
         teacher,
         weights=weights,
-        kwargs=parse_kwargs(teacher_kwargs),
+        kwargs=kwargs,
         input_shape=shape,
-        num_classes=(json.loads(teacher_kwargs or "{}").get("num_classes", 10)),
+        num_classes=kwargs.get("num_classes", 10),
         trust_pickle=trust_pickle,
         require_weights=False,
+        trust_code=trust_code,
     )
     if shape is not None and tuple(shape) != tuple(spec.input_shape):
         raise ConfigError(f"{teacher} takes inputs of shape {tuple(spec.input_shape)}; drop --input-shape or match it")
     analysis = analyze(model, spec.input_shape, fix=tuple(fix or ()))
+    unmatched = unmatched_patterns(analysis, tuple(fix or ()))
+    if unmatched:
+        raise ConfigError(f"--fix {unmatched[0]!r} matches none of the layers of {teacher} (drop it or fix the name)")
     result = analysis_report(analysis)
     if as_json:
         print(json.dumps(result, indent=2))
@@ -273,6 +306,11 @@ def analysis_report(analysis: Any) -> dict[str, Any]:
     }
 
 
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed must be an integer in [0, 2**32); got {seed}")
+
+
 def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.split(","))
@@ -302,13 +340,16 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
     Like a search, it records its teacher, data and ``command`` in ``OUT/run.json`` (the report shows the command).
     """
     from n2n.baselines import run_baseline, scratch_config, uniform_edits
-    from n2n.data import load_data, load_recorded
+    from n2n.data import load_data, load_recorded, read_source
     from n2n.models.io import load_model
     from n2n.models.source import parse_kwargs, resolve_teacher
     from n2n.surgery import analyze
 
     if args.out is None:
         raise ConfigError("n2n baseline needs --out")
+    check_writable_dir(args.out)
+    if (Path(args.out) / "report.json").exists() and not args.overwrite:
+        raise ConfigError(f"--out {args.out} holds a finished run: choose another --out, or pass --overwrite")
     if args.kind == "uniform":
         if args.teacher is None or args.target_params is None or args.target_params < 1:
             raise ConfigError("n2n baseline uniform needs --teacher and --target-params N (a positive integer)")
@@ -327,6 +368,7 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
             input_shape=tuple(bundle.input_shape),
             num_classes=bundle.num_classes,
             trust_pickle=args.trust_pickle,
+            trust_code=args.trust_code,
         )
         edits = uniform_edits(model, analyze(model.eval(), bundle.input_shape, config.fix), args.target_params)
         source = _source(args.teacher, bundle, args.data_dir, args.max_train)
@@ -335,37 +377,57 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
             raise ConfigError("n2n baseline scratch needs --run RUN_DIR (a finished `n2n compress` run)")
         run = Path(args.run)
         config, edits = scratch_config(run)
-        source = json.loads((run / "run.json").read_text())
+        source = read_source(run / "run.json")
         bundle = load_recorded(source, config.seed)
-        model, spec = load_model(run / "teacher")
+        model, spec = load_model(run / "teacher", trust_code=args.trust_code)
         source = {k: v for k, v in source.items() if k != "command"}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     record = {**source, "baseline": args.kind, **({"command": command} if command else {})}
-    (Path(args.out) / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(Path(args.out) / "run.json", record)
     with _progress() as progress:
         report = run_baseline(args.kind, model, spec, bundle, config, args.out, edits, listener=_Display(progress))
     _summary(report)
     return report
 
 
-def resume_cmd(run_dir: str) -> dict[str, Any]:
-    """Continue the interrupted search in ``run_dir`` with its own teacher copy, data and settings."""
+def resume_cmd(run_dir: str, trust_code: bool = False, tensorboard: str | None = None) -> dict[str, Any]:
+    """Continue the interrupted search in ``run_dir`` with its own teacher copy, data and settings.
+
+    What the run directory records is data, not instructions: a teacher that names code to import needs
+    ``trust_code``, and a recorded TensorBoard directory outside ``run_dir`` is refused unless ``tensorboard`` (given
+    on the command line) replaces it.
+    """
+    from n2n.data import read_source
+    from n2n.files import inside
     from n2n.models.io import load_model
-    from n2n.search.config import CompressConfig
+    from n2n.search.config import read_config
 
     run = Path(run_dir)
-    try:
-        source = json.loads((run / "run.json").read_text())
-        settings = json.loads((run / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise N2NError(f"{run} is not an n2n run directory (run.json and config.json are needed): {err}") from None
-    model, spec = load_model(run / "teacher")
-    config = CompressConfig.from_mapping(settings, where=str(run / "config.json")).validate()
-    return _run_compress(model, spec, source, run_dir, config, resume=True)
+    if not (run / "run.json").is_file() or not (run / "config.json").is_file():
+        raise N2NError(f"{run} is not an n2n run directory (run.json and config.json are needed)")
+    source = read_source(run / "run.json")
+    config = read_config(run / "config.json")
+    if tensorboard is not None:
+        config = replace(config, tensorboard=tensorboard)
+    elif config.tensorboard is not None and not inside(config.tensorboard, run):
+        raise ConfigError(
+            f"{run / 'config.json'} logs to {config.tensorboard}, outside the run directory; n2n writes there only "
+            "when you say so: add --tensorboard DIR to the --resume command"
+        )
+    check_writable_dir(run, "--resume")
+    model, spec = load_model(run / "teacher", trust_code=trust_code)
+    return _run_compress(model, spec, source, run_dir, config.validate(), resume=True)
 
 
 def _run_compress(
-    model: Any, spec: Any, source: dict[str, Any], out: str, config: Any, resume: bool, bundle: Any = None
+    model: Any,
+    spec: Any,
+    source: dict[str, Any],
+    out: str,
+    config: Any,
+    resume: bool,
+    bundle: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     from n2n.compress import compress
     from n2n.data import load_recorded
@@ -377,12 +439,18 @@ def _run_compress(
             f"the teacher takes inputs of shape {tuple(spec.input_shape)} but {source['data']} has "
             f"{tuple(bundle.input_shape)}: pass the data set the teacher was trained on"
         )
-    if not resume:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        if not (Path(out) / "checkpoint.safetensors").exists():
-            (Path(out) / "run.json").write_text(json.dumps(source, indent=2) + "\n")
     with _progress() as progress:
-        result = compress(model, spec, bundle, config, out, listener=_Display(progress), resume=resume)
+        result = compress(
+            model,
+            spec,
+            bundle,
+            config,
+            out,
+            listener=_Display(progress),
+            resume=resume,
+            overwrite=overwrite,
+            record=None if resume else source,
+        )
     _summary(result.report)
     console.print(f"student saved to {Path(out) / 'student'}; report in {Path(out) / 'report.html'}")
     return result.report
@@ -396,6 +464,7 @@ def evaluate_cmd(
     teacher: str | None = None,
     latency: bool = True,
     data_options: dict[str, Any] | None = None,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """Test accuracy, parameters, FLOPs, file size and measured latency of a saved model (beside ``teacher``'s)."""
     from n2n.data import load_data
@@ -408,7 +477,7 @@ def evaluate_cmd(
     for name, directory in (("teacher", teacher), ("model", model_dir)):
         if directory is None:
             continue
-        model, spec = load_model(directory)
+        model, spec = load_model(directory, trust_code=trust_code)
         if tuple(bundle.input_shape) != tuple(spec.input_shape):
             raise N2NError(
                 f"{directory} takes inputs of shape {tuple(spec.input_shape)} but {data} has "
@@ -464,6 +533,7 @@ def export_cmd(
     data: str | None = None,
     data_dir: str | None = None,
     atol: float = 1e-4,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """Export a saved model to ONNX or TorchScript and check it numerically against the PyTorch model.
 
@@ -476,7 +546,11 @@ def export_cmd(
 
     if fmt not in EXPORTERS:
         raise ConfigError(f"--format must be one of {', '.join(EXPORTERS)}; got {fmt!r}")
-    model, spec = load_model(model_dir)
+    if out is not None:
+        if str(out).strip() == "" or Path(out).is_dir():
+            raise ConfigError(f"--out {out!r} must name the file to write (e.g. student.onnx)")
+        check_writable_dir(Path(out).parent, "--out")
+    model, spec = load_model(model_dir, trust_code=trust_code)
     data = data or ("digits" if spec.meta.get("data") == "digits" else None)
     inputs = None
     if data is not None:
@@ -498,8 +572,13 @@ def export_cmd(
     return {"path": str(result.path), "format": fmt, "max_abs_diff": result.max_abs_diff, "inputs": data or "random"}
 
 
-def demo_cmd(out: str = "runs/demo", config: Any = None, command: str | None = None) -> dict[str, Any]:
+def demo_cmd(
+    out: str = "runs/demo", config: Any = None, command: str | None = None, overwrite: bool = False
+) -> dict[str, Any]:
     """Train a teacher on scikit-learn's digits and compress it: the embedded default, no download."""
+    check_writable_dir(out)
+    if (Path(out) / "compress" / "report.json").exists() and not overwrite:
+        raise ConfigError(f"--out {out} holds a finished demo: choose another --out, or pass --overwrite")
     teacher_dir = Path(out) / "teacher"
     console.print(f"[bold]n2n demo[/]: {DEMO_DEFAULTS['arch']} (width {DEMO_DEFAULTS['width']}) on scikit-learn digits")
     train_teacher_cmd(
@@ -510,21 +589,25 @@ def demo_cmd(out: str = "runs/demo", config: Any = None, command: str | None = N
         width=DEMO_DEFAULTS["width"],
         epochs=DEMO_DEFAULTS["epochs"],
         seed=config.seed,
+        overwrite=True,  # the demo's own teacher, trained again each time
     )
-    return compress_cmd(str(teacher_dir), "digits", None, str(Path(out) / "compress"), config, command=command)
+    return compress_cmd(
+        str(teacher_dir), "digits", None, str(Path(out) / "compress"), config, command=command, overwrite=overwrite
+    )
 
 
-def report_cmd(runs: list[str], out: str | None = None) -> dict[str, Any] | Path:
+def report_cmd(runs: list[str], out: str | None = None, trust_code: bool = False) -> dict[str, Any] | Path:
     """One run: write its report.json, report.md and report.html again (returns the report). Several runs: one
     comparison page ``comparison.html`` in ``out`` (default: the first run directory; returns its path)."""
     from n2n.report import rebuild_reports
     from n2n.reporting.html import write_comparison
 
     if len(runs) > 1:
+        check_writable_dir(out or runs[0])
         return write_comparison(runs, out or runs[0])
     if out is not None:
         raise ConfigError("--out is for comparing several runs; `n2n report RUN` writes its report into RUN")
-    return rebuild_reports(runs[0])
+    return rebuild_reports(runs[0], trust_code=trust_code)
 
 
 def _summary(report: dict[str, Any]) -> None:
@@ -613,9 +696,11 @@ def _read_config_file(path: str) -> dict[str, Any]:
     import yaml
 
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"--config {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not UTF-8 text (a YAML or JSON file of settings is)") from None
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -691,6 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train a teacher on scikit-learn's digits and compress it (no download)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
     _add_config_options(p)
 
     p = sub.add_parser("train-teacher", help="train a zoo architecture with cross-entropy and save it")
@@ -708,6 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", required=True, help="directory to save the teacher to")
+    p.add_argument("--overwrite", action="store_true", help="replace a model --out already holds")
     p.add_argument(
         "--device",
         default="auto",
@@ -733,10 +820,23 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="allow --weights files that need full unpickling (runs code from the file: only for files you trust)",
         )
+        trust_code_option(p)
+
+    def trust_code_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--trust-code",
+            action="store_true",
+            help="let a saved model or run whose spec.json names the author's own builder (module:function) import "
+            "and run it; zoo architectures never need it (only for files you trust)",
+        )
+
+    def overwrite_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
 
     p = sub.add_parser("compress", help="search for a smaller student of a trained teacher")
     teacher_options(p)
     p.add_argument("--out", help="run directory to write")
+    overwrite_option(p)
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -757,6 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="scratch: a finished `n2n compress` run directory")
     teacher_options(p)
     p.add_argument("--out", help="directory to write the baseline's student and report to")
+    overwrite_option(p)
     data_options(p)
     _add_config_options(p)
 
@@ -768,6 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", nargs="+", help="run directory of `n2n compress` or `n2n baseline`; several: one comparison page"
     )
     p.add_argument("--out", help="several runs: directory for comparison.html (default: the first run directory)")
+    trust_code_option(p)
 
     p = sub.add_parser("inspect", help="list the teacher's layers with what the search may change and why not")
     teacher_options(p)
@@ -783,6 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--latency", action=argparse.BooleanOptionalAction, default=True, help="measure latency (default: on)"
     )
+    trust_code_option(p)
     data_options(p)
 
     p = sub.add_parser("export", help="export a saved model to ONNX or TorchScript, checked against PyTorch")
@@ -792,6 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=1e-4, help="largest allowed absolute logit difference (1e-4)")
     p.add_argument("--data", default=None, help="data set whose test images the check runs on (default: random)")
     p.add_argument("--data-dir", default=None, help="directory holding the data set's files")
+    trust_code_option(p)
     return parser
 
 
@@ -806,11 +910,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         out = getattr(args, "out", None)
-        if args.command != "export" and out is not None and Path(out).exists() and not Path(out).is_dir():
-            raise ConfigError(f"--out {out} is a file; give a directory to write the results to")
+        if args.command in ("demo", "train-teacher", "compress", "baseline") and out is not None:
+            check_writable_dir(out)  # before any work: not a file, not under one, writable, room on the disk
         command = shlex.join(["n2n", *(sys.argv[1:] if argv is None else argv)])
         if args.command == "demo":
-            demo_cmd(args.out, _config_from(args), command=command)
+            demo_cmd(args.out, _config_from(args), command=command, overwrite=args.overwrite)
         elif args.command == "train-teacher":
             train_teacher_cmd(
                 args.arch,
@@ -826,6 +930,7 @@ def main(argv: list[str] | None = None) -> int:
                 recipe=args.recipe,
                 data_options=_data_options(args),
                 device=args.device,
+                overwrite=args.overwrite,
             )
         elif args.command == "compress" and args.resume:
             given = [
@@ -834,13 +939,18 @@ def main(argv: list[str] | None = None) -> int:
                 + tuple(_data_options(args))
                 if getattr(args, a) is not None
             ]
-            given += [f.name for f in fields(_config_type()) if getattr(args, f.name, None) is not None]
+            given += [
+                f.name
+                for f in fields(_config_type())
+                if getattr(args, f.name, None) is not None and f.name != "tensorboard"
+            ]
+            given += ["overwrite"] if args.overwrite else []
             if given:
                 raise ConfigError(
                     "--resume takes the teacher, data and settings from the run directory; drop "
                     + ", ".join("--" + g.replace("_", "-") for g in given)
                 )
-            resume_cmd(args.resume)
+            resume_cmd(args.resume, trust_code=args.trust_code, tensorboard=args.tensorboard)
         elif args.command == "compress":
             args.data = args.data or "digits"
             if args.teacher is None or args.out is None:
@@ -857,11 +967,13 @@ def main(argv: list[str] | None = None) -> int:
                 trust_pickle=args.trust_pickle,
                 data_options=_data_options(args),
                 command=command,
+                trust_code=args.trust_code,
+                overwrite=args.overwrite,
             )
         elif args.command == "baseline":
             baseline_cmd(args, command=command)
         elif args.command == "report":
-            report = report_cmd(args.run, args.out)
+            report = report_cmd(args.run, args.out, trust_code=args.trust_code)
             if isinstance(report, Path):
                 console.print(f"{len(args.run)} runs compared in {report}")
             elif "status" in report:
@@ -883,6 +995,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.fix,
                 args.json,
                 args.trust_pickle,
+                trust_code=args.trust_code,
             )
         elif args.command == "evaluate":
             evaluate_cmd(
@@ -892,9 +1005,12 @@ def main(argv: list[str] | None = None) -> int:
                 teacher=args.teacher,
                 latency=args.latency,
                 data_options=_data_options(args),
+                trust_code=args.trust_code,
             )
         elif args.command == "export":
-            export_cmd(args.model, args.format, args.out, args.data, args.data_dir, args.atol)
+            export_cmd(
+                args.model, args.format, args.out, args.data, args.data_dir, args.atol, trust_code=args.trust_code
+            )
     except Interrupted as err:
         console.print(f"[yellow]{escape(str(err))}[/]", soft_wrap=True, highlight=False)
         return 130
@@ -902,6 +1018,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
+        return 2
+    except OSError as err:  # the disk filled up, a file vanished, permissions changed while n2n ran
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        console.print(f"[red]error:[/] {escape(where + (err.strerror or str(err)))}", soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from n2n._seed import seed_everything
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, DataError, Interrupted, N2NError
+from n2n.files import RunLock, atomic_write, own_dir, read_json_object, write_json
 from n2n.measure import SEARCH_TIMING, torch_latency_ms
 from n2n.models.io import ModelSpec, save_model
-from n2n.report import write_reports
+from n2n.report import teacher_floor, write_reports
 from n2n.runlog import EventLog, truncate_events
 from n2n.search.candidate import (
     CandidateResult,
@@ -46,10 +49,10 @@ from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits,
 from n2n.search.loop import SearchContext, StageState, run_update
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.policies import BaseChoice, RandomPolicy, RemovalPolicy, ShrinkPolicy
-from n2n.search.policy_io import check_policy_record, policy_record
+from n2n.search.policy_io import policy_record, read_policy_record
 from n2n.search.reinforce import make_baseline
 from n2n.search.reward import Constraints, objective_cost
-from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params
+from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
 
 log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]
@@ -170,8 +173,7 @@ def _initial_policy(run_dir: Path, name: str, fresh: RemovalPolicy | ShrinkPolic
     if not config_file.is_file():
         log.warning("%s has no %s policy; stage %s starts from a fresh policy", run_dir, name, name)
         return fresh
-    saved = json.loads(config_file.read_text())
-    check_policy_record(saved, str(config_file), name)
+    saved = read_policy_record(config_file, name)
     if name == "shrink" and tuple(saved["choices"]) != fresh.choices:
         raise ConfigError(
             f"the shrink policy in {run_dir} chooses from {saved['choices']} but this search uses --fractions "
@@ -180,18 +182,16 @@ def _initial_policy(run_dir: Path, name: str, fresh: RemovalPolicy | ShrinkPolic
     policy = type(fresh).from_config(saved)
     try:
         policy.load_state_dict(load_file(str(run_dir / f"policy_{name}.safetensors")))
-    except (OSError, RuntimeError) as err:
-        raise ConfigError(f"cannot load the {name} policy of {run_dir}: {err}") from err
+    except (OSError, RuntimeError, SafetensorError) as err:
+        message = " ".join(str(err).split())[:300]
+        raise ConfigError(f"--init-policy: cannot load the {name} policy of {run_dir}: {message}") from None
     return policy
 
 
 def _save_policy(state: StageState, out_dir: Path) -> None:
-    save_file(
-        {k: v.contiguous() for k, v in state.policy.state_dict().items()},
-        str(out_dir / f"policy_{state.name}.safetensors"),
-    )
-    record = policy_record(state.policy.config())
-    (out_dir / f"policy_{state.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    with atomic_write(out_dir / f"policy_{state.name}.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in state.policy.state_dict().items()}, str(tmp))
+    write_json(out_dir / f"policy_{state.name}.json", policy_record(state.policy.config()))
 
 
 def _checkpoint(
@@ -251,18 +251,22 @@ def _restore_stage(state: StageState, ckpt: Checkpoint, cache: dict[str, Candida
     state.best_reward = meta["stage_best_reward"]
 
 
-_PLACEMENT = ("workers", "ray_address")  # where candidates run: results do not depend on it
+_PLACEMENT = ("workers", "ray_address", "tensorboard")  # where candidates run and logs go: results do not depend on it
 
 
-def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None:
+def _open_run(out: Path, cfg: CompressConfig, resume: bool, overwrite: bool = False) -> Checkpoint | None:
     """Check ``out`` against ``resume``; the checkpoint to continue from, or None for a new run."""
     path = out / CHECKPOINT
     if not resume:
-        if path.exists():
+        if path.exists() and not overwrite:
             raise N2NError(
-                f"{out} holds an unfinished search: continue it with `n2n compress --resume {out}` "
-                "or choose another --out"
+                f"{out} holds an unfinished search: continue it with `n2n compress --resume {out}`, "
+                "choose another --out, or pass --overwrite to start again"
             )
+        if ((out / "report.json").exists() or (out / "student").exists()) and not overwrite:
+            raise N2NError(f"{out} holds a finished run: choose another --out, or pass --overwrite to replace it")
+        for stale in (path, out / "report.json", out / "report.md"):  # a replaced run must not look finished
+            stale.unlink(missing_ok=True)
         return None
     if not path.exists():
         done = (out / "report.json").exists()
@@ -274,7 +278,7 @@ def _open_run(out: Path, cfg: CompressConfig, resume: bool) -> Checkpoint | None
                 else " (no checkpoint.safetensors): start it with `n2n compress --out ...`"
             )
         )
-    saved = json.loads((out / "config.json").read_text())
+    saved = read_json_object(out / "config.json", "settings file", ConfigError)
     current = json.loads(json.dumps(cfg.to_dict()))
     # a setting missing from an older config.json has its default in both (it did not exist when the run started)
     changed = sorted(
@@ -296,6 +300,8 @@ def compress(
     out_dir: str | Path,
     listener: Listener | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    record: dict[str, Any] | None = None,
 ) -> CompressResult:
     """Run the N2N search on ``teacher`` and write the run directory ``out_dir``.
 
@@ -305,16 +311,37 @@ def compress(
 
     The search state is checkpointed after every policy update; ``resume=True`` continues an interrupted run in
     ``out_dir`` (same teacher, data and settings) and gives the same events and student as an uninterrupted run.
+    A run directory is locked while its search runs; an existing run in it is replaced only when ``overwrite``.
+    ``record`` (the teacher and data as given, the command) is written to ``run.json`` of a new run.
+
+    Raises:
+        N2NError: ``out_dir`` is in use or holds another run; the teacher is at chance accuracy; no student was
+            valid, or none met the constraints (no student that breaks one is ever saved).
     """
     cfg = config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = _open_run(out, cfg, resume)
+    with RunLock(out):
+        ckpt = _open_run(out, cfg, resume, overwrite)
+        if record is not None and ckpt is None:
+            write_json(out / "run.json", record)
+        return _compress(teacher, teacher_spec, data, cfg, out, listener, ckpt)
+
+
+def _compress(
+    teacher: nn.Module,
+    teacher_spec: ModelSpec,
+    data: DataBundle,
+    cfg: CompressConfig,
+    out: Path,
+    listener: Listener | None,
+    ckpt: Checkpoint | None,
+) -> CompressResult:
     started = time.perf_counter() - (ckpt.meta["elapsed"] if ckpt else 0.0)
     seed_everything(cfg.seed)
     if ckpt is None:
         (out / "events.jsonl").unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_json(out / "config.json", cfg.to_dict())
     else:
         truncate_events(out / "events.jsonl", ckpt.meta["events"])
     board = None
@@ -333,11 +360,18 @@ def compress(
                 f"the teacher has {analysis.num_outputs} outputs but {data.name} has {data.num_classes} classes: "
                 "pass the data set the teacher was trained on"
             )
+        unmatched = unmatched_patterns(analysis, cfg.fix)
+        if unmatched:
+            raise ConfigError(
+                f"--fix {unmatched[0]!r} matches none of the teacher's layers (see `n2n inspect`): "
+                f"{', '.join(layer.name for layer in analysis.layers[:6])}, ..."
+            )
         if ckpt is None:
-            save_model(teacher, teacher_spec, out / "teacher")
+            save_model(teacher, teacher_spec, own_dir(out / "teacher"))
         t0 = time.perf_counter()  # the teacher's logits on the candidate subset, its validation accuracy
         ctx = eval_context(teacher, analysis, data, cfg)
         seconds["teacher_logits"] = seconds.get("teacher_logits", 0.0) + time.perf_counter() - t0
+        check_teacher(ctx.teacher_val_accuracy, data)
         search = SearchContext(
             analysis=analysis,
             base=Edits(),
@@ -371,11 +405,14 @@ def compress(
                 }
             )
         else:
-            search.cache = {r.edits.key(): r for r in map(result_from_dict, ckpt.meta["cache"])}
-            search.base = Edits.from_dict(ckpt.meta["base"])
-            others = [Edits.from_dict(e) for e in ckpt.meta.get("others", [])]
-            best = None if ckpt.meta["best"] is None else search.cache[ckpt.meta["best"]]
-            first = ckpt.meta["stage_index"]
+            with _damaged(out):
+                search.cache = {r.edits.key(): r for r in map(result_from_dict, ckpt.meta["cache"])}
+                search.base = Edits.from_dict(ckpt.meta["base"])
+                others = [Edits.from_dict(e) for e in ckpt.meta.get("others", [])]
+                best = None if ckpt.meta["best"] is None else search.cache[ckpt.meta["best"]]
+                first = ckpt.meta["stage_index"]
+                if not 0 <= first < len(stages) or stages[first] != ckpt.meta["stage"]:
+                    raise ValueError(f"stage {ckpt.meta['stage']!r} at index {first} is not one of {stages}")
             log.info("resuming %s at stage %s, update %d", out, ckpt.meta["stage"], ckpt.meta["update"])
         for index in range(first, len(stages)):
             stage = stages[index]
@@ -384,7 +421,8 @@ def compress(
             search.others = tuple((edits, analyzed(edits)) for edits in others)
             state = _new_stage(stage, cfg, index, 1 + len(others))
             if ckpt is not None and index == first:
-                _restore_stage(state, ckpt, search.cache)
+                with _damaged(out):
+                    _restore_stage(state, ckpt, search.cache)
                 if listener is not None:  # for the progress display only: the event log already has this stage
                     listener({"event": "stage", "stage": stage, "updates": cfg.updates, "completed": state.update})
             else:
@@ -397,19 +435,20 @@ def compress(
             if cfg.search == "rl":
                 _save_policy(state, out)
             if state.best is None:
-                log.warning("stage %s found no valid student; the next stage starts from the previous best", stage)
+                log.warning(
+                    "stage %s found no valid student that meets the constraints; the next stage starts from the "
+                    "previous best",
+                    stage,
+                )
                 continue
             best, search.base = state.best, state.best.edits
             chosen = state.best.edits.key()
             others = [search.cache[k].edits for k in state.top(cfg.shrink_bases) if k != chosen][: cfg.shrink_bases - 1]
         if best is None:
-            raise N2NError(
-                f"no candidate student was valid in {len(search.cache)} evaluations; the reasons are in "
-                f"{out / 'events.jsonl'} (field 'reason')"
-            )
+            raise N2NError(_no_student(search, cfg, out))
         student, final = _finetune(ctx, data, cfg, search.base, emit, listener, seconds)
         spec = teacher_spec.with_edits(search.base, data=data.name, **final)
-        save_model(student, spec, out / "student")
+        save_model(student, spec, own_dir(out / "student"))
         report = write_reports(
             out,
             analysis,
@@ -422,6 +461,9 @@ def compress(
             time.perf_counter() - started,
             seconds,
             best,
+            constraints=search.constraints.table(
+                final["params"], final["val_accuracy"], final["macs"], best.latency_ms if cfg.measures_latency else None
+            ),
         )
         emit({"event": "done", "wall_time_s": report["wall_time_s"], "seconds": seconds})
         (out / CHECKPOINT).unlink(missing_ok=True)
@@ -441,6 +483,53 @@ def compress(
             board.close()
         if search is not None:
             search.evaluator.close()
+
+
+@contextlib.contextmanager
+def _damaged(out: Path) -> Iterator[None]:
+    """Turn what a damaged checkpoint makes the restore raise into one error naming the file."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+        message = " ".join(str(err).split())[:200]
+        raise N2NError(
+            f"{out / CHECKPOINT} is damaged ({type(err).__name__}: {message}); the search cannot be resumed, start it "
+            "again with --overwrite"
+        ) from None
+
+
+def check_teacher(val_accuracy: float, data: DataBundle) -> None:
+    """Stop before the search when the teacher is at chance on the validation split; log its accuracy either way."""
+    log.info("teacher validation accuracy %.2f%% on %s", 100 * val_accuracy, data.name)
+    floor = teacher_floor(data.num_classes)
+    if val_accuracy < floor:
+        raise DataError(
+            f"the teacher scores {val_accuracy:.2%} on {data.name}'s validation split, below {floor:.1%} "
+            f"({data.num_classes} classes: near chance): it is untrained, or gets other inputs than it was trained on "
+            "(another data set, or other input normalisation)"
+        )
+
+
+def _no_student(search: SearchContext, cfg: CompressConfig, out: Path) -> str:
+    """Why a search ends without a student: nothing valid, or nothing that meets the constraints."""
+    valid = [r for r in search.cache.values() if r.valid]
+    if not valid:
+        return (
+            f"no candidate student was valid in {len(search.cache)} evaluations; the reasons are in "
+            f"{out / 'events.jsonl'} (field 'reason')"
+        )
+    smallest = min(valid, key=lambda r: r.params)
+    best_acc = max(r.val_accuracy for r in valid)
+    limits = ", ".join(
+        f"--{name.replace('_', '-')} {getattr(cfg, name)}"
+        for name in ("max_params", "max_flops", "max_latency_ms", "min_accuracy")
+        if getattr(cfg, name) is not None
+    )
+    return (
+        f"none of the {len(valid)} valid students met {limits} (smallest: {smallest.params:,} parameters, "
+        f"{2 * smallest.macs:,} FLOPs; best validation accuracy {best_acc:.2%}); no student was saved: relax the "
+        "constraint or search longer"
+    )
 
 
 def _both(first: Listener | None, second: Listener | None) -> Listener | None:

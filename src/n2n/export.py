@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from n2n.errors import ConfigError, ModelError, N2NError
+from n2n.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -168,17 +169,35 @@ def export_model(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    exporter.write(model, input_shape, out)
-    runner = exporter.runner(out)
-    x = check_inputs(input_shape, data, max(batches))
-    diffs = {b: max_abs_diff(model, runner, x[:b]) for b in batches}
-    worst = max(diffs.values())
-    if not worst <= atol:
-        out.unlink(missing_ok=True)
+    with atomic_write(out) as tmp:  # the file appears only once it passed the check (and replaces a link there)
+        diffs = _write_and_check(exporter, model, input_shape, tmp, data, batches)
+        worst = max(diffs.values())
+        if worst <= atol:
+            log.info("exported %s: max abs diff %s", out, diffs)
+            return ExportResult(out, fmt, diffs, "data" if data is not None else "random")
         raise N2NError(
             f"the {fmt} export differs from the PyTorch model by up to {worst:.3g} (batch sizes "
             f"{', '.join(f'{b}: {d:.3g}' for b, d in diffs.items())}) > --atol {atol:g}: the model's forward depends "
             "on something tracing fixes (input-dependent control flow or shapes); the file was not kept"
         )
-    log.info("exported %s: max abs diff %s", out, diffs)
-    return ExportResult(out, fmt, diffs, "data" if data is not None else "random")
+
+
+def _write_and_check(
+    exporter: Exporter,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: Path,
+    data: torch.Tensor | None,
+    batches: tuple[int, ...],
+) -> dict[int, float]:
+    """Export to ``path`` and measure the largest logit difference per batch size against ``model``."""
+    try:
+        exporter.write(model, input_shape, path)
+        runner = exporter.runner(path)
+        x = check_inputs(input_shape, data, max(batches))
+        return {b: max_abs_diff(model, runner, x[:b]) for b in batches}
+    except N2NError:
+        raise
+    except Exception as err:  # noqa: BLE001 - exporters and runtimes raise many types; each is a model they cannot take
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ModelError(f"the export failed: {type(err).__name__}: {first[:300]}") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from n2n.data import DataBundle
+from n2n.files import write_json, write_text
 from n2n.measure import REPORT_TIMING, compare_costs
 from n2n.models.io import ModelSpec
 from n2n.search.candidate import CandidateResult
@@ -57,6 +57,7 @@ def write_reports(
     seconds: dict[str, float],
     best: CandidateResult,
     latency: bool = True,
+    constraints: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``report.html`` (with ``plots/``) into ``out``; returns the report.
 
@@ -92,9 +93,11 @@ def write_reports(
         "seconds": seconds,
         "layers": layer_table(analysis, student, spec),
         "cost": compare_costs(teacher, student, tuple(data.input_shape), latency=latency, timing=REPORT_TIMING),
+        "constraints": constraints or [],
+        "weak_teacher": teacher_val_accuracy < weak_teacher_below(data.num_classes),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(render_markdown(report))
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", render_markdown(report))
     _write_html(out, report)
     return report
 
@@ -131,6 +134,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report['evaluations']} candidates evaluated in {report['wall_time_s']:.0f} s.",
         "",
         *cost_markdown(report["cost"]),
+        *constraints_markdown(report),
         "## Layers",
         "",
         "| layer | type | teacher width | student width | teacher params | student params | status |",
@@ -142,6 +146,44 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{row['teacher_params']:,} | {row['student_params']:,} | {row['status']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def constraints_markdown(report: dict[str, Any]) -> list[str]:
+    """The constraints the user set, each with the student's value and whether it held; a weak-teacher warning."""
+    lines = []
+    if report.get("weak_teacher"):
+        lines += [
+            f"**Warning: weak teacher** ({report['teacher']['val_accuracy']:.2%} validation accuracy, less than "
+            "halfway from chance to perfect): check its preprocessing and training before trusting the student.",
+            "",
+        ]
+    rows = report.get("constraints") or []
+    if rows:
+        lines += ["## Constraints", "", "| constraint | limit | student | held |", "|---|---:|---:|:-:|"]
+        for row in rows:
+            value = "not measured" if row["value"] is None else f"{row['value']:,.4g}"
+            lines.append(f"| {row['option']} | {row['limit']:,.4g} | {value} | {'yes' if row['held'] else 'no'} |")
+        lines.append("")
+    return lines
+
+
+def chance(num_classes: int) -> float:
+    """The accuracy of guessing uniformly among ``num_classes`` classes."""
+    return 1.0 / max(1, num_classes)
+
+
+def teacher_floor(num_classes: int) -> float:
+    """Below this validation accuracy a teacher is refused: twice chance, or a tenth of the way from chance to
+    perfect where twice chance means nothing (two classes). Such a teacher almost surely gets other inputs than it
+    was trained on (preprocessing, wrong data set) or was never trained."""
+    c = chance(num_classes)
+    return min(2 * c, c + 0.1 * (1 - c))
+
+
+def weak_teacher_below(num_classes: int) -> float:
+    """Below this validation accuracy (halfway from chance to perfect) a teacher is flagged weak in reports."""
+    c = chance(num_classes)
+    return c + 0.5 * (1 - c)
 
 
 def cost_markdown(cost: dict[str, Any]) -> list[str]:
@@ -160,12 +202,13 @@ def cost_markdown(cost: dict[str, Any]) -> list[str]:
     return ["## Cost (measured on this machine)", "", *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
-def rebuild_reports(run_dir: str | Path) -> dict[str, Any]:
+def rebuild_reports(run_dir: str | Path, trust_code: bool = False) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``report.html`` of a run directory again, from what is on disk.
 
     A finished run (with ``student/``) is measured again: its teacher copy, student and data (from ``run.json``).
     An unfinished or interrupted run gets a progress report from ``events.jsonl``: the best candidate of each stage
     so far, with its validation accuracy (no test figures: nothing has been fine-tuned yet).
+    ``trust_code`` lets a teacher whose spec names the user's own builder import it (see ``load_model``).
     """
     from n2n.errors import N2NError
     from n2n.runlog import read_events
@@ -174,12 +217,40 @@ def rebuild_reports(run_dir: str | Path) -> dict[str, Any]:
     if not (run / "events.jsonl").is_file():
         raise N2NError(f"{run} is not an n2n run directory: it has no events.jsonl")
     events = list(read_events(run / "events.jsonl"))
-    candidates = [e for e in events if e.get("event") == "candidate"]
+    candidates = [e for e in events if e.get("event") == "candidate" and _candidate_ok(e)]
     done = next((e for e in events if e.get("event") == "done"), None)
     finished = done is not None and (run / "student" / "spec.json").is_file()
     if finished and (run / "run.json").is_file() and (run / "teacher").is_dir():  # baselines keep no teacher copy
-        return _rebuild_finished(run, candidates, done["wall_time_s"], done.get("seconds"))
+        wall = done.get("wall_time_s")
+        seconds = done.get("seconds")
+        return _rebuild_finished(
+            run,
+            candidates,
+            float(wall) if _number(wall) else 0.0,
+            seconds if isinstance(seconds, dict) and all(_number(v) for v in seconds.values()) else None,
+            trust_code,
+        )
     return _progress_report(run, events, candidates)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _candidate_ok(event: dict[str, Any]) -> bool:
+    """Whether a candidate event has the fields reports read, with their types (a hand-edited log may not)."""
+    edits = event.get("edits")
+    return (
+        isinstance(event.get("stage"), str)
+        and isinstance(edits, dict)
+        and isinstance(edits.get("removed", []), list)
+        and isinstance(edits.get("keep", []), list)
+        and all(_number(event.get(k)) for k in ("params", "val_accuracy", "reward"))
+        and _number(event.get("flops", 0))
+        and _number(event.get("macs", 0))
+        and _number(event.get("seconds") or 0)
+        and isinstance(event.get("reason", ""), str | type(None))
+    )
 
 
 def _best(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -188,23 +259,30 @@ def _best(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _rebuild_finished(
-    run: Path, candidates: list[dict[str, Any]], wall_time_s: float, seconds: dict[str, float] | None
+    run: Path,
+    candidates: list[dict[str, Any]],
+    wall_time_s: float,
+    seconds: dict[str, float] | None,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
-    from n2n.data import load_recorded
-    from n2n.models.io import load_model
-    from n2n.surgery import Edits, analyze
+    from n2n.data import load_recorded, read_source
+    from n2n.models.io import check_edits, load_model
+    from n2n.search.config import read_config
+    from n2n.search.reward import Constraints
+    from n2n.surgery import analyze
 
-    source = json.loads((run / "run.json").read_text())
-    config = json.loads((run / "config.json").read_text())
-    teacher, _ = load_model(run / "teacher")
-    student, spec = load_model(run / "student")
-    data = load_recorded(source, config["seed"])
-    analysis = analyze(teacher, data.input_shape, fix=tuple(config.get("fix", ())), check_removals=False)
-    chosen = [e for e in candidates if Edits.from_dict(e["edits"]) == spec.edits]  # the search's pick, not the max
+    source = read_source(run / "run.json")
+    config = read_config(run / "config.json")
+    teacher, _ = load_model(run / "teacher", trust_code=trust_code)
+    student, spec = load_model(run / "student", trust_code=trust_code)
+    data = load_recorded(source, config.seed)
+    analysis = analyze(teacher, data.input_shape, fix=config.fix, check_removals=False)
+    candidates = [e for e in candidates if _edits_ok(e["edits"])]
+    chosen = [e for e in candidates if check_edits(e["edits"]) == spec.edits]  # the search's pick, not the max
     best_event = _best(chosen) or _best(candidates)
     best_event = best_event or {"edits": {}, "params": 0, "macs": 0, "val_accuracy": 0.0, "reward": -1.0}
     best = CandidateResult(
-        Edits.from_dict(best_event["edits"]),
+        check_edits(best_event["edits"]),
         best_event["params"],
         best_event["macs"],
         best_event["val_accuracy"],
@@ -215,9 +293,38 @@ def _rebuild_finished(
     teacher_val = accuracy(teacher, data.val.x, data.val.y)
     seconds = seconds or {"candidates": sum(e.get("seconds", 0.0) for e in candidates)}
     evaluations = sum(not e.get("cached") for e in candidates)
-    return write_reports(
-        run, analysis, teacher, student, spec, data, teacher_val, evaluations, wall_time_s, seconds, best
+    constraints = Constraints(
+        config.max_params, config.min_accuracy, config.constraint_mode, config.max_flops, config.max_latency_ms
     )
+    val = spec.meta.get("val_accuracy")
+    rows = constraints.table(
+        count_params(student), val if _number(val) else 0.0, count_macs(student, data.input_shape), best.latency_ms
+    )
+    return write_reports(
+        run,
+        analysis,
+        teacher,
+        student,
+        spec,
+        data,
+        teacher_val,
+        evaluations,
+        wall_time_s,
+        seconds,
+        best,
+        constraints=rows,
+    )
+
+
+def _edits_ok(edits: dict[str, Any]) -> bool:
+    from n2n.errors import ModelError
+    from n2n.models.io import check_edits
+
+    try:
+        check_edits(edits)
+    except ModelError:
+        return False
+    return True
 
 
 def _progress_report(run: Path, events: list[dict[str, Any]], candidates: list[dict[str, Any]]) -> dict[str, Any]:
@@ -261,7 +368,7 @@ def _progress_report(run: Path, events: list[dict[str, Any]], candidates: list[d
                 f"| {stage} | {info['updates']} | {b['reward']:.3f} | {b['params']:,} | {ratio} | "
                 f"{b['val_accuracy']:.2%} |"
             )
-    (run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (run / "report.md").write_text("\n".join(lines) + "\n")
+    write_json(run / "report.json", report)
+    write_text(run / "report.md", "\n".join(lines) + "\n")
     _write_html(run, report)
     return report

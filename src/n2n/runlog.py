@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from n2n.errors import N2NError
+from n2n.files import write_text
+
 log = logging.getLogger(__name__)
 
 
@@ -30,8 +33,11 @@ class EventLog:
     def __init__(self, path: Path, listener: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = path
         self.listener = listener
-        self.count = sum(1 for _ in path.open(encoding="utf-8")) if path.exists() else 0
-        self._file = path.open("a", encoding="utf-8")
+        if path.is_symlink():
+            raise N2NError(f"{path} is a symbolic link; n2n does not write through links: remove it")
+        self.count = sum(1 for _ in path.open(encoding="utf-8", errors="replace")) if path.exists() else 0
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
 
     def __call__(self, event: dict[str, Any]) -> None:
         self._file.write(json.dumps(_clean(event)) + "\n")
@@ -46,19 +52,19 @@ class EventLog:
 
 def read_events(path: Path) -> Iterator[dict[str, Any]]:
     """The events of a run, skipping a last line cut short by an interruption."""
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
-                yield json.loads(line)
+                event = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(event, dict):
+                yield event
 
 
 def truncate_events(path: Path, count: int) -> None:
     """Keep the first ``count`` lines of ``path`` (what a checkpoint saw), so a resumed run logs nothing twice."""
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True) if path.exists() else []
     if len(lines) < count:
         log.warning("%s has %d events but its checkpoint saw %d; some events were lost", path, len(lines), count)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines[:count]), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(lines[:count]))

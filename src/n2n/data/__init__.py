@@ -10,6 +10,7 @@ from n2n.data._base import (
     list_datasets,
     load_data,
     load_recorded,
+    read_source,
     register_dataset,
 )
 from n2n.data.augment import augment_batch, list_policies
@@ -26,6 +27,7 @@ __all__ = [
     "load_data",
     "load_recorded",
     "read_idx",
+    "read_source",
     "register_dataset",
     "write_idx",
 ]

@@ -127,10 +127,14 @@ def _validate(raw: RawData, name: str) -> None:
             raise DataError(f"{name}: {split} has {len(x)} images but {len(y)} labels")
         if x.ndim not in (3, 4):
             raise DataError(f"{name}: {split} images must be (N, H, W) or (N, C, H, W); got shape {x.shape}")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{name}: {split} labels must be integers of shape (N,); got {y.dtype} {y.shape}")
         if y.min() < 0 or y.max() >= raw.num_classes:
             raise DataError(f"{name}: {split} labels must be in [0, {raw.num_classes}); found {y.min()}..{y.max()}")
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
             raise DataError(f"{name}: {split} images contain NaN or infinite values")
+    if raw.num_classes < 2:
+        raise DataError(f"{name}: the training split has a single class; a classifier needs two or more")
     if _as_nchw(raw.x_train).shape[1:] != _as_nchw(raw.x_test).shape[1:]:
         raise DataError(f"{name}: train images {raw.x_train.shape[1:]} and test images {raw.x_test.shape[1:]} differ")
 
@@ -203,6 +207,23 @@ def load_data(
         augment=resolved["augment"],
         options=resolved,
     )
+
+
+def read_source(path: str | Path) -> dict[str, Any]:
+    """A run's ``run.json`` (its teacher as given and how to load its data again), checked field by field."""
+    from n2n.files import read_json_object
+
+    source = read_json_object(path, "run record", DataError)
+    checks = {
+        "data": lambda v: isinstance(v, str) and v in _REGISTRY,
+        "data_dir": lambda v: v is None or isinstance(v, str),
+        "max_train": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "data_options": lambda v: v is None or isinstance(v, dict),
+    }
+    for key, ok in checks.items():
+        if not ok(source.get(key)):
+            raise DataError(f"{path}: {key} = {source.get(key)!r} is not valid (a data set, as `n2n compress` records)")
+    return source
 
 
 def load_recorded(source: Mapping[str, Any], seed: int) -> DataBundle:

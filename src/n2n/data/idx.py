@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ _CODES = {
     np.dtype(np.float32): 0x0D,
     np.dtype(np.float64): 0x0E,
 }
+MAX_BYTES = 4 * 2**30
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
@@ -33,9 +36,15 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzipped when the name ends in .gz): 0, 0, dtype code, ndim, sizes (big-endian), data."""
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read(MAX_BYTES + 1)
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError; a damaged stream, zlib.error
+        raise DataError(f"cannot read {path}: {err} (damaged or not gzip: download it again)") from None
+    if len(raw) > MAX_BYTES:
+        raise DataError(f"{path} holds more than {MAX_BYTES // 2**30} GiB of data; n2n reads data sets into memory")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     dtype, ndim = np.dtype(_DTYPES[raw[2]]), raw[3]
@@ -43,7 +52,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path} is truncated (header cut short)")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(
             f"{path} is truncated or padded: {len(raw) - header} data bytes, expected {expected} for {shape}"

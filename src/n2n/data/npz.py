@@ -2,8 +2,8 @@
 
 Either one file with ``x`` and ``y`` (and optionally ``x_test`` and ``y_test``; without them a fixed, stratified
 20% of ``x`` is the test set), or a directory with ``train.npz`` and ``test.npz``, each holding ``x`` and ``y``.
-Images are (N, H, W), (N, C, H, W), or (N, H, W, C) with C = 1 or 3 (channels last is recognised when axis 1 is
-not a plausible channel count); uint8 values are divided by 255, other types are taken as they are. Labels are
+Images are (N, H, W), (N, C, H, W), or (N, H, W, C) with C = 1, 3 or 4 (RGBA; channels last is recognised when axis
+1 is not a plausible channel count); uint8 values are divided by 255, other types are taken as they are. Labels are
 integers 0..K-1, and K is one more than the largest label.
 """
 
@@ -43,7 +43,7 @@ def read_npz(path: Path, keys: tuple[str, ...], required: int) -> dict[str, np.n
 def _images(x: np.ndarray, where: str) -> np.ndarray:
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"npz: {where} must be a numeric array; got dtype {x.dtype}")
-    if x.ndim == 4 and x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
+    if x.ndim == 4 and x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
     return x
 
@@ -83,5 +83,12 @@ def read_npz_dataset(data_dir: Path | None) -> RawData:
     num_classes = int(max(y.max(initial=0), y_test.max(initial=0))) + 1
     if num_classes < 2:
         raise DataError(f"npz: the labels name {num_classes} class; a classifier needs 2 or more (labels 0..K-1)")
+    absent = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
+    if absent:  # K is inferred from the largest label: a stray label would make a classifier of thousands of classes
+        shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+        raise DataError(
+            f"npz: labels must be 0..K-1 with every class in the training split, but {len(absent):,} of the "
+            f"{num_classes:,} classes up to the largest label have no training example ({shown}): renumber the labels"
+        )
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     return RawData(x, y, x_test, y_test, num_classes, scale)

@@ -111,16 +111,19 @@ def resolve_teacher(
     num_classes: int | None = None,
     trust_pickle: bool = False,
     require_weights: bool = True,
+    trust_code: bool = False,
 ) -> tuple[nn.Module, ModelSpec]:
     """The teacher named by ``--teacher`` (and ``--weights``), with the spec that rebuilds it.
 
     ``teacher`` is a saved n2n model directory, a zoo name (``vgg13``; built for ``input_shape`` and
     ``num_classes``), or an import path ``module:callable`` (``torchvision:resnet18`` when torchvision is installed).
+    An import path given here is the caller's own choice and runs; a saved directory whose spec names code runs it
+    only with ``trust_code``.
     """
     if Path(teacher, SPEC_FILE).is_file():
         if weights is not None:
             raise ModelError(f"{teacher} is a saved n2n model with its own weights: drop --weights")
-        return load_model(teacher)
+        return load_model(teacher, trust_code=trust_code)
     if ":" in teacher:
         arch = {"source": "import", "target": teacher, "kwargs": dict(kwargs or {})}
     elif teacher in list_models():
@@ -145,7 +148,7 @@ def resolve_teacher(
             f"--teacher {teacher!r} is neither a saved n2n model directory, a zoo architecture "
             f"({', '.join(list_models())}) nor an import path like 'mypackage.models:build_net'"
         )
-    model = build_architecture(arch)
+    model = build_architecture(arch, trust_code=True, where=f"--teacher {teacher}")  # the caller named it
     if weights is None:
         if require_weights:
             raise ModelError(

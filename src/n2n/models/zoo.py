@@ -32,25 +32,49 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(
-    name: str,
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    input_size: int | tuple[int, int] | list[int] = 32,
-    width: float = 1.0,
-) -> nn.Module:
-    """Build architecture ``name`` for inputs (in_channels, H, W) and ``num_classes`` outputs, widths x ``width``."""
+MAX_PARAMS = 2 * 10**9  # 8 GB of fp32 weights: far above any network a search trains, below what kills a machine
+_ZOO_KWARGS = ("in_channels", "num_classes", "input_size", "width")
+
+
+def create_model(name: str, **kwargs: object) -> nn.Module:
+    """Build architecture ``name`` for inputs (in_channels, H, W) and ``num_classes`` outputs, widths x ``width``.
+
+    Keyword arguments (all optional): ``in_channels`` (3), ``num_classes`` (10), ``input_size`` (32, or [H, W]),
+    ``width`` (1.0). They usually come from a file or the command line, so each is checked, and the network is first
+    built on PyTorch's meta device (no memory) to refuse one with more than 2 billion parameters.
+
+    Raises:
+        ModelError: unknown name or keyword, a value of the wrong type or range, or a network too large to build.
+    """
     if name not in _REGISTRY:
         raise ModelError(f"unknown architecture {name!r}; known: {', '.join(list_models())}")
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if width <= 0:
-        raise ModelError(f"width must be > 0; got {width}")
-    if in_channels < 1 or num_classes < 2 or min(size) < 1:
+    unknown = sorted(set(kwargs) - set(_ZOO_KWARGS))
+    if unknown:
+        raise ModelError(f"zoo model {name!r} takes no argument {unknown[0]!r}; it takes {', '.join(_ZOO_KWARGS)}")
+    in_channels, num_classes = kwargs.get("in_channels", 3), kwargs.get("num_classes", 10)
+    input_size, width = kwargs.get("input_size", 32), kwargs.get("width", 1.0)
+    for key, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**6:
+            raise ModelError(f"{key} of zoo model {name!r} must be an integer in [1, 1000000]; got {value!r}")
+    if num_classes < 2:
+        raise ModelError(f"num_classes of zoo model {name!r} must be >= 2; got {num_classes}")
+    size = [input_size] * 2 if isinstance(input_size, int) and not isinstance(input_size, bool) else input_size
+    if (
+        not isinstance(size, list | tuple)
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in size)
+    ):
         raise ModelError(
-            f"need in_channels >= 1, num_classes >= 2, input size >= 1; got {in_channels}, {num_classes}, {size}"
+            f"input_size of zoo model {name!r} must be an integer or [H, W] in [1, 4096]; got {input_size!r}"
         )
-    return _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, input_size=size, width=width)
+    if not isinstance(width, int | float) or isinstance(width, bool) or not 0 < width <= 64:
+        raise ModelError(f"width of zoo model {name!r} must be a number in (0, 64]; got {width!r}")
+    args = {"in_channels": in_channels, "num_classes": num_classes, "input_size": tuple(size), "width": float(width)}
+    with torch.device("meta"):
+        params = sum(p.numel() for p in _REGISTRY[name](**args).parameters())
+    if params > MAX_PARAMS:
+        raise ModelError(f"zoo model {name!r} with {kwargs} would have {params:,} parameters (limit {MAX_PARAMS:,})")
+    return _REGISTRY[name](**args)
 
 
 def _w(channels: int, width: float) -> int:

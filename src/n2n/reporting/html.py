@@ -14,6 +14,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from n2n.files import own_dir, write_bytes, write_text
 from n2n.reporting import plots
 from n2n.reporting.rundata import RunView, load_run
 
@@ -233,13 +234,13 @@ def render_run(run: RunView, others: Sequence[RunView] = ()) -> tuple[str, dict[
 
 def _write(out_html: Path, text: str, images: dict[str, bytes], plots_dir: Path) -> None:
     """Write the page and its PNG files; a run plot of an earlier report that has no data now is deleted."""
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    own_dir(plots_dir)
     for plot in RUN_PLOTS:
         if plot.name not in images:
             (plots_dir / f"{plot.name}.png").unlink(missing_ok=True)
     for name, data in images.items():
-        (plots_dir / f"{name}.png").write_bytes(data)
-    out_html.write_text(text, encoding="utf-8")
+        write_bytes(plots_dir / f"{name}.png", data)
+    write_text(out_html, text)
 
 
 def write_run_html(run_dir: str | Path, report: dict[str, Any], others: Sequence[str | Path] = ()) -> Path:

@@ -66,9 +66,10 @@ def run_label(name: str, config: dict[str, Any]) -> str:
 
 def _json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def load_run(run_dir: str | Path, report: dict[str, Any] | None = None) -> RunView:

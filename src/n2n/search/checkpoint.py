@@ -102,7 +102,38 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise N2NError(f"cannot read the checkpoint {path}: {err}") from err
     if raw is None:
         raise N2NError(f"{path} is not an n2n checkpoint (no 'n2n' metadata)")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT:
-        raise N2NError(f"{path} has checkpoint format {meta.get('format')}; this n2n reads format {FORMAT}")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise N2NError(f"{path} is damaged: its metadata is not JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise N2NError(f"{path} has checkpoint format {found!r}; this n2n reads format {FORMAT}")
+    for key, kinds in META_TYPES.items():
+        if key in meta and not (isinstance(meta[key], kinds) and not isinstance(meta[key], bool)):
+            raise N2NError(f"{path} is damaged: {key} is {meta[key]!r}")
+    missing = [k for k in META_TYPES if k not in meta and k not in ("others", "stage_ranked")]
+    if missing:
+        raise N2NError(f"{path} is damaged: it lacks {', '.join(missing)}")
     return Checkpoint(meta, tensors)
+
+
+#: The fields of a checkpoint's metadata and their JSON types (``others``, ``stage_ranked``: absent in older runs).
+META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "stage_index": int,
+    "stage": str,
+    "update": int,
+    "baseline": dict,
+    "stage_best": (str, type(None)),
+    "stage_best_reward": (int, float),
+    "best": (str, type(None)),
+    "base": dict,
+    "others": list,
+    "stage_ranked": dict,
+    "cache": list,
+    "events": int,
+    "elapsed": (int, float),
+    "seconds": dict,
+    "optim_groups": list,
+    "optim_scalars": dict,
+}

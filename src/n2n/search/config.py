@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from n2n.errors import ConfigError
+from n2n.files import check_writable_dir, read_json_object
 from n2n.search.compute import DEVICES, PRECISIONS, Compute, resolve_device, resolve_precision
 from n2n.search.reinforce import ADVANTAGES
 
 STAGES = ("remove", "shrink")
+MAX_HIDDEN = 4096  # LSTM hidden units: far above the paper's 30 and 50, far below what exhausts memory
 PAPER_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 #: ``--protocol paper``: the search settings of Ashok et al. (2018), section 4 and appendix.
@@ -199,13 +202,20 @@ class CompressConfig:
                 raise ConfigError(
                     f"--{_flag(f.name)} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}"
                 )
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{_flag(f.name)} must be a finite number; got {value}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be an integer in [0, 2**32); got {self.seed}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be >= 0 (0: automatic); got {self.workers}")
         if self.ray_address is not None:
-            from n2n.search.ray_eval import check_address, import_ray
+            from n2n.search.ray_eval import check_address, import_ray, probe_address
 
             check_address(self.ray_address)
             import_ray()
+            probe_address(self.ray_address)
         positive = (
             "candidate_threads",
             "updates",
@@ -237,6 +247,13 @@ class CompressConfig:
             raise ConfigError(f"--risk-epsilon must be in (0, 1]; got {self.risk_epsilon}")
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions) or 1.0 not in self.fractions:
             raise ConfigError(f"--fractions must be values in (0, 1] that include 1.0; got {self.fractions}")
+        if len(set(self.fractions)) != len(self.fractions) or len(self.fractions) < 2:
+            raise ConfigError(
+                f"--fractions must be distinct values with at least one below 1.0 to shrink to; got {self.fractions}"
+            )
+        for name in ("removal_hidden", "shrink_hidden"):
+            if getattr(self, name) > MAX_HIDDEN:
+                raise ConfigError(f"--{_flag(name)} must be at most {MAX_HIDDEN}; got {getattr(self, name)}")
         if self.max_params is not None and self.max_params < 1:
             raise ConfigError(f"--max-params must be a positive integer; got {self.max_params}")
         if self.max_flops is not None and self.max_flops < 1:
@@ -250,6 +267,8 @@ class CompressConfig:
         self.compute()
         if self.init_policy is not None and self.search == "random":
             raise ConfigError("--init-policy starts a learned search; it cannot be combined with --search random")
+        if self.tensorboard is not None:
+            check_writable_dir(self.tensorboard, "--tensorboard")
         if self.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError(
                 "--tensorboard needs the tensorboard package: pip install 'n2n[tensorboard]' (or drop --tensorboard)"
@@ -261,13 +280,12 @@ class CompressConfig:
                     f"--init-policy {self.init_policy!r} holds no trained policy (policy_remove.json or "
                     "policy_shrink.json): pass the run directory of an earlier `n2n compress`"
                 )
-            import json
-
-            from n2n.search.policy_io import check_policy_record
+            from n2n.search.policy_io import read_policy_record
 
             for name in found:
                 path = Path(self.init_policy) / name
-                check_policy_record(json.loads(path.read_text()), str(path), name[len("policy_") : -len(".json")])
+                read_policy_record(path, name[len("policy_") : -len(".json")])
+                check_safetensors(path.with_suffix(".safetensors"), "--init-policy")
         return self
 
     @classmethod
@@ -299,6 +317,8 @@ def _flag(name: str) -> str:
 def _coerce(name: str, value: Any, default: Any, annotation: str, where: str) -> Any:
     """``value`` as the type of setting ``name`` (its default's type), or a ConfigError naming both."""
     if value is None:
+        if default is not None:
+            raise ConfigError(f"{where}: {name} needs a value (it is empty); remove the line to use the default")
         return None
     if isinstance(default, tuple) or name in ("fix", "fractions"):
         items = value if isinstance(value, list | tuple) else [value]
@@ -317,3 +337,23 @@ def _coerce(name: str, value: Any, default: Any, annotation: str, where: str) ->
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ConfigError(f"{where}: {name} must be {kind.__name__}; got {value!r}")
     return value
+
+
+def read_config(path: str | Path) -> CompressConfig:
+    """The settings a run recorded in its ``config.json``, checked (a baseline's extra ``baseline`` key is ignored)."""
+    values = read_json_object(path, "settings file", ConfigError)
+    values = {k: v for k, v in values.items() if k != "baseline"}
+    return CompressConfig.from_mapping(values, where=str(path))
+
+
+def check_safetensors(path: Path, option: str) -> None:
+    """Raise ConfigError unless ``path`` is a readable safetensors file (header and every tensor)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                f.get_tensor(key)
+    except (OSError, SafetensorError, RuntimeError, ValueError) as err:
+        message = " ".join(str(err).split())[:200]
+        raise ConfigError(f"{option}: {path} is not a readable safetensors file ({message})") from None

@@ -111,9 +111,10 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     results = [ctx.cache[e.key()] for e in edits]
 
     # -- rewards (constraints applied on top of the paper reward)
-    rewards = []
+    rewards, feasible = [], []
     for r in results:
         violated = r.valid and ctx.constraints.violated(r.params, r.val_accuracy, r.macs, r.latency_ms)
+        feasible.append(r.valid and not violated)
         rewards.append(
             constrained_reward(r.reward, violated, ctx.constraints.mode, state.update) if r.valid else r.reward
         )
@@ -134,14 +135,14 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
 
     # -- log, track the best
     fresh = set(todo)
-    for k, (result, rew, sample) in enumerate(zip(results, rewards, samples, strict=False)):
+    for k, (result, rew, ok, sample) in enumerate(zip(results, rewards, feasible, samples, strict=False)):
         key = result.edits.key()
         event = candidate_event(state.name, state.update, k, result, rew, sample.actions.tolist(), key not in fresh)
         if state.chooser is not None:
             event["base"] = picks[k]
         emit(event)
         fresh.discard(key)
-        if result.valid:
+        if ok:  # a student that breaks a constraint is never a stage's best, in soft mode neither
             state.ranked[key] = max(rew, state.ranked.get(key, rew))
             if rew > state.best_reward:
                 state.best, state.best_reward = result, rew

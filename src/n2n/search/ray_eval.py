@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +50,23 @@ def check_address(address: str) -> None:
             f"--ray-address must be auto, HOST:PORT (the head node's GCS address, e.g. 10.0.0.1:6379) or "
             f"ray://HOST:PORT; got {address!r}"
         )
+
+
+def probe_address(address: str, timeout: float = 5.0) -> None:
+    """Raise ConfigError unless something listens at ``HOST:PORT`` (``ray.init`` would wait a long time for it).
+
+    ``auto`` is left to Ray, which fails at once when this machine runs no cluster.
+    """
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"--ray-address {address}: nothing answers there ({err.strerror or err}); start the cluster with "
+            "`ray start --head` and pass the address it prints"
+        ) from None
 
 
 def import_ray() -> ModuleType:

@@ -73,6 +73,19 @@ class Constraints:
         too_slow = self.max_latency_ms is not None and latency_ms > self.max_latency_ms
         return too_big or too_weak or too_costly or too_slow
 
+    def table(self, params: float, acc: float, macs: float = 0.0, latency_ms: float | None = None) -> list[dict]:
+        """Each set constraint with its limit, the student's value and whether it held (for reports)."""
+        rows = []
+        for option, limit, value, held in (
+            ("--max-params", self.max_params, params, lambda v, m: v <= m),
+            ("--max-flops", self.max_flops, 2 * macs, lambda v, m: v <= m),
+            ("--max-latency-ms", self.max_latency_ms, latency_ms, lambda v, m: v is not None and v <= m),
+            ("--min-accuracy", self.min_accuracy, acc, lambda v, m: v >= m),
+        ):
+            if limit is not None:
+                rows.append({"option": option, "limit": limit, "value": value, "held": bool(held(value, limit))})
+        return rows
+
 
 def constrained_reward(r: float, violated: bool, mode: str, t: int, horizon: int = 15, power: float = 4.0) -> float:
     """Hard form: -1 when violated. Soft form: ``eps_t (R + 1) - 1``, which starts at R and falls to -1."""

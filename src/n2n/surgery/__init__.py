@@ -1,6 +1,6 @@
 """Surgery on any torch.fx-traceable network: what can change, removing layers, shrinking them."""
 
-from n2n.surgery.analysis import FEATURE_DIM, HEAD, Analysis, LayerInfo, analyze, layer_features
+from n2n.surgery.analysis import FEATURE_DIM, HEAD, Analysis, LayerInfo, analyze, layer_features, unmatched_patterns
 from n2n.surgery.count import count_macs, count_params, forward_counts
 from n2n.surgery.edits import Edits, apply_edits
 from n2n.surgery.remove import remove_layers
@@ -16,6 +16,7 @@ __all__ = [
     "Edits",
     "LayerInfo",
     "analyze",
+    "unmatched_patterns",
     "apply_edits",
     "count_macs",
     "count_params",

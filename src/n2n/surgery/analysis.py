@@ -276,3 +276,9 @@ def _shrink_failure(
     if leader != name:
         return f"shares its output channels with {leader}, which decides for both"
     return ""
+
+
+def unmatched_patterns(analysis: Analysis, patterns: Sequence[str]) -> list[str]:
+    """The ``--fix`` glob patterns that match none of the analysed layers (each is almost surely a typo)."""
+    names = [layer.name for layer in analysis.layers]
+    return [p for p in patterns if not any(fnmatch.fnmatchcase(name, p) for name in names)]
