@@ -90,6 +90,7 @@ def main() -> int:
             str(args.seed),
             "--out",
             str(teacher),
+            "--overwrite",
         ]
         if not (args.existing or args.reuse_teacher and (teacher / "spec.json").exists()):
             seconds["train_teacher"] = run([*N2N, *train])

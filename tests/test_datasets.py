@@ -328,6 +328,16 @@ def test_npz_test_arrays_channels_last_and_directory(tmp_path):
     assert d.input_shape == (3, 5, 5) and (len(d.train) + len(d.val), len(d.test)) == (12, 6)
 
 
+def test_npz_rgba_images_are_four_channels_not_eight(tmp_path):
+    x = np.random.default_rng(0).integers(0, 255, (20, 9, 7, 4), dtype=np.uint8)  # (N, H, W, RGBA)
+    np.savez(tmp_path / "rgba.npz", x=x, y=np.arange(20) % 2)
+    b = load_data("npz", tmp_path / "rgba.npz", val_fraction=0.25)
+    assert b.input_shape == (4, 9, 7) and b.num_classes == 2
+    originals = {img.tobytes() for img in x.transpose(0, 3, 1, 2)}  # each image as (C, H, W)
+    for img in raw_pixels(b, b.test):
+        assert (img * 255).round().to(torch.uint8).numpy().tobytes() in originals
+
+
 def test_npz_errors_and_object_arrays_are_never_unpickled(tmp_path):
     with pytest.raises(DataError, match="lacks train.npz, test.npz; expected --data-dir FILE.npz"):
         load_data("npz", tmp_path)
