@@ -137,13 +137,22 @@ def test_inspect_table(user_module, capsys):
 
 @pytest.mark.slow
 def test_compress_an_import_path_teacher_and_reload_the_student(user_weights, tmp_path):
+    from n2n.data import load_data
+    from n2n.models.io import UntrustedCodeError
+    from n2n.recipes import Recipe
+    from n2n.teacher import train_classifier
+
+    train_classifier(user_weights, load_data("digits"), Recipe(epochs=5), seed=0)  # past chance: the search checks
+    save_file(user_weights.state_dict(), str(tmp_path / "net.safetensors"))
     run = tmp_path / "run"
     code = main(["compress", "--teacher", "usernets:build_net", "--weights", str(tmp_path / "net.safetensors"),
                  "--teacher-kwargs", '{"width": 8}', "--data", "digits", "--out", str(run), "--updates", "2",
                  "--rollouts", "2", "--steps", "5", "--finetune-epochs", "1", "--finetune-min-steps", "5"])
     assert code == 0
     report = json.loads((run / "report.json").read_text())
-    student, spec = load_model(run / "student")
+    with pytest.raises(UntrustedCodeError, match="usernets:build_net"):  # the spec names code: not without trust
+        load_model(run / "student")
+    student, spec = load_model(run / "student", trust_code=True)
     assert spec.arch["target"] == "usernets:build_net"
     assert sum(p.numel() for p in student.parameters()) == report["student"]["params"] < report["teacher"]["params"]
     assert student(torch.randn(2, 1, 8, 8)).shape == (2, 10)
