@@ -208,3 +208,45 @@ def test_a_stage_ranks_its_students_for_the_next_stage():
     assert state.top(3) == ["a", "b", "d"]
     assert state.top(10) == ["a", "b", "d", "c"]
     assert state.top(1) == ["a"]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_train_student_schedules_run_every_step_and_lower_the_loss(schedule, monkeypatch):
+    import torch
+    from torch import nn
+
+    from n2n.search.distill import train_student
+
+    lrs = []
+    step = torch.optim.Adam.step
+
+    def record(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    torch.manual_seed(0)
+    x = torch.randn(256, 1, 4, 4)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    soft = teacher(x).detach()
+    student = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    first = ((student(x) - soft) ** 2).sum(1).mean().item()
+    last = train_student(student, x, soft, steps=40, batch_size=32, lr=0.05, weight_decay=0.0,
+                         generator=torch.Generator().manual_seed(0), schedule=schedule)
+    assert len(lrs) == 40 and last < first / 10
+    if schedule == "onecycle":  # warm-up from lr/25 to the peak at 30% of the steps, then down to ~0
+        assert lrs[0] == pytest.approx(0.05 / 25) and max(lrs) == pytest.approx(0.05, rel=0.02)
+        assert lrs.index(max(lrs)) in (11, 12) and lrs[-1] < 1e-3
+    else:
+        assert lrs[0] == pytest.approx(0.05) and lrs == sorted(lrs, reverse=True)
+
+
+def test_train_student_refuses_an_unknown_schedule():
+    import torch
+    from torch import nn
+
+    from n2n.search.distill import train_student
+
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+        train_student(nn.Linear(2, 2), torch.zeros(4, 2), torch.zeros(4, 2), steps=1, batch_size=2, lr=0.1,
+                      weight_decay=0.0, generator=torch.Generator(), schedule="step")

@@ -11,7 +11,9 @@ from n2n.surgery import Bypass, Edits, analyze, apply_edits, count_params, remov
 from n2n.surgery._fx import module_of
 from n2n.surgery.shrink import keep_count
 
-ZOO = [("lenet5", 8, 6), ("vgg11", 8, 6), ("vgg13", 28, 4), ("resnet18", 8, 4), ("resnet34", 8, 2)]
+SLOW = pytest.mark.slow  # 20-100 s each on 2 cores: the deep networks' sampled edits run in the full suite only
+ZOO = [("lenet5", 8, 6), ("vgg11", 8, 6), pytest.param("vgg13", 28, 4, marks=SLOW),
+       pytest.param("resnet18", 8, 4, marks=SLOW), pytest.param("resnet34", 8, 2, marks=SLOW)]
 
 
 def _out(module):
@@ -56,6 +58,7 @@ def test_zoo_sampled_edits(name, size, trials):
     assert outcomes["ok"] == trials
 
 
+@pytest.mark.slow
 def test_custom_residual_model_sampled_edits(small_resnet):
     outcomes = _check_sampled_edits(small_resnet, (1, 8, 8), trials=25)
     assert outcomes["ok"] == 25

@@ -36,6 +36,7 @@ def _import_spec(directory, target, kwargs):
     (directory / "spec.json").write_text(json.dumps(spec))
 
 
+@pytest.mark.slow  # trains a teacher and runs searches
 def test_load_model_runs_nothing_a_spec_names(teacher, tmp_path):
     model, spec = load_model(teacher)
     save_model(model, spec, tmp_path / "m")
@@ -45,6 +46,7 @@ def test_load_model_runs_nothing_a_spec_names(teacher, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow  # trains a teacher and runs searches
 def test_trusted_code_is_imported_only_when_asked(teacher, tmp_path, monkeypatch):
     (tmp_path / "mynets.py").write_text(
         "from n2n.models.zoo import create_model\n"
@@ -66,6 +68,7 @@ def test_trusted_code_is_imported_only_when_asked(teacher, tmp_path, monkeypatch
     assert main(["evaluate", str(tmp_path / "m"), "--no-latency", "--trust-code"]) == 0
 
 
+@pytest.mark.slow  # trains a teacher and runs searches
 def test_resume_refuses_a_recorded_log_directory_outside_the_run(finished_run, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -99,6 +102,7 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
+@pytest.mark.slow  # trains a teacher and runs searches
 def test_export_and_report_do_not_write_through_links(finished_run, tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("keep me")
@@ -118,6 +122,7 @@ def test_export_and_report_do_not_write_through_links(finished_run, tmp_path):
     assert not list(tmp_path.glob("*.png"))
 
 
+@pytest.mark.slow  # trains a teacher and runs searches
 def test_the_event_log_is_never_written_through_a_link(teacher, tmp_path, capsys):
     from n2n.runlog import EventLog
 
@@ -127,6 +132,7 @@ def test_the_event_log_is_never_written_through_a_link(teacher, tmp_path, capsys
         EventLog(tmp_path / "events.jsonl")
 
 
+@pytest.mark.slow  # trains a teacher and runs searches
 def test_a_run_directory_in_use_is_refused(teacher, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -137,6 +143,7 @@ def test_a_run_directory_in_use_is_refused(teacher, tmp_path, capsys):
     assert not (run / "student").exists()
 
 
+@pytest.mark.slow  # trains a teacher and runs searches
 def test_a_finished_run_is_replaced_only_with_overwrite(teacher, finished_run, capsys):
     before = (finished_run / "report.json").read_bytes()
     assert main(["compress", "--teacher", str(teacher), "--out", str(finished_run), *TINY]) == 2
@@ -145,6 +152,7 @@ def test_a_finished_run_is_replaced_only_with_overwrite(teacher, finished_run, c
     assert main(["compress", "--teacher", str(teacher), "--out", str(finished_run), "--overwrite", *TINY]) == 0
 
 
+@pytest.mark.slow  # trains a teacher and runs searches
 def test_no_student_that_breaks_a_hard_constraint_is_saved(teacher, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["compress", "--teacher", str(teacher), "--out", str(run), "--max-params", "10", *TINY]) == 2
@@ -154,6 +162,7 @@ def test_no_student_that_breaks_a_hard_constraint_is_saved(teacher, tmp_path, ca
     assert not (run / "student").exists() and not (run / "report.json").exists()
 
 
+@pytest.mark.slow  # trains a teacher and runs searches
 def test_reports_show_each_constraint_and_whether_it_held(teacher, tmp_path):
     run = tmp_path / "run"
     params = sum(p.numel() for p in load_model(teacher)[0].parameters())

@@ -632,10 +632,11 @@ def _finetune(
                 weight_decay=0.0,
                 generator=torch.Generator().manual_seed(cfg.seed),
                 labels=data.train.y,
-                loss_fn=distill_loss(cfg.distill, cfg.temperature),
+                loss_fn=distill_loss(cfg.finetune_distill, cfg.temperature),
                 kd_weight=cfg.kd_weight,
                 on_step=on_step,
                 compute=compute,
+                schedule=cfg.finetune_schedule,
             )
         except Diverged as err:
             log.warning("the fine-tune diverged (%s); keeping the best weights seen before", err)

@@ -141,13 +141,24 @@ class CompressConfig:
         "hard", "hard: R=-1 when violated; soft: the paper's annealed penalty", choices=("hard", "soft")
     )
     max_linear_inputs: int = _opt(50000, "reject students with a linear layer taking more inputs (paper: 50,000)")
-    finetune_epochs: int = _opt(3, "epochs of the final fine-tune (CE + kd_weight * distillation)")
+    finetune_epochs: int = _opt(5, "epochs of the final fine-tune (CE + kd_weight * distillation)")
     finetune_min_steps: int = _opt(
         1000,
         "the fine-tune runs at least this many steps (when --finetune-epochs > 0), "
         "so small data sets get enough training",
     )
-    finetune_lr: float = _opt(1e-3, "Adam learning rate of the final fine-tune")
+    finetune_lr: float = _opt(3e-3, "peak Adam learning rate of the final fine-tune (see --finetune-schedule)")
+    finetune_schedule: str = _opt(
+        "onecycle",
+        "learning-rate schedule of the fine-tune: onecycle (warm-up to --finetune-lr over 30%% of the steps, then "
+        "cosine annealing; PyTorch's OneCycleLR) or cosine (from --finetune-lr down to 0)",
+        choices=("onecycle", "cosine"),
+    )
+    finetune_distill: str = _opt(
+        "kl",
+        "distillation term of the fine-tune: kl (Hinton's, at --temperature) or mse (on logits, as candidates)",
+        choices=("kl", "mse"),
+    )
     kd_weight: float = _opt(1.0, "lambda: weight of the distillation term in the final fine-tune")
     eval_batch_size: int | None = _opt(
         None,
