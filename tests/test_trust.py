@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -150,6 +151,7 @@ def test_a_finished_run_is_replaced_only_with_overwrite(teacher, finished_run, c
     assert "holds a finished run" in capsys.readouterr().err
     assert (finished_run / "report.json").read_bytes() == before
     assert main(["compress", "--teacher", str(teacher), "--out", str(finished_run), "--overwrite", *TINY]) == 0
+    assert re.search(r"teacher: [\d,]+ parameters, \d+\.\d\d% validation accuracy", capsys.readouterr().err)
 
 
 @pytest.mark.slow  # trains a teacher and runs searches

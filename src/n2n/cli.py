@@ -41,7 +41,13 @@ class _Display:
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if kind == "stage":
+        if kind == "start":  # before the first candidate: what the student will be measured against
+            weak = " (weak: check its training and preprocessing)" if event.get("weak_teacher") else ""
+            self.progress.console.print(
+                f"teacher: {event['teacher_params']:,} parameters, {event['teacher_val_accuracy']:.2%} validation "
+                f"accuracy{weak}"
+            )
+        elif kind == "stage":
             self._restart(f"stage {event['stage']}", event["updates"])
             self.progress.update(self.task, completed=event.get("completed", 0))
         elif kind == "update":

@@ -24,7 +24,7 @@ from n2n.errors import ConfigError, DataError, Interrupted, N2NError
 from n2n.files import RunLock, atomic_write, own_dir, read_json_object, write_json
 from n2n.measure import SEARCH_TIMING, torch_latency_ms
 from n2n.models.io import ModelSpec, save_model
-from n2n.report import teacher_floor, write_reports
+from n2n.report import teacher_floor, weak_teacher_below, write_reports
 from n2n.runlog import EventLog, truncate_events
 from n2n.search.candidate import (
     CandidateResult,
@@ -397,6 +397,7 @@ def _compress(
                     "event": "start",
                     "teacher_params": analysis.params,
                     "teacher_val_accuracy": ctx.teacher_val_accuracy,
+                    "weak_teacher": ctx.teacher_val_accuracy < weak_teacher_below(data.num_classes),
                     "objective": cfg.objective,
                     "teacher_cost": ctx.teacher_cost,
                     "layers": len(analysis.layers),
