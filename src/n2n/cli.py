@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from n2n.errors import ConfigError, Interrupted, N2NError
-from n2n.files import check_writable_dir, write_json
+from n2n.files import check_out_dir, check_writable_dir, write_json
 from n2n.search.compute import enable_huge_pages
 
 console = Console(stderr=True)
@@ -126,9 +126,7 @@ def train_teacher_cmd(
     target = resolve_device(device)
     compute = Compute(target, resolve_precision("auto", target))
     _check_seed(seed)
-    check_writable_dir(out)
-    if Path(out, "spec.json").exists() and not overwrite:
-        raise ConfigError(f"--out {out} holds a saved model already: choose another --out, or pass --overwrite")
+    check_out_dir(out, "spec.json", "a saved model", overwrite)
 
     if arch not in list_models():
         raise ConfigError(f"--arch must be one of {', '.join(list_models())}; got {arch!r}")
@@ -353,9 +351,7 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
 
     if args.out is None:
         raise ConfigError("n2n baseline needs --out")
-    check_writable_dir(args.out)
-    if (Path(args.out) / "report.json").exists() and not args.overwrite:
-        raise ConfigError(f"--out {args.out} holds a finished run: choose another --out, or pass --overwrite")
+    check_out_dir(args.out, "report.json", "a finished run", args.overwrite)
     if args.kind == "uniform":
         if args.teacher is None or args.target_params is None or args.target_params < 1:
             raise ConfigError("n2n baseline uniform needs --teacher and --target-params N (a positive integer)")
@@ -582,9 +578,7 @@ def demo_cmd(
     out: str = "runs/demo", config: Any = None, command: str | None = None, overwrite: bool = False
 ) -> dict[str, Any]:
     """Train a teacher on scikit-learn's digits and compress it: the embedded default, no download."""
-    check_writable_dir(out)
-    if (Path(out) / "compress" / "report.json").exists() and not overwrite:
-        raise ConfigError(f"--out {out} holds a finished demo: choose another --out, or pass --overwrite")
+    check_out_dir(out, "compress/report.json", "a finished demo", overwrite)
     teacher_dir = Path(out) / "teacher"
     console.print(f"[bold]n2n demo[/]: {DEMO_DEFAULTS['arch']} (width {DEMO_DEFAULTS['width']}) on scikit-learn digits")
     train_teacher_cmd(
@@ -915,9 +909,6 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        out = getattr(args, "out", None)
-        if args.command in ("demo", "train-teacher", "compress", "baseline") and out is not None:
-            check_writable_dir(out)  # before any work: not a file, not under one, writable, room on the disk
         command = shlex.join(["n2n", *(sys.argv[1:] if argv is None else argv)])
         if args.command == "demo":
             demo_cmd(args.out, _config_from(args), command=command, overwrite=args.overwrite)

@@ -109,6 +109,15 @@ def check_writable_dir(path: str | Path, option: str = "--out") -> Path:
     return path
 
 
+def check_out_dir(path: str | Path, marker: str, holds: str, overwrite: bool, option: str = "--out") -> Path:
+    """:func:`check_writable_dir`, and refuse a ``path`` whose ``marker`` file says it ``holds`` an earlier result,
+    unless ``overwrite``."""
+    path = check_writable_dir(path, option)
+    if (path / marker).exists() and not overwrite:
+        raise ConfigError(f"{option} {path} holds {holds} already: choose another {option}, or pass --overwrite")
+    return path
+
+
 def inside(path: str | Path, directory: str | Path) -> bool:
     """Whether ``path`` (links resolved) lies in ``directory``."""
     return Path(path).resolve().is_relative_to(Path(directory).resolve())

@@ -250,6 +250,7 @@ def _candidate_ok(event: dict[str, Any]) -> bool:
         and _number(event.get("macs", 0))
         and _number(event.get("seconds") or 0)
         and isinstance(event.get("reason", ""), str | type(None))
+        and _edits_ok(edits)
     )
 
 
@@ -277,7 +278,6 @@ def _rebuild_finished(
     student, spec = load_model(run / "student", trust_code=trust_code)
     data = load_recorded(source, config.seed)
     analysis = analyze(teacher, data.input_shape, fix=config.fix, check_removals=False)
-    candidates = [e for e in candidates if _edits_ok(e["edits"])]
     chosen = [e for e in candidates if check_edits(e["edits"]) == spec.edits]  # the search's pick, not the max
     best_event = _best(chosen) or _best(candidates)
     best_event = best_event or {"edits": {}, "params": 0, "macs": 0, "val_accuracy": 0.0, "reward": -1.0}
