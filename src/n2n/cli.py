@@ -59,7 +59,9 @@ class _Display:
             )
             self.progress.update(self.task, advance=1, description=desc)
         elif kind == "finetune":
-            self._restart("fine-tune", event["steps"])
+            self._restart(
+                f"fine-tune ({event['params']:,} parameters)" if "params" in event else "fine-tune", event["steps"]
+            )
         elif kind == "finetune_step":
             self.progress.update(self.task, completed=event["step"])
 
@@ -353,9 +355,9 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
         raise ConfigError("n2n baseline needs --out")
     check_out_dir(args.out, "report.json", "a finished run", args.overwrite)
     if args.kind == "uniform":
-        if args.teacher is None or args.target_params is None or args.target_params < 1:
-            raise ConfigError("n2n baseline uniform needs --teacher and --target-params N (a positive integer)")
         config = _config_from(args)
+        if args.teacher is None or config.target_params is None:
+            raise ConfigError("n2n baseline uniform needs --teacher and --target-params N (a positive integer)")
         bundle = load_data(
             args.data or "digits",
             args.data_dir,
@@ -372,7 +374,7 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
             trust_pickle=args.trust_pickle,
             trust_code=args.trust_code,
         )
-        edits = uniform_edits(model, analyze(model.eval(), bundle.input_shape, config.fix), args.target_params)
+        edits = uniform_edits(model, analyze(model.eval(), bundle.input_shape, config.fix), config.target_params)
         source = _source(args.teacher, bundle, args.data_dir, args.max_train)
     else:
         if args.run is None:
@@ -624,6 +626,10 @@ def _summary(report: dict[str, Any]) -> None:
         f"{report['accuracy_change'] * 100:+.2f} pts",
     )
     Console().print(table)
+    front = [row for row in report.get("front") or [] if not row.get("chosen")]
+    if front:
+        sizes = ", ".join(f"{row['path']} ({row['params']:,} parameters, {row['test_accuracy']:.2%})" for row in front)
+        console.print(f"other sizes saved: {sizes}")
     console.print(f"{report['evaluations']} candidates evaluated, wall time {report['wall_time_s']:.0f} s")
 
 
@@ -853,7 +859,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="uniform: one keep-fraction for every layer, sized "
         "to --target-params; scratch: the student of --run re-initialised and trained from scratch",
     )
-    p.add_argument("--target-params", type=int, help="uniform: parameter budget of the student")
     p.add_argument("--run", help="scratch: a finished `n2n compress` run directory")
     teacher_options(p)
     p.add_argument("--out", help="directory to write the baseline's student and report to")

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from n2n._seed import seed_everything
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, DataError, Interrupted, N2NError
 from n2n.files import RunLock, atomic_write, own_dir, read_json_object, write_json
-from n2n.measure import SEARCH_TIMING, torch_latency_ms
+from n2n.measure import REPORT_TIMING, SEARCH_TIMING, measure_cost, torch_latency_ms
 from n2n.models.io import ModelSpec, save_model
 from n2n.report import teacher_floor, weak_teacher_below, write_reports
 from n2n.runlog import EventLog, truncate_events
@@ -46,12 +47,13 @@ from n2n.search.checkpoint import (
 )
 from n2n.search.config import CompressConfig
 from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits, train_student
+from n2n.search.front import accuracy_front, pick_front
 from n2n.search.loop import SearchContext, StageState, run_update
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.policies import BaseChoice, RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.policy_io import policy_record, read_policy_record
 from n2n.search.reinforce import make_baseline
-from n2n.search.reward import Constraints, objective_cost
+from n2n.search.reward import INVALID_REWARD, objective_cost
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
 
 log = logging.getLogger(__name__)
@@ -377,13 +379,13 @@ def _compress(
             base=Edits(),
             evaluator=_evaluator(ctx, cfg),
             cache={},
-            constraints=Constraints(
-                cfg.max_params, cfg.min_accuracy, cfg.constraint_mode, cfg.max_flops, cfg.max_latency_ms
-            ),
+            constraints=cfg.constraints(),
             fractions=tuple(cfg.fractions),
             entropy_coef=cfg.entropy_coef,
             max_draws=cfg.max_draws,
             seconds=seconds,
+            target=cfg.target(),
+            teacher_accuracy=ctx.teacher_val_accuracy,
         )
         stages, first, best = cfg.stage_list(), 0, None
         others: list[Edits] = []  # the next stage's further bases (--shrink-bases)
@@ -445,11 +447,33 @@ def _compress(
             best, search.base = state.best, state.best.edits
             chosen = state.best.edits.key()
             others = [search.cache[k].edits for k in state.top(cfg.shrink_bases) if k != chosen][: cfg.shrink_bases - 1]
+        if search.target.set:  # the most accurate student that meets the targets, from either stage
+            best = max(
+                (r for r in search.cache.values() if _meets(search, r)),
+                key=lambda r: (search.reward(r), -r.params, r.edits.key()),
+                default=None,
+            )
         if best is None:
             raise N2NError(_no_student(search, cfg, out))
-        student, final = _finetune(ctx, data, cfg, search.base, emit, listener, seconds)
-        spec = teacher_spec.with_edits(search.base, data=data.name, **final)
+        student, final = _finetune(ctx, data, cfg, best.edits, emit, listener, seconds)
+        spec = teacher_spec.with_edits(best.edits, data=data.name, **final)
         save_model(student, spec, own_dir(out / "student"))
+        others = pick_front(accuracy_front(search.cache.values(), lambda r: _meets(search, r)), best, cfg.front)
+        front = _save_front(
+            ctx,
+            data,
+            cfg,
+            teacher_spec,
+            [
+                (best, student, final),
+                *((r, *_finetune(ctx, data, cfg, r.edits, emit, listener, seconds)) for r in others),
+            ],
+            out,
+        )
+        emit({"event": "front", "students": [{k: v for k, v in row.items() if k != "latency_ms"} for row in front]})
+        target_rows = search.target.table(
+            final["params"], final["macs"], best.latency_ms if cfg.measures_latency else None
+        )
         report = write_reports(
             out,
             analysis,
@@ -464,7 +488,9 @@ def _compress(
             best,
             constraints=search.constraints.table(
                 final["params"], final["val_accuracy"], final["macs"], best.latency_ms if cfg.measures_latency else None
-            ),
+            )
+            + target_rows,
+            front=front,
         )
         emit({"event": "done", "wall_time_s": report["wall_time_s"], "seconds": seconds})
         (out / CHECKPOINT).unlink(missing_ok=True)
@@ -511,6 +537,53 @@ def check_teacher(val_accuracy: float, data: DataBundle) -> None:
         )
 
 
+def _meets(search: SearchContext, r: CandidateResult) -> bool:
+    """Whether ``r`` is a valid student that meets every constraint and target."""
+    return (
+        r.valid
+        and r.reward != INVALID_REWARD
+        and not search.constraints.violated(r.params, r.val_accuracy, r.macs, r.latency_ms)
+        and search.target.met(r.params, r.macs, r.latency_ms)
+    )
+
+
+def _save_front(
+    ctx: EvalContext,
+    data: DataBundle,
+    cfg: CompressConfig,
+    teacher_spec: ModelSpec,
+    students: list[tuple[CandidateResult, nn.Module, dict[str, Any]]],
+    out: Path,
+) -> list[dict[str, Any]]:
+    """Save each fine-tuned front student in ``students/<parameters>/``, smallest first; their report rows (the first
+    of ``students`` is the chosen one)."""
+    root = own_dir(out / "students")
+    keep = {str(final["params"]) for _, _, final in students}
+    for stale in root.iterdir():  # an earlier run's students (--overwrite): only what n2n saved there
+        if stale.name not in keep and stale.is_dir() and not stale.is_symlink() and (stale / "spec.json").is_file():
+            shutil.rmtree(stale)
+    rows = []
+    chosen = students[0][0].edits.key()
+    for result, model, final in sorted(students, key=lambda s: s[2]["params"]):
+        name = f"students/{final['params']}"
+        save_model(model, teacher_spec.with_edits(result.edits, data=data.name, **final), own_dir(out / name))
+        cost = measure_cost(model, tuple(data.input_shape), latency=True, timing=REPORT_TIMING)
+        rows.append(
+            {
+                "path": name,
+                "chosen": result.edits.key() == chosen,
+                "params": final["params"],
+                "flops": 2 * final["macs"],
+                "val_accuracy": final["val_accuracy"],
+                "test_accuracy": final["test_accuracy"],
+                "search_val_accuracy": result.val_accuracy,
+                "latency_ms": cost["latency_ms"],
+                "edits": result.edits.to_dict(),
+            }
+        )
+    return rows
+
+
 def _no_student(search: SearchContext, cfg: CompressConfig, out: Path) -> str:
     """Why a search ends without a student: nothing valid, or nothing that meets the constraints."""
     valid = [r for r in search.cache.values() if r.valid]
@@ -523,13 +596,17 @@ def _no_student(search: SearchContext, cfg: CompressConfig, out: Path) -> str:
     best_acc = max(r.val_accuracy for r in valid)
     limits = ", ".join(
         f"--{name.replace('_', '-')} {getattr(cfg, name)}"
-        for name in ("max_params", "max_flops", "max_latency_ms", "min_accuracy")
+        for name in ("max_params", "max_flops", "max_latency_ms", "min_accuracy", *TARGETS)
         if getattr(cfg, name) is not None
     )
     return (
         f"none of the {len(valid)} valid students met {limits} (smallest: {smallest.params:,} parameters, "
         f"{2 * smallest.macs:,} FLOPs; best validation accuracy {best_acc:.2%}); no student was saved: relax the "
-        "constraint or search longer"
+        + (
+            "target, search longer, or push harder with a more negative --target-exponent"
+            if search.target.set
+            else "constraint or search longer"
+        )
     )
 
 
@@ -555,6 +632,8 @@ def _evaluator(ctx: EvalContext, cfg: CompressConfig) -> Evaluator:
         return SerialEvaluator(ctx, cfg.candidate_threads)
     return ProcessPoolEvaluator(ctx, workers, cfg.candidate_threads)
 
+
+TARGETS = ("target_params", "target_flops", "target_latency_ms")
 
 FAILURE_PATIENCE = 3  # policy updates in a row in which every candidate failed before a search gives up
 
@@ -607,7 +686,7 @@ def _finetune(
     steps = 0
     if cfg.finetune_epochs:
         steps = max(cfg.finetune_epochs * math.ceil(len(data.train) / cfg.batch_size), cfg.finetune_min_steps)
-    emit({"event": "finetune", "steps": steps})
+    emit({"event": "finetune", "steps": steps, "params": count_params(student)})
     best_acc = accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size, compute)
     best_state = {k: v.clone() for k, v in student.state_dict().items()}
     every = max(1, steps // 10)

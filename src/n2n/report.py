@@ -12,6 +12,7 @@ from n2n.data import DataBundle
 from n2n.files import write_json, write_text
 from n2n.measure import REPORT_TIMING, compare_costs
 from n2n.models.io import ModelSpec
+from n2n.reporting.rundata import FRONT_HEADER, front_rows
 from n2n.search.candidate import CandidateResult
 from n2n.search.distill import accuracy
 from n2n.surgery import Analysis, count_macs, count_params
@@ -58,11 +59,13 @@ def write_reports(
     best: CandidateResult,
     latency: bool = True,
     constraints: list[dict[str, Any]] | None = None,
+    front: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``report.html`` (with ``plots/``) into ``out``; returns the report.
 
     ``cost`` holds teacher and student measured side by side (parameters, MACs, file size, latency on this machine
-    unless ``latency`` is False) with the teacher/student ratios.
+    unless ``latency`` is False) with the teacher/student ratios. ``front`` lists the fine-tuned students saved in
+    ``students/`` (the chosen one among them).
     """
     teacher_test = accuracy(teacher, data.test.x, data.test.y)
     s_params = count_params(student)
@@ -94,6 +97,7 @@ def write_reports(
         "layers": layer_table(analysis, student, spec),
         "cost": compare_costs(teacher, student, tuple(data.input_shape), latency=latency, timing=REPORT_TIMING),
         "constraints": constraints or [],
+        "front": front or [],
         "weak_teacher": teacher_val_accuracy < weak_teacher_below(data.num_classes),
     }
     write_json(out / "report.json", report)
@@ -135,6 +139,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *cost_markdown(report["cost"]),
         *constraints_markdown(report),
+        *front_markdown(report),
         "## Layers",
         "",
         "| layer | type | teacher width | student width | teacher params | student params | status |",
@@ -165,6 +170,24 @@ def constraints_markdown(report: dict[str, Any]) -> list[str]:
             lines.append(f"| {row['option']} | {row['limit']:,.4g} | {value} | {'yes' if row['held'] else 'no'} |")
         lines.append("")
     return lines
+
+
+def front_markdown(report: dict[str, Any]) -> list[str]:
+    """The students of other sizes the run saved, for a user who needs another point (chosen by validation)."""
+    rows = front_rows(report)
+    if len(rows) < 2:
+        return []
+    lines = [
+        "## Students at other sizes",
+        "",
+        "Each is a saved model (`n2n evaluate RUN/students/N --data ...`, `n2n export`); pick one by validation",
+        "accuracy.",
+        "",
+        "| " + " | ".join(FRONT_HEADER) + " |",
+        "|---|" + "---:|" * (len(FRONT_HEADER) - 1),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
 
 
 def chance(num_classes: int) -> float:
@@ -229,8 +252,31 @@ def rebuild_reports(run_dir: str | Path, trust_code: bool = False) -> dict[str, 
             float(wall) if _number(wall) else 0.0,
             seconds if isinstance(seconds, dict) and all(_number(v) for v in seconds.values()) else None,
             trust_code,
+            _front(events),
         )
     return _progress_report(run, events, candidates)
+
+
+def _front(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The front students the run's last ``front`` event lists, each checked (the event log is read as untrusted)."""
+    rows = next((e.get("students") for e in reversed(events) if e.get("event") == "front"), None)
+    if not isinstance(rows, list):
+        return []
+    numbers = ("params", "flops", "val_accuracy", "test_accuracy")
+
+    def ok(row: Any) -> bool:
+        return (
+            isinstance(row, dict)
+            and isinstance(row.get("path"), str)
+            and all(_number(row.get(k)) for k in numbers)
+            and isinstance(row.get("latency_ms", {}), dict)
+            and all(
+                isinstance(v, dict) and all(_number(ms) for ms in v.values())
+                for v in row.get("latency_ms", {}).values()
+            )
+        )
+
+    return [row for row in rows if ok(row)]
 
 
 def _number(value: Any) -> bool:
@@ -265,11 +311,11 @@ def _rebuild_finished(
     wall_time_s: float,
     seconds: dict[str, float] | None,
     trust_code: bool = False,
+    front: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     from n2n.data import load_recorded, read_source
     from n2n.models.io import check_edits, load_model
     from n2n.search.config import read_config
-    from n2n.search.reward import Constraints
     from n2n.surgery import analyze
 
     source = read_source(run / "run.json")
@@ -293,13 +339,10 @@ def _rebuild_finished(
     teacher_val = accuracy(teacher, data.val.x, data.val.y)
     seconds = seconds or {"candidates": sum(e.get("seconds", 0.0) for e in candidates)}
     evaluations = sum(not e.get("cached") for e in candidates)
-    constraints = Constraints(
-        config.max_params, config.min_accuracy, config.constraint_mode, config.max_flops, config.max_latency_ms
-    )
     val = spec.meta.get("val_accuracy")
-    rows = constraints.table(
-        count_params(student), val if _number(val) else 0.0, count_macs(student, data.input_shape), best.latency_ms
-    )
+    params, macs = count_params(student), count_macs(student, data.input_shape)
+    rows = config.constraints().table(params, val if _number(val) else 0.0, macs, best.latency_ms)
+    rows += config.target().table(params, macs, best.latency_ms)
     return write_reports(
         run,
         analysis,
@@ -313,7 +356,27 @@ def _rebuild_finished(
         seconds,
         best,
         constraints=rows,
+        front=[_measured(run, row, data.input_shape, trust_code) for row in front or []],
     )
+
+
+def _measured(run: Path, row: dict[str, Any], input_shape: tuple[int, ...], trust_code: bool) -> dict[str, Any]:
+    """A front student's row with its latency measured again (events hold no timings); unchanged when its model is
+    gone or does not load."""
+    from n2n.errors import N2NError
+    from n2n.files import inside
+    from n2n.measure import measure_cost
+    from n2n.models.io import load_model
+
+    path = run / row["path"]
+    if not inside(path, run) or not (path / "spec.json").is_file():
+        return row
+    try:
+        model, _ = load_model(path, trust_code=trust_code)
+    except N2NError as err:
+        log.warning("front student %s not measured: %s", path, err)
+        return row
+    return {**row, "latency_ms": measure_cost(model, tuple(input_shape), True, REPORT_TIMING)["latency_ms"]}
 
 
 def _edits_ok(edits: dict[str, Any]) -> bool:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from n2n.files import own_dir, write_bytes, write_text
 from n2n.reporting import plots
-from n2n.reporting.rundata import RunView, load_run
+from n2n.reporting.rundata import FRONT_HEADER, RunView, front_rows, load_run
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,9 @@ def summary_html(run: RunView) -> str:
             f"{report['accuracy_change'] * 100:+.2f} points; {report['evaluations']} candidates evaluated, wall time "
             f"{report['wall_time_s']:,.0f} s.</p>"
         )
+        front = front_rows(report)
+        if len(front) > 1:
+            extra += "<h3>Students at other sizes (in <code>students/</code>)</h3>" + _table(list(FRONT_HEADER), front)
         return table + extra
     teacher = report.get("teacher") or {}
     rows = []

@@ -86,3 +86,34 @@ def load_run(run_dir: str | Path, report: dict[str, Any] | None = None) -> RunVi
         source=_json(run / "run.json"),
         path=str(run),
     )
+
+
+def front_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per saved front student: where it is, its size, accuracy and batch-1 latency (markdown and HTML)."""
+    rows = []
+    for row in report.get("front") or []:
+        latency = row.get("latency_ms") or {}
+        cells = [f"{latency[rt]['1']:.3f}" if "1" in latency.get(rt, {}) else "" for rt in ("torch", "onnxruntime")]
+        name = row["path"] + (" (chosen)" if row.get("chosen") else "")
+        rows.append(
+            [
+                name,
+                f"{row['params']:,}",
+                f"{row['flops']:,}",
+                f"{row['val_accuracy']:.2%}",
+                f"{row['test_accuracy']:.2%}",
+                *cells,
+            ]
+        )
+    return rows
+
+
+FRONT_HEADER = (
+    "student",
+    "params",
+    "FLOPs",
+    "val accuracy",
+    "test accuracy",
+    "batch-1 ms (torch)",
+    "batch-1 ms (onnxruntime)",
+)

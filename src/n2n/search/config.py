@@ -12,8 +12,10 @@ from n2n.errors import ConfigError
 from n2n.files import check_writable_dir, read_json_object
 from n2n.search.compute import DEVICES, PRECISIONS, Compute, resolve_device, resolve_precision
 from n2n.search.reinforce import ADVANTAGES
+from n2n.search.reward import Constraints, Target
 
 STAGES = ("remove", "shrink")
+MAX_FRONT = 16  # students fine-tuned at the end of a search: each costs a full fine-tune
 MAX_HIDDEN = 4096  # LSTM hidden units: far above the paper's 30 and 50, far below what exhausts memory
 PAPER_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -130,6 +132,26 @@ class CompressConfig:
     max_latency_ms: float | None = _opt(
         None, "constraint: student latency (batch 1, PyTorch eager, measured per candidate) at most this many ms"
     )
+    target_params: int | None = _opt(
+        None,
+        "the size you want: the result is the most accurate student with at most this many parameters (compression "
+        "pays only until the target is met; see --target-exponent)",
+    )
+    target_flops: int | None = _opt(None, "as --target-params, for FLOPs (2 x multiply-accumulates) per input")
+    target_latency_ms: float | None = _opt(
+        None, "as --target-params, for batch-1 latency in ms (PyTorch eager, measured per candidate)"
+    )
+    target_exponent: float = _opt(
+        -0.07,
+        "with a --target-*: the reward of a student over its target is accuracy x (cost / target) ** this (MnasNet's "
+        "soft form; more negative pushes harder to the target)",
+    )
+    front: int = _opt(
+        3,
+        "students fine-tuned and saved in students/: the chosen one and up to this many minus one more of the "
+        "search's accuracy-size front, at distinct sizes, so you can pick a point without a second search (1: only "
+        "the chosen student)",
+    )
     objective: str = _opt(
         "params",
         "what the reward's compression C = 1 - cost_student / cost_teacher measures: params (the paper), flops, or "
@@ -193,8 +215,18 @@ class CompressConfig:
 
     @property
     def measures_latency(self) -> bool:
-        """Whether candidates' latency is measured (the latency objective or a latency constraint needs it)."""
-        return self.objective == "latency" or self.max_latency_ms is not None
+        """Whether candidates' latency is measured (the latency objective, constraint or target needs it)."""
+        return self.objective == "latency" or self.max_latency_ms is not None or self.target_latency_ms is not None
+
+    def constraints(self) -> Constraints:
+        """The limits a student must meet (``--max-*``, ``--min-accuracy``) and how they act on the reward."""
+        return Constraints(
+            self.max_params, self.min_accuracy, self.constraint_mode, self.max_flops, self.max_latency_ms
+        )
+
+    def target(self) -> Target:
+        """The size targets (``--target-*``); ``Target().set`` is False when none is given."""
+        return Target(self.target_params, self.target_flops, self.target_latency_ms, self.target_exponent)
 
     def stage_list(self) -> list[str]:
         return list(STAGES) if self.stages == "both" else [self.stages]
@@ -269,6 +301,22 @@ class CompressConfig:
             raise ConfigError(f"--max-params must be a positive integer; got {self.max_params}")
         if self.max_flops is not None and self.max_flops < 1:
             raise ConfigError(f"--max-flops must be a positive integer; got {self.max_flops}")
+        for name in ("target_params", "target_flops"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be a positive integer; got {getattr(self, name)}")
+        if self.target_latency_ms is not None and not self.target_latency_ms > 0:
+            raise ConfigError(f"--target-latency-ms must be > 0; got {self.target_latency_ms}")
+        if not self.target_exponent < 0:
+            raise ConfigError(
+                f"--target-exponent must be < 0 (a cost over the target lowers the reward); got {self.target_exponent}"
+            )
+        if self.target().set and self.objective != "params":
+            raise ConfigError(
+                f"--objective {self.objective} and a --target-* both say what to compress: with a target the reward "
+                "is accuracy under the target, so drop --objective (use --target-flops or --target-latency-ms)"
+            )
+        if not 1 <= self.front <= MAX_FRONT:
+            raise ConfigError(f"--front must be an integer from 1 to {MAX_FRONT}; got {self.front}")
         if self.max_latency_ms is not None and not self.max_latency_ms > 0:
             raise ConfigError(f"--max-latency-ms must be > 0; got {self.max_latency_ms}")
         if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:

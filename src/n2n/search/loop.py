@@ -18,7 +18,7 @@ import torch
 from n2n.search.candidate import CandidateResult, Evaluator
 from n2n.search.policies import BaseChoice, RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.reinforce import Baseline, reinforce_loss
-from n2n.search.reward import INVALID_REWARD, Constraints, constrained_reward
+from n2n.search.reward import INVALID_REWARD, Constraints, Target, constrained_reward
 from n2n.surgery import Analysis, Edits
 
 Policy = RemovalPolicy | ShrinkPolicy | RandomPolicy
@@ -59,6 +59,16 @@ class SearchContext:
     max_draws: int = 1  # an update draws up to max_draws x rollouts times to find rollouts new students
     others: tuple[tuple[Edits, Analysis], ...] = ()  # further bases a rollout may start from (--shrink-bases)
     seconds: dict[str, float] = field(default_factory=dict)
+    target: Target = Target()  # --target-*: the reward is accuracy under the target (MnasNet's form)
+    teacher_accuracy: float = 1.0  # the reward's accuracy normaliser, for the target form
+
+    def reward(self, result: CandidateResult) -> float:
+        """The reward of ``result`` before constraints: the paper's, or the target form when a target is set."""
+        if not self.target.set or result.reward == INVALID_REWARD:  # invalid, or not smaller than the teacher
+            return result.reward
+        return self.target.reward(
+            result.val_accuracy, self.teacher_accuracy, result.params, result.macs, result.latency_ms
+        )
 
 
 def actions_to_edits(stage: str, analysis: Analysis, actions: torch.Tensor, fractions: tuple[float, ...]) -> Edits:
@@ -116,7 +126,7 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
         violated = r.valid and ctx.constraints.violated(r.params, r.val_accuracy, r.macs, r.latency_ms)
         feasible.append(r.valid and not violated)
         rewards.append(
-            constrained_reward(r.reward, violated, ctx.constraints.mode, state.update) if r.valid else r.reward
+            constrained_reward(ctx.reward(r), violated, ctx.constraints.mode, state.update) if r.valid else r.reward
         )
 
     # -- policy update: grad J = 1/m sum_k grad log pi(a^k) (R_k - b)

@@ -94,3 +94,58 @@ def constrained_reward(r: float, violated: bool, mode: str, t: int, horizon: int
     if mode == "hard":
         return INVALID_REWARD
     return epsilon(t, horizon, power) * (r + 1.0) - 1.0
+
+
+#: MnasNet's exponent (Tan et al. 2019, eq. 2) for a cost above its target: w = -0.07 trades 1% accuracy for about
+#: 15% cost. Below the target the exponent is 0, so there only accuracy counts.
+TARGET_EXPONENT = -0.07
+
+
+@dataclass(frozen=True)
+class Target:
+    """A size the user names (``--target-params``, ``--target-flops``, ``--target-latency-ms``).
+
+    With a target the reward is MnasNet's ``Ra * prod_i (cost_i / target_i) ** w_i``, with ``w_i = 0`` at or under
+    target ``i`` and ``exponent`` above it: compression pays only until the target is met, and after that the search
+    looks for the most accurate student. The result is the best student that meets every target.
+    """
+
+    params: float | None = None
+    flops: float | None = None
+    latency_ms: float | None = None
+    exponent: float = TARGET_EXPONENT
+
+    @property
+    def set(self) -> bool:
+        return any(t is not None for t in (self.params, self.flops, self.latency_ms))
+
+    def _pairs(self, params: float, macs: float, latency_ms: float) -> list[tuple[float, float]]:
+        values = ((self.params, params), (self.flops, 2 * macs), (self.latency_ms, latency_ms))
+        return [(value, limit) for limit, value in values if limit is not None]
+
+    def met(self, params: float, macs: float = 0.0, latency_ms: float = 0.0) -> bool:
+        return all(value <= limit for value, limit in self._pairs(params, macs, latency_ms))
+
+    def reward(
+        self, acc: float, teacher_acc: float, params: float, macs: float = 0.0, latency_ms: float = 0.0
+    ) -> float:
+        """``Ra`` times a factor below 1 for each target the student is over."""
+        factor = 1.0
+        for value, limit in self._pairs(params, macs, latency_ms):
+            if value > limit:
+                factor *= (value / limit) ** self.exponent
+        return accuracy_reward(acc, teacher_acc) * factor
+
+    def table(self, params: float, macs: float = 0.0, latency_ms: float | None = None) -> list[dict]:
+        """Each set target with its limit, the student's value and whether it was met (for reports)."""
+        rows = []
+        for option, limit, value in (
+            ("--target-params", self.params, params),
+            ("--target-flops", self.flops, 2 * macs),
+            ("--target-latency-ms", self.latency_ms, latency_ms),
+        ):
+            if limit is not None:
+                rows.append(
+                    {"option": option, "limit": limit, "value": value, "held": value is not None and value <= limit}
+                )
+        return rows

@@ -1,0 +1,277 @@
+"""n2n on the accuracy-against-size plane, next to what a user would do instead (issue 22), side by side in one run.
+
+At each size in ``--sizes`` and for each seed, with the same teacher, data and fine-tune epochs:
+
+- ``n2n``: ``n2n compress --target-params N`` at default settings (``--front 1``: the other front students do not
+  change the chosen one, and cost a fine-tune each);
+- ``random``: the same with ``--search random`` (the same number of evaluations);
+- ``uniform``: ``n2n baseline uniform --target-params N`` (one keep-fraction for every layer through Torch-Pruning's
+  dependency graph), with n2n's fine-tune;
+- ``hand``: the hand-designed CNN of ``_small_cnn.py`` sized to N (within 5%), trained from scratch with
+  cross-entropy for the fine-tune's epochs and for 5 epochs (``hand-5ep``, only when those differ);
+- ``n2n-arch``: n2n's student architecture, re-initialised and trained exactly as the hand-designed CNN (Liu et al.
+  2019's check: does the search find an architecture, or only good inherited weights?).
+
+Test accuracy is the reported figure; every choice (checkpoint, student) is made on the validation split. Each
+point also gets batch-1 and batch-64 latency, PyTorch eager and onnxruntime, one thread. Results, commands and
+settings go to ``--json``; ``--plot`` draws accuracy against parameters (log scale), one line per method.
+
+Usage (MNIST, a teacher trained with ``n2n train-teacher``)::
+
+    python benchmarks/frontier.py --teacher runs/mnist/teacher --data mnist --data-dir ../shared/data/mnist \\
+        --sizes 20000,75000,120000 --seeds 0,1 --runs runs/frontier --json benchmarks/results/frontier_mnist.json \\
+        --plot docs/frontier_mnist.png
+
+``--quick`` shrinks every budget to a smoke test (minutes on digits); its figures say nothing about quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _n2n import N2N, run_quietly  # noqa: E402
+from _small_cnn import SmallCNN, fit_widths, train_from_scratch  # noqa: E402
+
+from n2n.data import load_data  # noqa: E402
+from n2n.measure import TimingSettings, measure_cost  # noqa: E402
+from n2n.models.io import load_model  # noqa: E402
+from n2n.search.config import CompressConfig  # noqa: E402
+
+METHODS = ("n2n", "random", "uniform", "hand", "n2n-arch")
+#: one thread, as a deployed model on a small device would run; enough repeats for a stable median
+TIMING = TimingSettings(warmup=3, min_repeats=10, max_repeats=200, budget_s=1.0, threads=1)
+#: --quick: the smallest budgets that still run every step of every method
+QUICK = [
+    "--updates",
+    "2",
+    "--rollouts",
+    "3",
+    "--steps",
+    "5",
+    "--candidate-examples",
+    "300",
+    "--finetune-epochs",
+    "1",
+    "--finetune-min-steps",
+    "20",
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--teacher", required=True, help="a saved n2n teacher (n2n train-teacher --out DIR)")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--data-dir")
+    p.add_argument("--sizes", default="20000,75000,120000", help="parameter targets, comma-separated")
+    p.add_argument("--seeds", default="0,1", help="seeds, comma-separated")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"a subset of {','.join(METHODS)}")
+    p.add_argument("--runs", required=True, help="directory for the n2n run directories")
+    p.add_argument("--json", required=True, help="where to write every figure")
+    p.add_argument("--plot", help="where to write the accuracy-against-parameters plot (PNG)")
+    p.add_argument("--quick", action="store_true", help="smoke-test budgets (figures mean nothing)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    extra = QUICK if args.quick else []
+    epochs = 1 if args.quick else CompressConfig().finetune_epochs
+    common = ["--teacher", args.teacher, "--data", args.data] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    teacher, _ = load_model(args.teacher)
+    teacher_params = sum(p.numel() for p in teacher.parameters())
+    points: list[dict[str, Any]] = []
+    started = time.perf_counter()
+
+    def record(method: str, size: int, seed: int, model: torch.nn.Module, figures: dict, **more: Any) -> None:
+        latency = {} if args.no_latency else measure_cost(model, input_shape, True, TIMING)["latency_ms"]
+        point = {
+            "method": method,
+            "size": size,
+            "seed": seed,
+            "params": sum(p.numel() for p in model.parameters()),
+            "val_accuracy": figures["val_accuracy"],
+            "test_accuracy": figures["test_accuracy"],
+            "latency_ms": latency,
+            **more,
+        }
+        points.append(point)
+        print(
+            f"{method:10s} size {size:>8,} seed {seed}: {point['params']:>8,} parameters, test "
+            f"{point['test_accuracy']:.2%} (val {point['val_accuracy']:.2%})",
+            flush=True,
+        )
+        write(args, points, sizes, seeds, teacher_params, time.perf_counter() - started)
+
+    for seed in seeds:
+        data = load_data(args.data, args.data_dir, seed=seed)
+        input_shape = tuple(data.input_shape)
+        for size in sizes:
+            for method, search in (("n2n", "rl"), ("random", "random")):
+                if method not in methods and not (method == "n2n" and "n2n-arch" in methods):
+                    continue
+                run = runs / f"{method}-{size}-s{seed}"
+                cmd = command(common, ["compress"], run, seed, size, ["--front", "1", "--search", search, *extra])
+                seconds = run_quietly(cmd)
+                report = json.loads((run / "report.json").read_text())
+                student, _ = load_model(run / "student")
+                if method in methods:
+                    record(
+                        method,
+                        size,
+                        seed,
+                        student,
+                        report["student"],
+                        seconds=seconds,
+                        evaluations=report["evaluations"],
+                        command=" ".join(["n2n", *cmd[len(N2N) :]]),
+                    )
+                if method == "n2n" and "n2n-arch" in methods:
+                    fresh, _ = load_model(run / "student")
+                    figures = train_from_scratch(fresh, data, epochs=epochs, seed=seed)
+                    record("n2n-arch", size, seed, fresh, figures, seconds=figures["seconds"], epochs=epochs)
+            if "uniform" in methods:
+                run = runs / f"uniform-{size}-s{seed}"
+                cmd = command(common, ["baseline", "uniform"], run, seed, size, extra)
+                seconds = run_quietly(cmd)
+                report = json.loads((run / "report.json").read_text())
+                record(
+                    "uniform",
+                    size,
+                    seed,
+                    load_model(run / "student")[0],
+                    report["student"],
+                    seconds=seconds,
+                    command=" ".join(["n2n", *cmd[len(N2N) :]]),
+                )
+            if "hand" in methods:
+                widths = fit_widths(size, input_shape[0], data.num_classes)
+                for label, n in (("hand", epochs), ("hand-5ep", 5)):
+                    if label == "hand-5ep" and (n == epochs or args.quick):
+                        continue
+                    model = SmallCNN(widths, input_shape[0], data.num_classes)
+                    figures = train_from_scratch(model, data, epochs=n, seed=seed)
+                    record(label, size, seed, model, figures, seconds=figures["seconds"], epochs=n, widths=list(widths))
+    result = write(args, points, sizes, seeds, teacher_params, time.perf_counter() - started)
+    print_table(result)
+    if args.plot:
+        plot(result, Path(args.plot))
+    return result
+
+
+def command(common: list[str], words: list[str], run: Path, seed: int, size: int, extra: list[str]) -> list[str]:
+    """The n2n command line of one point: ``words`` (the subcommand) for ``size`` parameters and ``seed``."""
+    return [
+        *N2N,
+        *words,
+        *common,
+        "--out",
+        str(run),
+        "--overwrite",
+        "--seed",
+        str(seed),
+        "--target-params",
+        str(size),
+        *extra,
+    ]
+
+
+def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (method, size): mean and every seed's test accuracy, mean parameters and latencies."""
+    rows = []
+    for key in dict.fromkeys((p["method"], p["size"]) for p in points):
+        group = [p for p in points if (p["method"], p["size"]) == key]
+        row = {
+            "method": key[0],
+            "size": key[1],
+            "seeds": len(group),
+            "params": round(statistics.mean(p["params"] for p in group)),
+            "test_accuracy": statistics.mean(p["test_accuracy"] for p in group),
+            "test_accuracies": [p["test_accuracy"] for p in group],
+            "val_accuracy": statistics.mean(p["val_accuracy"] for p in group),
+        }
+        for runtime in ("torch", "onnxruntime"):
+            for batch in ("1", "64"):
+                values = [p["latency_ms"].get(runtime, {}).get(batch) for p in group]
+                if all(v is not None for v in values) and values:
+                    row[f"{runtime}_b{batch}_ms"] = statistics.mean(values)
+        rows.append(row)
+    return rows
+
+
+def write(args: argparse.Namespace, points: list, sizes: list, seeds: list, teacher_params: int, wall: float) -> dict:
+    result = {
+        "benchmark": "frontier",
+        "command": " ".join(["python", "benchmarks/frontier.py", *sys.argv[1:]]),
+        "teacher": args.teacher,
+        "teacher_params": teacher_params,
+        "data": args.data,
+        "sizes": sizes,
+        "seeds": seeds,
+        "quick": args.quick,
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "wall_time_s": wall,
+        "points": points,
+        "summary": summarise(points),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print("\n| size | method | params | test accuracy (mean) | seeds | torch b1 ms | onnxruntime b1 ms |")
+    print("|---:|---|---:|---:|---|---:|---:|")
+    for row in sorted(result["summary"], key=lambda r: (r["size"], -r["test_accuracy"])):
+        seeds = ", ".join(f"{a:.2%}" for a in row["test_accuracies"])
+        torch_ms, ort_ms = row.get("torch_b1_ms"), row.get("onnxruntime_b1_ms")
+        print(
+            f"| {row['size']:,} | {row['method']} | {row['params']:,} | {row['test_accuracy']:.2%} | {seeds} | "
+            f"{'' if torch_ms is None else f'{torch_ms:.3f}'} | {'' if ort_ms is None else f'{ort_ms:.3f}'} |"
+        )
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    for method in dict.fromkeys(r["method"] for r in result["summary"]):
+        rows = sorted((r for r in result["summary"] if r["method"] == method), key=lambda r: r["params"])
+        ax.plot([r["params"] for r in rows], [100 * r["test_accuracy"] for r in rows], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("test accuracy (%), mean over seeds")
+    ax.set_title(f"{result['data']}: accuracy against size")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+if __name__ == "__main__":
+    main()
