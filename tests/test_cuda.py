@@ -50,7 +50,7 @@ def test_a_gpu_search_resumes_to_the_same_student(gpu_teacher, tmp_path, monkeyp
 
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert main(["compress", "--teacher", str(gpu_teacher), "--out", str(whole), "--seed", "3", *TINY]) == 0
-    original, calls = n2n.compress.run_update, []
+    original, calls = n2n.search.loop.run_update, []
 
     def interrupt_at_the_third_update(*args, **kwargs):  # Ctrl-C after two checkpointed updates
         calls.append(1)
@@ -58,9 +58,9 @@ def test_a_gpu_search_resumes_to_the_same_student(gpu_teacher, tmp_path, monkeyp
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(n2n.compress, "run_update", interrupt_at_the_third_update)
+    monkeypatch.setattr(n2n.search.loop, "run_update", interrupt_at_the_third_update)
     assert main(["compress", "--teacher", str(gpu_teacher), "--out", str(cut), "--seed", "3", *TINY]) == 130
-    monkeypatch.setattr(n2n.compress, "run_update", original)
+    monkeypatch.setattr(n2n.search.loop, "run_update", original)
     assert main(["compress", "--resume", str(cut)]) == 0
 
     def comparable(run):

@@ -192,7 +192,7 @@ def policy_dir(tmp_path_factory):
 @FUZZ
 @given(data=st.data())
 def test_mutated_policy_files(policy_dir, tmp_path_factory, data):
-    from n2n.compress import _initial_policy
+    from n2n.search.stages import initial_policy as _initial_policy
     from n2n.search.policies import RemovalPolicy
 
     target = tmp_path_factory.mktemp("p")
@@ -276,7 +276,7 @@ def test_mutated_npz_header(tmp_path_factory, data):
 
 def test_the_fuzzed_readers_accept_their_unmutated_files(saved, policy_dir, checkpoint_file, tmp_path):
     """The strategies start from files that load: a fuzz run that only ever saw errors would prove nothing."""
-    from n2n.compress import _initial_policy
+    from n2n.search.stages import initial_policy as _initial_policy
     from n2n.search.checkpoint import read_checkpoint
     from n2n.search.policies import RemovalPolicy
 

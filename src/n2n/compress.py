@@ -8,21 +8,18 @@ import logging
 import math
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from n2n._seed import seed_everything
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, DataError, Interrupted, N2NError
-from n2n.files import RunLock, atomic_write, own_dir, read_json_object, write_json
+from n2n.files import RunLock, own_dir, read_json_object, write_json
 from n2n.measure import REPORT_TIMING, SEARCH_TIMING, measure_cost, torch_latency_ms
 from n2n.models.io import ModelSpec, save_model
 from n2n.report import teacher_floor, weak_teacher_below, write_reports
@@ -38,22 +35,15 @@ from n2n.search.candidate import (
 from n2n.search.checkpoint import (
     CHECKPOINT,
     Checkpoint,
-    optimizer_from_flat,
-    optimizer_to_flat,
     read_checkpoint,
-    result_from_dict,
-    result_to_dict,
-    write_checkpoint,
 )
 from n2n.search.config import CompressConfig
 from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits, train_student
 from n2n.search.front import accuracy_front, pick_front
-from n2n.search.loop import SearchContext, StageState, run_update
+from n2n.search.loop import run_stages
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
-from n2n.search.policies import BaseChoice, RandomPolicy, RemovalPolicy, ShrinkPolicy
-from n2n.search.policy_io import policy_record, read_policy_record
-from n2n.search.reinforce import make_baseline
 from n2n.search.reward import INVALID_REWARD, objective_cost
+from n2n.search.state import SearchContext, SearchState
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
 
 log = logging.getLogger(__name__)
@@ -127,130 +117,6 @@ def eval_context(
         teacher_cost=objective_cost(cfg.objective, analysis.params, analysis.macs, latency),
         latency_timing=timing,
     )
-
-
-#: Adam learning rate of the choice between stage-2 bases: a handful of logits, which at the policies' 0.01 would move
-#: by at most 0.08 in a search of 8 updates and so stay uniform (the paper's appendix gives 0.1 for stage 2)
-CHOOSER_LR = 0.1
-
-
-def _new_stage(name: str, cfg: CompressConfig, index: int, bases: int = 1) -> StageState:
-    """A fresh stage ``name`` (the ``index``-th) that starts from ``bases`` networks."""
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + index)
-    chooser = BaseChoice(bases, learn=cfg.search == "rl") if bases > 1 else None
-    if cfg.search == "random":
-        return StageState(
-            name=name,
-            policy=RandomPolicy(name, cfg.fractions),
-            optimizer=None,
-            baseline=make_baseline(cfg.advantage, cfg.baseline_decay, cfg.risk_epsilon),
-            generator=generator,
-            chooser=chooser,
-        )
-    torch.manual_seed(cfg.seed * 1000 + index)  # policy initialisation must not depend on what ran before it
-    if name == "remove":
-        policy: RemovalPolicy | ShrinkPolicy = RemovalPolicy(hidden=cfg.removal_hidden)
-        lr = cfg.removal_lr
-    else:
-        policy = ShrinkPolicy(choices=cfg.fractions, hidden=cfg.shrink_hidden)
-        lr = cfg.shrink_lr
-    if cfg.init_policy is not None:
-        policy = _initial_policy(Path(cfg.init_policy), name, policy)
-    groups = [{"params": list(policy.parameters()), "lr": lr}]
-    if chooser is not None:
-        groups.append({"params": list(chooser.parameters()), "lr": CHOOSER_LR})
-    return StageState(
-        name=name,
-        policy=policy,
-        optimizer=torch.optim.Adam(groups),
-        baseline=make_baseline(cfg.advantage, cfg.baseline_decay, cfg.risk_epsilon),
-        generator=generator,
-        chooser=chooser,
-    )
-
-
-def _initial_policy(run_dir: Path, name: str, fresh: RemovalPolicy | ShrinkPolicy) -> RemovalPolicy | ShrinkPolicy:
-    """The stage-``name`` policy saved in an earlier run (``--init-policy``), or ``fresh`` when it has none."""
-    config_file = run_dir / f"policy_{name}.json"
-    if not config_file.is_file():
-        log.warning("%s has no %s policy; stage %s starts from a fresh policy", run_dir, name, name)
-        return fresh
-    saved = read_policy_record(config_file, name)
-    if name == "shrink" and tuple(saved["choices"]) != fresh.choices:
-        raise ConfigError(
-            f"the shrink policy in {run_dir} chooses from {saved['choices']} but this search uses --fractions "
-            f"{list(fresh.choices)}: pass the same --fractions"
-        )
-    policy = type(fresh).from_config(saved)
-    try:
-        policy.load_state_dict(load_file(str(run_dir / f"policy_{name}.safetensors")))
-    except (OSError, RuntimeError, SafetensorError) as err:
-        message = " ".join(str(err).split())[:300]
-        raise ConfigError(f"--init-policy: cannot load the {name} policy of {run_dir}: {message}") from None
-    return policy
-
-
-def _save_policy(state: StageState, out_dir: Path) -> None:
-    with atomic_write(out_dir / f"policy_{state.name}.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in state.policy.state_dict().items()}, str(tmp))
-    write_json(out_dir / f"policy_{state.name}.json", policy_record(state.policy.config()))
-
-
-def _checkpoint(
-    path: Path,
-    index: int,
-    state: StageState,
-    search: SearchContext,
-    best: CandidateResult | None,
-    events: int,
-    elapsed: float,
-) -> None:
-    """Everything needed to continue after ``state.update`` updates of stage ``index``."""
-    optim, groups, scalars = optimizer_to_flat(state.optimizer) if state.optimizer else ({}, [], {})
-    tensors = {f"policy.{k}": v for k, v in state.policy.state_dict().items()}
-    if state.chooser is not None:
-        tensors.update({f"chooser.{k}": v for k, v in state.chooser.state_dict().items()})
-    tensors.update(optim)
-    tensors["rng.stage"] = state.generator.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    write_checkpoint(
-        path,
-        {
-            "stage_index": index,
-            "stage": state.name,
-            "update": state.update,
-            "baseline": state.baseline.state_dict(),
-            "stage_best": None if state.best is None else state.best.edits.key(),
-            "stage_best_reward": state.best_reward,
-            "best": None if best is None else best.edits.key(),
-            "base": search.base.to_dict(),
-            "others": [edits.to_dict() for edits, _ in search.others],
-            "stage_ranked": state.ranked,
-            "cache": [result_to_dict(r) for r in search.cache.values()],
-            "events": events,
-            "elapsed": elapsed,
-            "seconds": search.seconds,
-            "optim_groups": groups,
-            "optim_scalars": scalars,
-        },
-        tensors,
-    )
-
-
-def _restore_stage(state: StageState, ckpt: Checkpoint, cache: dict[str, CandidateResult]) -> None:
-    meta = ckpt.meta
-    state.policy.load_state_dict(ckpt.prefixed("policy"))
-    if state.chooser is not None:
-        state.chooser.load_state_dict(ckpt.prefixed("chooser"))
-    state.ranked = dict(meta.get("stage_ranked", {}))
-    if state.optimizer is not None:
-        optimizer_from_flat(state.optimizer, ckpt)
-    state.generator.set_state(ckpt.tensors["rng.stage"])
-    torch.set_rng_state(ckpt.tensors["rng.torch"])
-    state.baseline.load_state_dict(meta["baseline"])
-    state.update = meta["update"]
-    state.best = None if meta["stage_best"] is None else cache[meta["stage_best"]]
-    state.best_reward = meta["stage_best_reward"]
 
 
 _PLACEMENT = ("workers", "ray_address", "tensorboard")  # where candidates run and logs go: results do not depend on it
@@ -387,12 +253,7 @@ def _compress(
             target=cfg.target(),
             teacher_accuracy=ctx.teacher_val_accuracy,
         )
-        stages, first, best = cfg.stage_list(), 0, None
-        others: list[Edits] = []  # the next stage's further bases (--shrink-bases)
-
-        def analyzed(edits: Edits) -> Analysis:  # the layers of the student ``edits`` make, for the next stage
-            return analyze(build_student(ctx, edits), data.input_shape, cfg.fix, check_removals=False)
-
+        state = SearchState(index=0, stage=None, ctx=search)
         if ckpt is None:
             emit(
                 {
@@ -403,50 +264,26 @@ def _compress(
                     "objective": cfg.objective,
                     "teacher_cost": ctx.teacher_cost,
                     "layers": len(analysis.layers),
-                    "stages": stages,
+                    "stages": cfg.stage_list(),
                     "updates": cfg.updates,
                 }
             )
         else:
             with _damaged(out):
-                search.cache = {r.edits.key(): r for r in map(result_from_dict, ckpt.meta["cache"])}
-                search.base = Edits.from_dict(ckpt.meta["base"])
-                others = [Edits.from_dict(e) for e in ckpt.meta.get("others", [])]
-                best = None if ckpt.meta["best"] is None else search.cache[ckpt.meta["best"]]
-                first = ckpt.meta["stage_index"]
-                if not 0 <= first < len(stages) or stages[first] != ckpt.meta["stage"]:
-                    raise ValueError(f"stage {ckpt.meta['stage']!r} at index {first} is not one of {stages}")
+                state.restore(ckpt, cfg.stage_list())
             log.info("resuming %s at stage %s, update %d", out, ckpt.meta["stage"], ckpt.meta["update"])
-        for index in range(first, len(stages)):
-            stage = stages[index]
-            if search.base.removed:
-                search.analysis = analyzed(search.base)
-            search.others = tuple((edits, analyzed(edits)) for edits in others)
-            state = _new_stage(stage, cfg, index, 1 + len(others))
-            if ckpt is not None and index == first:
-                with _damaged(out):
-                    _restore_stage(state, ckpt, search.cache)
-                if listener is not None:  # for the progress display only: the event log already has this stage
-                    listener({"event": "stage", "stage": stage, "updates": cfg.updates, "completed": state.update})
-            else:
-                emit({"event": "stage", "stage": stage, "updates": cfg.updates, "layers": len(search.analysis.layers)})
-                _checkpoint(out / CHECKPOINT, index, state, search, best, emit.count, time.perf_counter() - started)
-            while state.update < cfg.updates:
-                results = run_update(state, search, cfg.rollouts, emit)
-                _checkpoint(out / CHECKPOINT, index, state, search, best, emit.count, time.perf_counter() - started)
-                _check_failures(state, results, out)
-            if cfg.search == "rl":
-                _save_policy(state, out)
-            if state.best is None:
-                log.warning(
-                    "stage %s found no valid student that meets the constraints; the next stage starts from the "
-                    "previous best",
-                    stage,
-                )
-                continue
-            best, search.base = state.best, state.best.edits
-            chosen = state.best.edits.key()
-            others = [search.cache[k].edits for k in state.top(cfg.shrink_bases) if k != chosen][: cfg.shrink_bases - 1]
+
+        def analyzed(edits: Edits) -> Analysis:  # the layers of the student ``edits`` make, for the next stage
+            return analyze(build_student(ctx, edits), data.input_shape, cfg.fix, check_removals=False)
+
+        def save(st: SearchState) -> None:
+            st.save(out / CHECKPOINT, emit.count, time.perf_counter() - started)
+
+        def restore(st: SearchState) -> None:
+            with _damaged(out):
+                st.restore_stage(ckpt)
+
+        best = run_stages(state, cfg, emit, analyzed, save, out, None if ckpt is None else restore, listener)
         if search.target.set:  # the most accurate student that meets the targets, from either stage
             best = max(
                 (r for r in search.cache.values() if _meets(search, r)),
@@ -635,20 +472,6 @@ def _evaluator(ctx: EvalContext, cfg: CompressConfig) -> Evaluator:
 
 TARGETS = ("target_params", "target_flops", "target_latency_ms")
 
-FAILURE_PATIENCE = 3  # policy updates in a row in which every candidate failed before a search gives up
-
-
-def _check_failures(state: StageState, results: list[CandidateResult], out: Path) -> None:
-    """Stop a stage that has produced nothing but invalid students for FAILURE_PATIENCE updates."""
-    if state.best is not None or state.update < FAILURE_PATIENCE:
-        return
-    reasons = Counter(r.reason for r in results if r.reason)
-    common = "; ".join(f"{reason} ({n}x)" for reason, n in reasons.most_common(3))
-    raise N2NError(
-        f"stage {state.name}: every candidate of the first {state.update} policy updates failed ({common}); "
-        f"details in {out / 'events.jsonl'}"
-    )
-
 
 def training_logits(ctx: EvalContext, data: DataBundle, cfg: CompressConfig) -> torch.Tensor:
     """The teacher's logits on all of ``data.train``: those of the candidate subset are ``ctx``'s, the others are
@@ -722,7 +545,7 @@ def _finetune(
             log.warning("the fine-tune diverged (%s); keeping the best weights seen before", err)
     student.load_state_dict(best_state)
     student = student.to("cpu", memory_format=torch.contiguous_format).eval()  # saved and reported from the host
-    seconds["finetune"] = time.perf_counter() - t0
+    seconds["finetune"] = seconds.get("finetune", 0.0) + time.perf_counter() - t0  # the front's too
     return student, {
         "params": count_params(student),
         "macs": count_macs(student, data.input_shape),

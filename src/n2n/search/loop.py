@@ -1,91 +1,107 @@
-"""One stage of the N2N search: sample students, evaluate them, reward, update the policy.
+"""The N2N search: the stages one after the other, and one policy update of a stage.
 
-The loop reads top to bottom as in the paper (Algorithm 1): for each policy update, sample ``m`` rollouts from the
+`run_stages` reads top to bottom as the search runs: each stage (see the table in ``n2n.search.stages``) starts from
+the best student of the stage before, runs ``--updates`` policy updates, checkpoints after each, and hands its best
+students to the next stage. `run_update` is one update as in the paper (Algorithm 1): sample ``m`` rollouts from the
 policy, turn each into edits of the network, evaluate the students (through an :class:`Evaluator`, reusing results
-for architectures already seen), compute rewards, and take a REINFORCE step with an exponential-moving-average
-baseline. Everything the loop changes lives in :class:`StageState`, so a stage can be checkpointed between updates.
+for architectures already seen), compute rewards, and take a REINFORCE step. Everything the loop changes lives in
+:class:`SearchState`, so resuming is "restore the state, run the same loop".
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from n2n.search.candidate import CandidateResult, Evaluator
-from n2n.search.policies import BaseChoice, RandomPolicy, RemovalPolicy, ShrinkPolicy
-from n2n.search.reinforce import Baseline, reinforce_loss
-from n2n.search.reward import INVALID_REWARD, Constraints, Target, constrained_reward
+from n2n.errors import N2NError
+from n2n.search.candidate import CandidateResult
+from n2n.search.config import CompressConfig
+from n2n.search.policies import RemovalPolicy
+from n2n.search.reinforce import reinforce_loss
+from n2n.search.reward import constrained_reward
+from n2n.search.stages import STAGES, new_stage, save_policy
+from n2n.search.state import SearchContext, SearchState, StageState
 from n2n.surgery import Analysis, Edits
 
-Policy = RemovalPolicy | ShrinkPolicy | RandomPolicy
+log = logging.getLogger(__name__)
+
 EventSink = Callable[[dict[str, Any]], None]
 
 
-@dataclass
-class StageState:
-    """The mutable state of one stage: enough to continue it after an interruption."""
+def run_stages(
+    state: SearchState,
+    cfg: CompressConfig,
+    emit: EventSink,
+    analyzed: Callable[[Edits], Analysis],
+    save: Callable[[SearchState], None],
+    out: Path,
+    restore: Callable[[SearchState], None] | None = None,
+    listener: EventSink | None = None,
+) -> CandidateResult | None:
+    """Run the stages of ``cfg`` from ``state.index`` on; the best student of the last stage that found one.
 
-    name: str  # "remove" | "shrink"
-    policy: Policy
-    optimizer: torch.optim.Optimizer | None  # None for the random-search baseline (nothing to learn)
-    baseline: Baseline
-    generator: torch.Generator
-    update: int = 0
-    best: CandidateResult | None = None
-    best_reward: float = INVALID_REWARD - 1.0  # below any reward, so the first valid candidate becomes best
-    chooser: BaseChoice | None = None  # which base a rollout starts from, when the stage has several
-    ranked: dict[str, float] = field(default_factory=dict)  # valid student key -> its reward, to pick the next bases
+    Args:
+        analyzed: the layers of the student that edits of the teacher make (what the next stage decides on).
+        save: checkpoints ``state``; called when a stage starts and after every update.
+        out: the run directory (policies are saved there; errors name its event log).
+        restore: for a resumed search, loads the saved learner into ``state.stage`` once the first stage is set up
+            again (`SearchState.restore_stage`), so that the stage continues where it stopped.
+        listener: told of a resumed stage (for a progress display; the event log has it already).
+    """
+    stages, ctx, first = cfg.stage_list(), state.ctx, state.index
+    for index in range(first, len(stages)):
+        name = stages[index]
+        if ctx.base.removed:
+            ctx.analysis = analyzed(ctx.base)
+        ctx.others = tuple((edits, analyzed(edits)) for edits in state.others)
+        state.index, state.stage = index, new_stage(name, cfg, index, 1 + len(state.others))
+        stage = state.stage
+        if restore is not None and index == first:
+            restore(state)
+            if listener is not None:
+                listener({"event": "stage", "stage": name, "updates": cfg.updates, "completed": stage.update})
+        else:
+            emit({"event": "stage", "stage": name, "updates": cfg.updates, "layers": len(ctx.analysis.layers)})
+            save(state)
+        while stage.update < cfg.updates:
+            results = run_update(stage, ctx, cfg.rollouts, emit)
+            save(state)
+            check_failures(stage, results, out)
+        if cfg.search == "rl":
+            save_policy(stage, out)
+        if stage.best is None:
+            log.warning(
+                "stage %s found no valid student that meets the constraints; the next stage starts from the "
+                "previous best",
+                name,
+            )
+            continue
+        state.best, ctx.base = stage.best, stage.best.edits
+        chosen = stage.best.edits.key()
+        ranked = [ctx.cache[k].edits for k in stage.top(cfg.shrink_bases) if k != chosen]
+        state.others = ranked[: cfg.shrink_bases - 1]
+    return state.best
 
-    def top(self, k: int) -> list[str]:
-        """The keys of the ``k`` best valid students of this stage (ties: by key, so the choice is reproducible)."""
-        return sorted(self.ranked, key=lambda key: (-self.ranked[key], key))[:k]
+
+FAILURE_PATIENCE = 3  # policy updates in a row in which every candidate failed before a search gives up
 
 
-@dataclass
-class SearchContext:
-    """What a stage reads but does not change."""
-
-    analysis: Analysis  # the layers the policy decides about (teacher for stage 1, stage-1 student for stage 2)
-    base: Edits  # edits already applied to the teacher before this stage
-    evaluator: Evaluator
-    cache: dict[str, CandidateResult]  # architecture key -> result, shared by both stages
-    constraints: Constraints
-    fractions: tuple[float, ...]
-    entropy_coef: float = 0.0
-    max_draws: int = 1  # an update draws up to max_draws x rollouts times to find rollouts new students
-    others: tuple[tuple[Edits, Analysis], ...] = ()  # further bases a rollout may start from (--shrink-bases)
-    seconds: dict[str, float] = field(default_factory=dict)
-    target: Target = Target()  # --target-*: the reward is accuracy under the target (MnasNet's form)
-    teacher_accuracy: float = 1.0  # the reward's accuracy normaliser, for the target form
-
-    def reward(self, result: CandidateResult) -> float:
-        """The reward of ``result`` before constraints: the paper's, or the target form when a target is set."""
-        if not self.target.set or result.reward == INVALID_REWARD:  # invalid, or not smaller than the teacher
-            return result.reward
-        return self.target.reward(
-            result.val_accuracy, self.teacher_accuracy, result.params, result.macs, result.latency_ms
-        )
-
-
-def actions_to_edits(stage: str, analysis: Analysis, actions: torch.Tensor, fractions: tuple[float, ...]) -> Edits:
-    """The edits one rollout's actions stand for (only decidable layers can change)."""
-    if stage == "remove":
-        removed = [
-            layer.name
-            for layer, keep in zip(analysis.layers, actions.tolist(), strict=False)
-            if layer.removable and not keep
-        ]
-        return Edits.make(removed=removed)
-    keep = {
-        layer.name: fractions[i]
-        for layer, i in zip(analysis.layers, actions.tolist(), strict=False)
-        if layer.shrinkable
-    }
-    return Edits.make(keep=keep)
+def check_failures(state: StageState, results: list[CandidateResult], out: Path) -> None:
+    """Stop a stage that has produced nothing but invalid students for FAILURE_PATIENCE updates."""
+    if state.best is not None or state.update < FAILURE_PATIENCE:
+        return
+    reasons = Counter(r.reason for r in results if r.reason)
+    common = "; ".join(f"{reason} ({n}x)" for reason, n in reasons.most_common(3))
+    raise N2NError(
+        f"stage {state.name}: every candidate of the first {state.update} policy updates failed ({common}); "
+        f"details in {out / 'events.jsonl'}"
+    )
 
 
 def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: EventSink) -> list[CandidateResult]:
@@ -93,7 +109,8 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     before), evaluate, reward, REINFORCE step over every draw. Returns the results."""
     bases = [(ctx.base, ctx.analysis), *ctx.others]
     features = [analysis.features() for _, analysis in bases]
-    decidable = [a.removable() if state.name == "remove" else a.shrinkable() for _, a in bases]
+    stage = STAGES[state.name]
+    decidable = [stage.decidable(analysis) for _, analysis in bases]
 
     # -- sample actions. A student evaluated before costs nothing (its cached reward still trains the policy), so with
     # max_draws > 1 the update keeps drawing until it has `rollouts` new students, or max_draws x rollouts draws.
@@ -106,7 +123,7 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
         samples.append(sample)
         picks.append(b)
         base, analysis = bases[b]
-        edits.append(base.then(actions_to_edits(state.name, analysis, sample.actions, ctx.fractions)))
+        edits.append(base.then(stage.to_edits(analysis, sample.actions, ctx.fractions)))
         if edits[-1].key() not in ctx.cache:
             new.add(edits[-1].key())
 
