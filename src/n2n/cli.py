@@ -364,9 +364,10 @@ def _choose_normalization(choice: Any, model: Any, spec: Any, bundle: Any, who: 
             highlight=False,
         )
     if picked.overrides:
+        given = choice if isinstance(choice, str) else picked.normalization.describe()
         console.print(
-            f"[yellow]warning:[/] --normalize {escape(picked.normalization.describe())} replaces the normalization "
-            f"{escape(who)} records ({escape(picked.recorded.describe())})",
+            f"[yellow]warning:[/] --normalize {escape(given)} replaces the normalization {escape(who)} records "
+            f"({escape(picked.recorded.describe())})",
             soft_wrap=True,
             highlight=False,
         )
