@@ -9,7 +9,7 @@ import torch
 
 from n2n.cli import evaluate_cmd, export_cmd, main
 from n2n.data import Normalization, load_data, parse_normalize
-from n2n.data.normalize import IMAGENET_MEAN, IMAGENET_STD, fixed_normalization
+from n2n.data.normalize import IMAGENET_MEAN, IMAGENET_STD, candidates, fixed_normalization
 from n2n.errors import ConfigError
 from n2n.models import ModelSpec, save_model
 from n2n.preprocess import choose_normalization, match_teacher
@@ -77,6 +77,9 @@ def test_fixed_normalizations_check_the_channels(digits):
     assert fixed_normalization("none", 3) == Normalization.identity(3)
     assert fixed_normalization("data", 1, digits.stats) == digits.stats
     assert fixed_normalization("imagenet", 3) == Normalization(IMAGENET_MEAN, IMAGENET_STD)
+    rgb = Normalization((0.4, 0.5, 0.6), (0.2, 0.2, 0.2))
+    assert list(candidates(3, rgb)) == ["data", "none", "imagenet"] and candidates(3, rgb)["data"] == rgb
+    assert list(candidates(1, digits.stats)) == ["data", "none"]
     with pytest.raises(ConfigError, match="3-channel .RGB. inputs but digits has 1 channel"):
         fixed_normalization("imagenet", 1, digits.stats, "digits")
     with pytest.raises(ConfigError, match="gives 2 channel value.s. but digits has 1"):
