@@ -326,8 +326,8 @@ def _under_a_file(d):
     return d / "f" / "out"
 
 
-def _untrained_teacher(d):
-    return _saved_model(d)  # random weights: about 10% on digits
+def _untrained_teacher(d):  # random weights: about 10% on digits, with the normalization saved models record
+    return _saved_model(d, _set(["normalization"], {"mean": [0.3], "std": [0.4]}))
 
 
 def _latin1_yaml(d):
@@ -453,6 +453,24 @@ CASES += [
     ("export-out-a-directory", ["export", "{T}", "--format", "onnx", "--out", "{X}"], _empty_dir, "must name the file to write"),
     ("export-out-under-a-file", ["export", "{T}", "--format", "onnx", "--out", "{X}"], _under_a_file, "is a file; give a directory"),
     ("ray-address-nobody-there", C + ["--ray-address", "127.0.0.1:9"], None, "nothing answers there"),
+    # --normalize
+    ("normalize-unknown-name", TT + ["--normalize", "zscore"], None, "--normalize must be auto, data, none, imagenet or MEAN,STD"),
+    ("normalize-one-number", C + ["--normalize", "0.5"], None, "--normalize must be auto, data, none, imagenet or MEAN,STD"),
+    ("normalize-three-parts", C + ["--normalize", "0.5,0.25,0.1"], None, "--normalize must be auto, data, none"),
+    ("normalize-not-numbers", ["evaluate", "{T}", "--normalize", "mean,std"], None, "--normalize must be auto, data, none"),
+    ("normalize-std-zero", C + ["--normalize", "0.5,0"], None, "--normalize 0.5,0: std must be positive"),
+    ("normalize-std-negative", TT + ["--normalize", "0.5,-0.25"], None, "std must be positive"),
+    ("normalize-nan", C + ["--normalize", "nan,1"], None, "mean and std must be finite numbers"),
+    ("normalize-counts-differ", C + ["--normalize", "0.4/0.5,0.2"], None, "2 mean(s) but 1 std(s)"),
+    ("normalize-channels-differ", C + ["--normalize", "0.5/0.5/0.5,0.2/0.2/0.2"], None, "gives 3 channel value(s) but digits has 1 channel(s)"),
+    ("normalize-imagenet-gray", ["evaluate", "{T}", "--normalize", "imagenet"], None, "--normalize imagenet is for 3-channel (RGB) inputs but digits has 1 channel(s)"),
+    ("normalize-imagenet-gray-teacher", TT + ["--normalize", "imagenet"], None, "is for 3-channel (RGB) inputs"),
+    ("normalize-baseline-bad", ["baseline", "uniform", "--teacher", "{T}", "--target-params", "100", "--out", "o", "--normalize", "1,-1"], None, "std must be positive"),
+    ("normalize-with-resume", ["compress", "--resume", "{X}", "--normalize", "none"], _empty_dir, "drop --normalize"),
+    ("export-normalize-without-data", ["export", "{X}", "--format", "onnx", "--normalize", "none"], lambda d: _saved_model(d), "--normalize sets the inputs of the check on --data"),
+    ("export-bake-nothing-recorded", ["export", "{X}", "--format", "onnx", "--bake-normalization"], lambda d: _saved_model(d), "records no normalization to bake"),
+    ("export-bake-data-without-data", ["export", "{X}", "--format", "onnx", "--bake-normalization", "--normalize", "data"], lambda d: _saved_model(d), "--normalize data uses the training split's statistics: it needs --data"),
+    ("export-bake-imagenet-gray", ["export", "{X}", "--format", "onnx", "--bake-normalization", "--normalize", "imagenet"], lambda d: _saved_model(d), "is for 3-channel (RGB) inputs"),
 ]
 
 

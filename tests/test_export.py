@@ -106,7 +106,7 @@ def _saved_student(directory):
     edits = Edits.make([next(layer.name for layer in analyze(teacher, SHAPE).layers if layer.removable)], {})
     spec = ModelSpec({"source": "zoo", "name": "vgg11", "kwargs": {"in_channels": 1, "num_classes": 10,
                       "input_size": 8, "width": 0.125}}, SHAPE, 10, protected=tuple(analyze(teacher, SHAPE).protected()),
-                     meta={"data": "digits"})
+                     normalization={"mean": [0.3], "std": [0.4]}, meta={"data": "digits"})
     student = apply_edits(teacher, edits, torch.zeros(2, *SHAPE), spec.protected).eval()
     save_model(student, spec.with_edits(edits), directory)
     return directory

@@ -21,6 +21,7 @@ from n2n.data import DataBundle
 from n2n.errors import ConfigError, N2NError, SurgeryError
 from n2n.files import RunLock, own_dir, write_json
 from n2n.models.io import ModelSpec, read_spec, save_model
+from n2n.preprocess import match_teacher
 from n2n.report import write_reports
 from n2n.runlog import EventLog
 from n2n.search.candidate import CandidateResult
@@ -63,9 +64,13 @@ def run_baseline(
     edits: Edits,
     listener: Listener | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune the student ``edits`` describe (re-initialised when ``config.reinit``) and write its reports."""
+    """Fine-tune the student ``edits`` describe (re-initialised when ``config.reinit``) and write its reports.
+
+    ``data`` is normalised as ``spec`` records (a spec that records nothing gets ``data``'s normalization recorded).
+    """
     started = time.perf_counter()
     cfg = config.validate()
+    spec, data = match_teacher(spec, data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):

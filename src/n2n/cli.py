@@ -116,9 +116,14 @@ def train_teacher_cmd(
     data_options: dict[str, Any] | None = None,
     device: str = "auto",
     overwrite: bool = False,
+    normalize: str = "auto",
 ) -> dict[str, Any]:
-    """Train a zoo teacher by ``recipe`` (explicit epochs, lr, batch size override it) and save it to ``out``."""
-    from n2n.data import load_data
+    """Train a zoo teacher by ``recipe`` (explicit epochs, lr, batch size override it) and save it to ``out``.
+
+    Its inputs are normalised by ``normalize`` (``auto``: the training split's statistics), which its spec records.
+    """
+    from n2n.data import load_data, parse_normalize
+    from n2n.data.normalize import fixed_normalization
     from n2n.models.io import save_model
     from n2n.models.zoo import list_models
     from n2n.recipes import resolve_recipe
@@ -135,7 +140,10 @@ def train_teacher_cmd(
     if width <= 0:
         raise ConfigError(f"--width must be a positive number; got {width}")
     resolved = resolve_recipe(recipe, data, epochs=epochs, lr=lr, batch_size=batch_size)  # fails before loading
+    choice = parse_normalize(normalize)
     bundle = load_data(data, data_dir, seed=seed, max_train=max_train, options=data_options)
+    choice = "data" if choice == "auto" else choice
+    bundle = bundle.normalized(fixed_normalization(choice, bundle.input_shape[0], bundle.stats, data))
     with _progress() as progress:
         task = progress.add_task(f"train {arch} on {data}", total=None)
         model, spec = train_teacher(
@@ -175,16 +183,19 @@ def compress_cmd(
     command: str | None = None,
     trust_code: bool = False,
     overwrite: bool = False,
+    normalize: str = "auto",
 ) -> dict[str, Any]:
     """Compress ``teacher`` (saved model, zoo name or import path); writes ``out`` and returns ``report.json``.
 
-    ``command`` (the command line that asked for it) is recorded in ``run.json`` for the report.
+    ``command`` (the command line that asked for it) is recorded in ``run.json`` for the report; ``normalize`` (see
+    :func:`n2n.preprocess.choose_normalization`) in the teacher's and student's ``spec.json``.
     """
     check_writable_dir(out)
-    from n2n.data import load_data
+    from n2n.data import load_data, parse_normalize
     from n2n.models.source import parse_kwargs, resolve_teacher
 
     config.validate()
+    choice = parse_normalize(normalize)
     bundle = load_data(data, data_dir, seed=config.seed, max_train=max_train, options=data_options)
     model, spec = resolve_teacher(
         teacher,
@@ -195,8 +206,9 @@ def compress_cmd(
         trust_pickle=trust_pickle,
         trust_code=trust_code,
     )
-    if not spec.normalization:
-        spec = replace(spec, normalization={"mean": list(bundle.mean), "std": list(bundle.std)})
+    _check_shape(spec, bundle, "the teacher", "teacher")
+    picked = _choose_normalization(choice, model, spec, bundle, "the teacher", config)
+    spec = replace(spec, normalization=picked.normalization.to_spec())
     source = _source(teacher, bundle, data_dir, max_train)
     if command is not None:
         source["command"] = command
@@ -329,6 +341,41 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _check_shape(spec: Any, bundle: Any, who: str, what: str = "model") -> None:
+    if tuple(bundle.input_shape) != tuple(spec.input_shape):
+        raise N2NError(
+            f"{who} takes inputs of shape {tuple(spec.input_shape)} but {bundle.name} has {tuple(bundle.input_shape)}: "
+            f"pass the data set the {what} was trained on"
+        )
+
+
+def _choose_normalization(choice: Any, model: Any, spec: Any, bundle: Any, who: str, config: Any = None) -> Any:
+    """The normalization ``model`` gets on ``bundle`` (:func:`n2n.preprocess.choose_normalization`); one line says
+    which when it was measured, and warns when ``--normalize`` replaces a different recorded one."""
+    from n2n.preprocess import choose_normalization
+    from n2n.search.compute import CPU
+
+    batch_size, compute = (None, CPU) if config is None else (config.eval_batch_size, config.compute())
+    picked = choose_normalization(choice, model, spec, bundle, batch_size, compute)
+    if picked.val_accuracy:
+        scores = ", ".join(f"{name} {acc:.1%}" for name, acc in picked.val_accuracy.items())
+        console.print(
+            f"normalization: {picked.name}, the best validation accuracy of {who} on {bundle.name} ({scores}); "
+            "--normalize chooses another",
+            soft_wrap=True,
+            highlight=False,
+        )
+    if picked.overrides:
+        given = choice if isinstance(choice, str) else picked.normalization.describe()
+        console.print(
+            f"[yellow]warning:[/] --normalize {escape(given)} replaces the normalization {escape(who)} records "
+            f"({escape(picked.recorded.describe())})",
+            soft_wrap=True,
+            highlight=False,
+        )
+    return picked
+
+
 def _source(teacher: str, bundle: Any, data_dir: str | None, max_train: int | None) -> dict[str, Any]:
     """What ``run.json`` records of a run's inputs: the teacher as given and how to load the same data again."""
     return {
@@ -343,10 +390,11 @@ def _source(teacher: str, bundle: Any, data_dir: str | None, max_train: int | No
 def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
     """`n2n baseline uniform|scratch`: a student made without the search, fine-tuned like the search's.
 
-    Like a search, it records its teacher, data and ``command`` in ``OUT/run.json`` (the report shows the command).
+    Like a search, it records its teacher, data and ``command`` in ``OUT/run.json`` (the report shows the command),
+    and the normalization ``--normalize`` chooses in the student's ``spec.json``.
     """
     from n2n.baselines import run_baseline, scratch_config, uniform_edits
-    from n2n.data import load_data, load_recorded, read_source
+    from n2n.data import load_data, load_recorded, parse_normalize, read_source
     from n2n.models.io import load_model
     from n2n.models.source import parse_kwargs, resolve_teacher
     from n2n.surgery import analyze
@@ -354,6 +402,7 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
     if args.out is None:
         raise ConfigError("n2n baseline needs --out")
     check_out_dir(args.out, "report.json", "a finished run", args.overwrite)
+    choice = parse_normalize(args.normalize or "auto")
     if args.kind == "uniform":
         config = _config_from(args)
         if args.teacher is None or config.target_params is None:
@@ -385,6 +434,9 @@ def baseline_cmd(args: argparse.Namespace, command: str | None = None) -> dict[s
         bundle = load_recorded(source, config.seed)
         model, spec = load_model(run / "teacher", trust_code=args.trust_code)
         source = {k: v for k, v in source.items() if k != "command"}
+    _check_shape(spec, bundle, "the teacher", "teacher")
+    picked = _choose_normalization(choice, model, spec, bundle, "the teacher", config)
+    spec = replace(spec, normalization=picked.normalization.to_spec())
     Path(args.out).mkdir(parents=True, exist_ok=True)
     record = {**source, "baseline": args.kind, **({"command": command} if command else {})}
     write_json(Path(args.out) / "run.json", record)
@@ -438,11 +490,7 @@ def _run_compress(
 
     if bundle is None:
         bundle = load_recorded(source, config.seed)
-    if tuple(bundle.input_shape) != tuple(spec.input_shape):
-        raise N2NError(
-            f"the teacher takes inputs of shape {tuple(spec.input_shape)} but {source['data']} has "
-            f"{tuple(bundle.input_shape)}: pass the data set the teacher was trained on"
-        )
+    _check_shape(spec, bundle, "the teacher", "teacher")
     with _progress() as progress:
         result = compress(
             model,
@@ -469,28 +517,32 @@ def evaluate_cmd(
     latency: bool = True,
     data_options: dict[str, Any] | None = None,
     trust_code: bool = False,
+    normalize: str = "auto",
 ) -> dict[str, Any]:
-    """Test accuracy, parameters, FLOPs, file size and measured latency of a saved model (beside ``teacher``'s)."""
-    from n2n.data import load_data
+    """Test accuracy, parameters, FLOPs, file size and measured latency of a saved model (beside ``teacher``'s).
+
+    Each model gets the normalization its ``spec.json`` records, unless ``normalize`` says otherwise.
+    """
+    from n2n.data import load_data, parse_normalize
     from n2n.measure import measure_cost, speedups
     from n2n.models.io import load_model
     from n2n.search.distill import accuracy
 
+    choice = parse_normalize(normalize)
     bundle = load_data(data, data_dir, seed=seed, options=data_options)
     rows: dict[str, dict[str, Any]] = {}
     for name, directory in (("teacher", teacher), ("model", model_dir)):
         if directory is None:
             continue
         model, spec = load_model(directory, trust_code=trust_code)
-        if tuple(bundle.input_shape) != tuple(spec.input_shape):
-            raise N2NError(
-                f"{directory} takes inputs of shape {tuple(spec.input_shape)} but {data} has "
-                f"{tuple(bundle.input_shape)}"
-            )
+        _check_shape(spec, bundle, directory)
+        picked = _choose_normalization(choice, model, spec, bundle, directory)
+        inputs = bundle.normalized(picked.normalization)
         rows[name] = {
             **measure_cost(model, tuple(spec.input_shape), latency=latency),
-            "val_accuracy": accuracy(model, bundle.val.x, bundle.val.y),
-            "test_accuracy": accuracy(model, bundle.test.x, bundle.test.y),
+            "val_accuracy": accuracy(model, inputs.val.x, inputs.val.y),
+            "test_accuracy": accuracy(model, inputs.test.x, inputs.test.y),
+            "normalization": picked.normalization.to_spec(),
         }
     result = dict(rows["model"])
     if "teacher" in rows:
@@ -538,16 +590,21 @@ def export_cmd(
     data_dir: str | None = None,
     atol: float = 1e-4,
     trust_code: bool = False,
+    normalize: str = "auto",
+    bake: bool = False,
 ) -> dict[str, Any]:
     """Export a saved model to ONNX or TorchScript and check it numerically against the PyTorch model.
 
     The check runs on test images of ``data`` (or of ``digits`` when the model was trained on it and no data is
-    given), otherwise on seeded random inputs of the model's input shape.
+    given), normalised as the model records (or as ``normalize`` says), otherwise on seeded random inputs of the
+    model's input shape. ``bake`` puts the normalization into the file, which then takes pixels in [0, 1].
     """
-    from n2n.data import load_data
+    from n2n.data import Normalization, load_data, parse_normalize
+    from n2n.data.normalize import fixed_normalization
     from n2n.export import EXPORTERS, export_model
     from n2n.models.io import load_model
 
+    choice = parse_normalize(normalize)
     if fmt not in EXPORTERS:
         raise ConfigError(f"--format must be one of {', '.join(EXPORTERS)}; got {fmt!r}")
     if out is not None:
@@ -556,24 +613,38 @@ def export_cmd(
         check_writable_dir(Path(out).parent, "--out")
     model, spec = load_model(model_dir, trust_code=trust_code)
     data = data or ("digits" if spec.meta.get("data") == "digits" else None)
-    inputs = None
+    inputs, norm = None, Normalization.from_spec(spec.normalization)
     if data is not None:
         bundle = load_data(data, data_dir)
-        if tuple(bundle.input_shape) != tuple(spec.input_shape):
-            raise N2NError(
-                f"{model_dir} takes inputs of shape {tuple(spec.input_shape)} but {data} has "
-                f"{tuple(bundle.input_shape)}: pass the data set the model was trained on"
-            )
-        inputs = bundle.test.x
+        _check_shape(spec, bundle, model_dir)
+        norm = _choose_normalization(choice, model, spec, bundle, model_dir).normalization
+        channels = bundle.input_shape[0]
+        inputs = bundle.normalized(Normalization.identity(channels) if bake else norm).test.x
+    elif choice != "auto":
+        if not bake:
+            raise ConfigError("--normalize sets the inputs of the check on --data, or with --bake-normalization")
+        norm = fixed_normalization(choice, spec.input_shape[0], None, model_dir)
+    if bake and norm is None:
+        raise ConfigError(
+            f"{model_dir} records no normalization to bake: pass --normalize, or --data to measure the best one"
+        )
     target = Path(out) if out else Path(model_dir) / f"model{EXPORTERS[fmt].suffix}"
-    result = export_model(model, tuple(spec.input_shape), fmt, target, data=inputs, atol=atol)
+    baked = norm if bake else None
+    result = export_model(model, tuple(spec.input_shape), fmt, target, data=inputs, atol=atol, bake=baked)
     diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in result.max_abs_diff.items())
+    takes = f"; it takes pixels in [0, 1] and normalises them ({baked.describe()})" if baked else ""
     console.print(
         f"{fmt} model written to {result.path}; max abs difference vs PyTorch on "
-        f"{data + ' test images' if data else 'random inputs'}: {diffs} (<= {atol:g})",
+        f"{data + ' test images' if data else 'random inputs'}: {diffs} (<= {atol:g}){takes}",
         soft_wrap=True,
     )
-    return {"path": str(result.path), "format": fmt, "max_abs_diff": result.max_abs_diff, "inputs": data or "random"}
+    return {
+        "path": str(result.path),
+        "format": fmt,
+        "max_abs_diff": result.max_abs_diff,
+        "inputs": data or "random",
+        "baked_normalization": None if baked is None else baked.to_spec(),
+    }
 
 
 def demo_cmd(
@@ -779,6 +850,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="training augmentation (default: the data set's own: crop_flip for CIFAR, caltech256 and "
             "imagefolder, crop for svhn, none otherwise)",
         )
+        normalize_option(p)
+
+    def normalize_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--normalize",
+            default=None,
+            metavar="auto|data|none|imagenet|MEAN,STD",
+            help="what the model gets of pixels scaled to [0, 1]: data (standardised with the training split's "
+            "mean and std), none (as they are), imagenet (ImageNet's mean and std, RGB), or MEAN,STD (e.g. 0.5,0.25; "
+            "per channel M1/M2/M3,S1/S2/S3). Default auto: what the model's spec.json records; a teacher that "
+            "records none gets the best of data, none and imagenet on the validation split; train-teacher: data",
+        )
 
     p = sub.add_parser("demo", help="train a teacher on scikit-learn's digits and compress it (no download)")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
@@ -900,6 +983,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=1e-4, help="largest allowed absolute logit difference (1e-4)")
     p.add_argument("--data", default=None, help="data set whose test images the check runs on (default: random)")
     p.add_argument("--data-dir", default=None, help="directory holding the data set's files")
+    normalize_option(p)
+    p.add_argument(
+        "--bake-normalization",
+        action="store_true",
+        help="put the model's normalization into the exported file, which then takes pixels in [0, 1]",
+    )
     trust_code_option(p)
     return parser
 
@@ -933,11 +1022,22 @@ def main(argv: list[str] | None = None) -> int:
                 data_options=_data_options(args),
                 device=args.device,
                 overwrite=args.overwrite,
+                normalize=args.normalize or "auto",
             )
         elif args.command == "compress" and args.resume:
             given = [
                 a
-                for a in ("teacher", "weights", "teacher_kwargs", "out", "data", "data_dir", "max_train", "config")
+                for a in (
+                    "teacher",
+                    "weights",
+                    "teacher_kwargs",
+                    "out",
+                    "data",
+                    "data_dir",
+                    "max_train",
+                    "config",
+                    "normalize",
+                )
                 + tuple(_data_options(args))
                 if getattr(args, a) is not None
             ]
@@ -971,6 +1071,7 @@ def main(argv: list[str] | None = None) -> int:
                 command=command,
                 trust_code=args.trust_code,
                 overwrite=args.overwrite,
+                normalize=args.normalize or "auto",
             )
         elif args.command == "baseline":
             baseline_cmd(args, command=command)
@@ -1008,10 +1109,19 @@ def main(argv: list[str] | None = None) -> int:
                 latency=args.latency,
                 data_options=_data_options(args),
                 trust_code=args.trust_code,
+                normalize=args.normalize or "auto",
             )
         elif args.command == "export":
             export_cmd(
-                args.model, args.format, args.out, args.data, args.data_dir, args.atol, trust_code=args.trust_code
+                args.model,
+                args.format,
+                args.out,
+                args.data,
+                args.data_dir,
+                args.atol,
+                trust_code=args.trust_code,
+                normalize=args.normalize or "auto",
+                bake=args.bake_normalization,
             )
     except Interrupted as err:
         console.print(f"[yellow]{escape(str(err))}[/]", soft_wrap=True, highlight=False)

@@ -22,6 +22,7 @@ from n2n.errors import ConfigError, DataError, Interrupted, N2NError
 from n2n.files import RunLock, own_dir, read_json_object, write_json
 from n2n.measure import REPORT_TIMING, SEARCH_TIMING, measure_cost, torch_latency_ms
 from n2n.models.io import ModelSpec, save_model
+from n2n.preprocess import match_teacher
 from n2n.report import teacher_floor, weak_teacher_below, write_reports
 from n2n.runlog import EventLog, truncate_events
 from n2n.search.candidate import (
@@ -180,13 +181,15 @@ def compress(
     The search state is checkpointed after every policy update; ``resume=True`` continues an interrupted run in
     ``out_dir`` (same teacher, data and settings) and gives the same events and student as an uninterrupted run.
     A run directory is locked while its search runs; an existing run in it is replaced only when ``overwrite``.
-    ``record`` (the teacher and data as given, the command) is written to ``run.json`` of a new run.
+    ``record`` (the teacher and data as given, the command) is written to ``run.json`` of a new run. ``data`` is
+    normalised as ``teacher_spec`` records (a spec that records nothing gets ``data``'s normalization recorded).
 
     Raises:
         N2NError: ``out_dir`` is in use or holds another run; the teacher is at chance accuracy; no student was
             valid, or none met the constraints (no student that breaks one is ever saved).
     """
     cfg = config.validate()
+    teacher_spec, data = match_teacher(teacher_spec, data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
@@ -370,7 +373,7 @@ def check_teacher(val_accuracy: float, data: DataBundle) -> None:
         raise DataError(
             f"the teacher scores {val_accuracy:.2%} on {data.name}'s validation split, below {floor:.1%} "
             f"({data.num_classes} classes: near chance): it is untrained, or gets other inputs than it was trained on "
-            "(another data set, or other input normalisation)"
+            "(another data set, or other input normalisation: see --normalize)"
         )
 
 

@@ -1,9 +1,10 @@
 """Export a saved model to ONNX or TorchScript, then check the exported file against the PyTorch model.
 
 Both formats take one input named ``input`` of shape ``(batch, *input_shape)`` with a dynamic batch dimension and
-return the logits. The check runs the exported file (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) and the
-PyTorch model on the same inputs, at batch 1 and at a larger batch, and fails when the largest absolute difference of
-the logits exceeds a tolerance.
+return the logits; with a baked normalization the file takes pixels in [0, 1] and standardises them itself. The check
+runs the exported file (onnxruntime for ONNX, ``torch.jit.load`` for TorchScript) and the PyTorch model on the same
+inputs, at batch 1 and at a larger batch, and fails when the largest absolute difference of the logits exceeds a
+tolerance.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from n2n.data.normalize import Normalization
 from n2n.errors import ConfigError, ModelError, N2NError
 from n2n.files import atomic_write
 
@@ -122,13 +124,31 @@ class ExportResult:
     inputs: str  # where the check's inputs came from
 
 
-def check_inputs(input_shape: tuple[int, ...], data: torch.Tensor | None, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` inputs for the check: the first ``n`` of ``data`` (real, normalised images) or seeded normal draws."""
+class Normalized(nn.Module):
+    """``model((x - mean) / std)``: an exported graph that takes pixels in [0, 1], for runtimes without n2n."""
+
+    def __init__(self, model: nn.Module, norm: Normalization, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = model
+        shape = (1, -1) + (1,) * (len(input_shape) - 1)  # (1, C, 1, 1): one value per channel of (N, C, H, W)
+        self.register_buffer("mean", torch.tensor(norm.mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(norm.std, dtype=torch.float32).view(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def check_inputs(
+    input_shape: tuple[int, ...], data: torch.Tensor | None, n: int, seed: int = 0, pixels: bool = False
+) -> torch.Tensor:
+    """``n`` inputs for the check: the first ``n`` of ``data`` (real images) or seeded draws, normal or (``pixels``,
+    for a file that takes pixels) uniform in [0, 1]."""
     if data is not None:
         if tuple(data.shape[1:]) != tuple(input_shape):
             raise ConfigError(f"the check data has inputs of shape {tuple(data.shape[1:])}, the model {input_shape}")
         return data[:n]
-    return torch.randn(n, *input_shape, generator=torch.Generator().manual_seed(seed))
+    draw = torch.rand if pixels else torch.randn
+    return draw(n, *input_shape, generator=torch.Generator().manual_seed(seed))
 
 
 def max_abs_diff(reference: nn.Module, runner: Runner, x: torch.Tensor) -> float:
@@ -149,13 +169,16 @@ def export_model(
     data: torch.Tensor | None = None,
     atol: float = 1e-4,
     batches: tuple[int, ...] = CHECK_BATCHES,
+    bake: Normalization | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``out`` in format ``fmt`` and check it against the PyTorch model.
 
     Args:
-        data: real, normalised inputs for the check (e.g. the test split); seeded normal draws when None.
+        data: real inputs for the check (e.g. the test split: normalised, or pixels in [0, 1] with ``bake``); seeded
+            draws when None.
         atol: largest allowed absolute difference of any logit.
         batches: batch sizes checked (batch 1 and a larger one test the dynamic batch dimension).
+        bake: a normalization the file applies itself (:class:`Normalized`): it then takes pixels in [0, 1].
 
     Raises:
         ConfigError: unknown format or bad tolerance.
@@ -168,9 +191,9 @@ def export_model(
     exporter = EXPORTERS[fmt]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    model = (model if bake is None else Normalized(model, bake, input_shape)).eval()
     with atomic_write(out) as tmp:  # the file appears only once it passed the check (and replaces a link there)
-        diffs = _write_and_check(exporter, model, input_shape, tmp, data, batches)
+        diffs = _write_and_check(exporter, model, input_shape, tmp, data, batches, pixels=bake is not None)
         worst = max(diffs.values())
         if worst <= atol:
             log.info("exported %s: max abs diff %s", out, diffs)
@@ -189,12 +212,13 @@ def _write_and_check(
     path: Path,
     data: torch.Tensor | None,
     batches: tuple[int, ...],
+    pixels: bool = False,
 ) -> dict[int, float]:
     """Export to ``path`` and measure the largest logit difference per batch size against ``model``."""
     try:
         exporter.write(model, input_shape, path)
         runner = exporter.runner(path)
-        x = check_inputs(input_shape, data, max(batches))
+        x = check_inputs(input_shape, data, max(batches), pixels=pixels)
         return {b: max_abs_diff(model, runner, x[:b]) for b in batches}
     except N2NError:
         raise

@@ -315,14 +315,15 @@ def _rebuild_finished(
 ) -> dict[str, Any]:
     from n2n.data import load_recorded, read_source
     from n2n.models.io import check_edits, load_model
+    from n2n.preprocess import match_teacher
     from n2n.search.config import read_config
     from n2n.surgery import analyze
 
     source = read_source(run / "run.json")
     config = read_config(run / "config.json")
-    teacher, _ = load_model(run / "teacher", trust_code=trust_code)
+    teacher, teacher_spec = load_model(run / "teacher", trust_code=trust_code)
     student, spec = load_model(run / "student", trust_code=trust_code)
-    data = load_recorded(source, config.seed)
+    _, data = match_teacher(teacher_spec, load_recorded(source, config.seed))  # the inputs the run gave them
     analysis = analyze(teacher, data.input_shape, fix=config.fix, check_removals=False)
     chosen = [e for e in candidates if check_edits(e["edits"]) == spec.edits]  # the search's pick, not the max
     best_event = _best(chosen) or _best(candidates)

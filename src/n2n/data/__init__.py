@@ -15,9 +15,11 @@ from n2n.data._base import (
 )
 from n2n.data.augment import augment_batch, list_policies
 from n2n.data.idx import read_idx, write_idx
+from n2n.data.normalize import Normalization, parse_normalize
 
 __all__ = [
     "DataBundle",
+    "Normalization",
     "RawData",
     "Split",
     "augment_batch",
@@ -26,6 +28,7 @@ __all__ = [
     "list_policies",
     "load_data",
     "load_recorded",
+    "parse_normalize",
     "read_idx",
     "read_source",
     "register_dataset",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -12,6 +12,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from n2n.data.augment import list_policies
+from n2n.data.normalize import Normalization, renormalize
 from n2n.errors import DataError
 
 
@@ -28,7 +29,7 @@ class RawData(NamedTuple):
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs ``x`` (N, C, H, W) float32, normalised with the training split's statistics; labels ``y`` (N,) int64."""
+    """Inputs ``x`` (N, C, H, W) float32, normalised as their bundle says; labels ``y`` (N,) int64."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -39,7 +40,11 @@ class Split:
 
 @dataclass(frozen=True)
 class DataBundle:
-    """Train / validation / test splits of one data set. Rewards use ``val``; ``test`` is for final figures only."""
+    """Train / validation / test splits of one data set. Rewards use ``val``; ``test`` is for final figures only.
+
+    ``x = (pixels - mean) / std`` per channel, pixels in [0, 1]: the training split's statistics ``stats`` as
+    ``load_data`` returns it; :meth:`normalized` gives the bundle a model trained on other inputs needs.
+    """
 
     name: str
     train: Split
@@ -49,8 +54,30 @@ class DataBundle:
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    stats: Normalization  # the training split's per-channel mean and std of pixels in [0, 1] (--normalize data)
     augment: str = "none"  # training augmentation policy (n2n.data.augment); validation and test are never augmented
     options: dict[str, Any] = field(default_factory=dict)  # the resolved options: load_data(..., options=) again
+
+    @property
+    def normalization(self) -> Normalization:
+        """What the splits' inputs are normalised with."""
+        return Normalization(self.mean, self.std)
+
+    def normalized(self, norm: Normalization) -> DataBundle:
+        """The same splits normalised with ``norm`` instead; this bundle itself when it already is (same bytes)."""
+        if len(norm.mean) != self.input_shape[0]:
+            raise DataError(
+                f"{self.name} has {self.input_shape[0]} channel(s) but the normalization has {len(norm.mean)} values"
+            )
+        if norm == self.normalization:
+            return self
+
+        def split(s: Split) -> Split:
+            return Split(renormalize(s.x, self.normalization, norm), s.y)
+
+        return replace(
+            self, train=split(self.train), val=split(self.val), test=split(self.test), mean=norm.mean, std=norm.std
+        )
 
 
 Reader = Callable[..., RawData]
@@ -204,6 +231,7 @@ def load_data(
         input_shape=tuple(int(d) for d in x_train.shape[1:]),
         mean=tuple(mean.tolist()),
         std=tuple(std.tolist()),
+        stats=Normalization(tuple(mean.tolist()), tuple(std.tolist())),
         augment=resolved["augment"],
         options=resolved,
     )
