@@ -8,7 +8,8 @@ At each size in ``--sizes`` and for each seed, with the same teacher, data and f
 - ``uniform``: ``n2n baseline uniform --target-params N`` (one keep-fraction for every layer through Torch-Pruning's
   dependency graph), with n2n's fine-tune;
 - ``hand``: the hand-designed CNN of ``_small_cnn.py`` sized to N (within 5%), trained from scratch with
-  cross-entropy for the fine-tune's epochs and for 5 epochs (``hand-5ep``, only when those differ);
+  cross-entropy for as many steps as n2n's fine-tune (its epochs, or more on a small data set where
+  ``--finetune-min-steps`` sets the length) and for 5 epochs (``hand-5ep``, only when those differ);
 - ``n2n-arch``: n2n's student architecture, re-initialised and trained exactly as the hand-designed CNN (Liu et al.
   2019's check: does the search find an architecture, or only good inherited weights?).
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     extra = QUICK if args.quick else []
-    epochs = 1 if args.quick else CompressConfig().finetune_epochs
+    defaults = CompressConfig()
     common = ["--teacher", args.teacher, "--data", args.data] + (["--data-dir", args.data_dir] if args.data_dir else [])
     teacher, _ = load_model(args.teacher)
     teacher_params = sum(p.numel() for p in teacher.parameters())
@@ -125,6 +127,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for seed in seeds:
         data = load_data(args.data, args.data_dir, seed=seed)
         input_shape = tuple(data.input_shape)
+        # as many steps as n2n's fine-tune takes: its epochs, but at least --finetune-min-steps (small data sets)
+        per_epoch = max(1, len(data.train) // defaults.batch_size)
+        epochs = 1 if args.quick else max(defaults.finetune_epochs, math.ceil(defaults.finetune_min_steps / per_epoch))
         for size in sizes:
             for method, search in (("n2n", "rl"), ("random", "random")):
                 if method not in methods and not (method == "n2n" and "n2n-arch" in methods):
