@@ -148,3 +148,34 @@ def test_a_torch_pruning_call_that_runs_too_long_is_a_typed_rejection(monkeypatc
     with pytest.raises(SurgeryError, match=r"Torch-Pruning took more than 0.2 s to build the dependency graph"):
         shrink_layers(_net("grouped"), {"stem": 0.5}, _x())
     assert time.monotonic() - start < 5
+
+
+def test_a_network_torch_pruning_cannot_follow_still_offers_its_removals(monkeypatch):
+    import torch_pruning as tp
+
+    def fails(*args, **kwargs):
+        raise ZeroDivisionError("integer division or modulo by zero")  # what ShuffleNet's channel shuffle gives
+
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", fails)
+    model = _net("grouped")
+    analysis = analyze(model, SHAPE)
+    assert not any(layer.shrinkable for layer in analysis.layers)
+    assert all("cannot build the dependency graph" in layer.shrink_reason for layer in analysis.layers[:-1])
+    assert [layer.name for layer in analysis.layers if layer.removable] == ["stem", "grouped", "expand"]
+    _offered_edits_work(model, analysis)
+
+
+def test_a_torch_pruning_call_that_needs_too_much_memory_is_a_typed_rejection(monkeypatch):
+    import torch_pruning as tp
+
+    from n2n.errors import SurgeryError
+    from n2n.surgery import shrink
+
+    def greedy(*args, **kwargs):
+        return [bytearray(2**20) for _ in range(1024)]  # swin_t's index lists grew to 22 GB
+
+    monkeypatch.setattr(shrink, "TORCH_PRUNING_BYTES", 256 * 2**20)
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", greedy)
+    with pytest.raises(SurgeryError, match=r"Torch-Pruning needed more than 0.25 GiB to build the dependency graph"):
+        shrink_layers(_net("grouped"), {"stem": 0.5}, _x())
+    assert bytearray(2**29), "the memory bound was lifted afterwards"

@@ -190,7 +190,10 @@ def analyze(
     layer_nodes = list(first_site.values())
     heads = _heads(gm, layer_nodes)
     skips = _skip_positions(gm)
-    dg = dependency_graph(model, example)
+    try:
+        dg, no_graph = dependency_graph(model, example), ""
+    except SurgeryError as err:  # e.g. ShuffleNet's channel shuffle: removals still work, shrinking cannot
+        dg, no_graph = None, err.reason
     params = count_params(model)
 
     def held(name: str) -> str:
@@ -212,11 +215,14 @@ def analyze(
         remove_reason = fixed[name] or (_removal_failure(model, name, example, params) if check_removals else "")
         out_channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
         try:
+            if no_graph and not fixed[name]:
+                raise SurgeryError(name, no_graph)
             coupled = tuple(c for c in coupled_layers(dg, model, name) if c in fixed) if not fixed[name] else (name,)
             group = group_layers(dg, model, name) if not fixed[name] else {}
             shrink_reason = fixed[name] or _shrink_failure(name, coupled, fixed, order, out_channels, group)
-        except SurgeryError as err:  # Torch-Pruning ran out of time on this layer's group
-            coupled, shrink_reason = (name,), err.reason
+        except SurgeryError as err:  # no dependency graph, or Torch-Pruning ran out of time or memory on this group:
+            coupled, shrink_reason = (name,), err.reason  # it would on the next groups too, so none is tried after it
+            no_graph = no_graph or err.reason
         is_linear = isinstance(module, nn.Linear)
         start, end = skips.get(name, (0, 0))
         layers.append(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import resource
 import signal
 import threading
 import time
@@ -32,9 +33,11 @@ def _prune_fn(module: nn.Module):  # noqa: ANN202 - Torch-Pruning's pruning func
     return tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
 
 
-#: Wall-clock bound on one Torch-Pruning call (building a dependency graph, or cutting one group): on some graphs
-#: (timm's LeViT) its search for coupled dimensions runs for many minutes.
+#: Bounds on one Torch-Pruning call (building a dependency graph, or finding or cutting one group): on some graphs
+#: its search for coupled dimensions runs for many minutes (timm's LeViT) or builds index lists of many GB (swin_t's
+#: flattened windows).
 TORCH_PRUNING_SECONDS = 120.0
+TORCH_PRUNING_BYTES = 4 * 2**30
 
 
 class _Expired(BaseException):
@@ -43,8 +46,9 @@ class _Expired(BaseException):
 
 @contextlib.contextmanager
 def time_limit(seconds: float, layer: str, what: str) -> Iterator[None]:
-    """Raise SurgeryError when the block runs longer than ``seconds`` (SIGALRM: the main thread of a Unix process;
-    elsewhere the block runs unbounded). An outer alarm is restored, less the time spent here."""
+    """Raise SurgeryError when the block runs longer than ``seconds`` or allocates more than TORCH_PRUNING_BYTES
+    of address space (SIGALRM and RLIMIT_AS: the main thread of a Unix process; elsewhere the block runs unbounded).
+    An outer alarm is restored, less the time spent here."""
     if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -54,16 +58,37 @@ def time_limit(seconds: float, layer: str, what: str) -> Iterator[None]:
 
     previous = signal.signal(signal.SIGALRM, expire)
     outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    limits = _limit_memory(TORCH_PRUNING_BYTES)
     start = time.monotonic()
     try:
         yield
     except _Expired:
         raise SurgeryError(layer, f"Torch-Pruning took more than {seconds:g} s to {what}") from None
+    except MemoryError:
+        gib = TORCH_PRUNING_BYTES / 2**30
+        raise SurgeryError(layer, f"Torch-Pruning needed more than {gib:g} GiB to {what}") from None
     finally:
+        if limits is not None:
+            resource.setrlimit(resource.RLIMIT_AS, limits)
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         if outer:
             signal.setitimer(signal.ITIMER_REAL, max(1e-3, outer - (time.monotonic() - start)))
+
+
+def _limit_memory(extra: int) -> tuple[int, int] | None:
+    """Cap the address space at its current size plus ``extra`` bytes; returns the limits to restore (None: unset)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            size = int(f.read().split()[0]) * resource.getpagesize()
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = size + extra if hard == resource.RLIM_INFINITY else min(hard, size + extra)
+        if soft != resource.RLIM_INFINITY and soft <= cap:
+            return None
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (OSError, ValueError):
+        return None
+    return soft, hard
 
 
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
