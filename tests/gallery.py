@@ -3,7 +3,9 @@
 Each builder takes ``in_channels`` and ``num_classes`` and returns a network for 8x8 inputs (the MLP takes
 flattened or image inputs alike). They cover the constructs users bring: depthwise convolutions in inverted
 residual blocks, squeeze-and-excitation, dense concatenation, bottleneck blocks, GroupNorm/LayerNorm, plain MLPs,
-nested containers and functional forward code.
+nested containers and functional forward code; and those torchvision and timm networks hold (norm
+subclasses outside torch.nn, training-only branches, in-place ReLUs on shared inputs, a depthwise first layer, grouped
+convolutions, class tokens and optional forward inputs).
 """
 
 from __future__ import annotations
@@ -129,9 +131,16 @@ class GroupNormNet(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.ReLU(),
+            nn.Conv2d(in_channels, 16, 3, padding=1),
+            nn.GroupNorm(4, 16),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.GroupNorm(4, 16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.GroupNorm(8, 32),
+            nn.ReLU(),
         )
         self.classifier = nn.Linear(32 * 4 * 4, num_classes)
 
@@ -160,8 +169,14 @@ class MLP(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_channels * 64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-            nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, num_classes),
+            nn.Flatten(),
+            nn.Linear(in_channels * 64, 64),
+            nn.ReLU(),
+            nn.Linear(64, 64),
+            nn.ReLU(),
+            nn.Linear(64, 32),
+            nn.ReLU(),
+            nn.Linear(32, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,10 +192,12 @@ class NestedContainers(nn.Module):
             nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU()),
             nn.Sequential(nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())),
         )
-        self.branches = nn.ModuleDict({
-            "left": nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU()),
-            "right": nn.Sequential(nn.Conv2d(16, 16, 1), nn.ReLU()),
-        })
+        self.branches = nn.ModuleDict(
+            {
+                "left": nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU()),
+                "right": nn.Sequential(nn.Conv2d(16, 16, 1), nn.ReLU()),
+            }
+        )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16 * 4, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,6 +227,149 @@ class FunctionalOps(nn.Module):
         return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
 
 
+class NormAct(nn.BatchNorm2d):
+    """A batch norm with its activation, defined outside torch.nn and branching on ``self.training`` (timm's
+    ``BatchNormAct2d``): traced through, it would become a functional batch norm that surgery cannot resize."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        momentum = self.momentum if self.training else 0.0
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, momentum)
+        return self.act(x)
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of (N, C, H, W) (torchvision's and timm's ``LayerNorm2d``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth outside torch.nn: zeroes a random share of samples while training, the identity in eval."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) > 0.5).to(x.dtype)
+        return x * keep * 2.0
+
+
+class CustomNormNet(nn.Module):
+    """Custom norm subclasses, stochastic depth, and an auxiliary head used only in training (GoogLeNet's)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 8, 3, padding=1, bias=False)
+        self.bn1 = NormAct(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = NormAct(8)
+        self.drop_path = DropPath()
+        self.conv3 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.ln = ChannelLayerNorm(16)
+        self.aux = nn.Linear(8, num_classes)
+        self.classifier = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv1(x))
+        x = x + self.drop_path(self.bn2(self.conv2(x)))
+        out = self.classifier(self.ln(F.gelu(self.conv3(x))).mean((2, 3)))
+        if self.training:
+            return out + 0.3 * self.aux(x.mean((2, 3)))
+        return out
+
+
+class BasicConv(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+class InceptionLike(nn.Module):
+    """Branches reading one input, each ending in an in-place ReLU (GoogLeNet's and Inception's blocks)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, 8, 3, padding=1)  # no ReLU: the branches' in-place ReLUs are not repeats
+        self.branch1 = BasicConv(8, 8, 1)
+        self.branch3 = nn.Sequential(BasicConv(8, 4, 1), BasicConv(4, 8, 3))
+        self.pool_proj = BasicConv(8, 4, 1)
+        self.classifier = nn.Linear(20, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        pooled = F.max_pool2d(x, 3, 1, 1)
+        x = torch.cat([self.branch1(x), self.branch3(x), self.pool_proj(pooled)], 1)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class DepthwiseFirst(nn.Module):
+    """An inverted-residual network whose first layer is depthwise (MobileNetV2 with its stem removed)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False)
+        self.bn = nn.BatchNorm2d(in_channels)
+        self.blocks = nn.Sequential(InvertedResidual(in_channels, 8, 2), InvertedResidual(8, 8, 1))
+        self.classifier = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(F.relu(self.bn(self.dw(x))))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class GroupedConvNet(nn.Module):
+    """ResNeXt-style blocks: a 1x1 reduction, a grouped 3x3 convolution, a 1x1 expansion and a residual."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, 16, 3, padding=1)
+        self.reduce = nn.Conv2d(16, 8, 1)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+        self.expand = nn.Conv2d(8, 16, 1)
+        self.classifier = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.expand(F.relu(self.grouped(F.relu(self.reduce(x))))))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class TokenNet(nn.Module):
+    """A ViT in miniature: patch embedding, class token, position embedding, two-head attention (its reshape into heads
+    fixes the width of ``qkv``), an MLP, and an optional mask input (timm's ``attn_mask=None``)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(in_channels, 16, 4, stride=4)  # 8x8 -> 2x2 patches of 16 channels
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 16))
+        self.pos = nn.Parameter(torch.randn(1, 5, 16) * 0.02)
+        self.qkv = nn.Linear(16, 48)
+        self.proj = nn.Linear(16, 16)
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 16)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        if mask is not None:
+            x = x * mask
+        q, k, v = self.qkv(x).reshape(x.shape[0], 5, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (N, 2, 5, 8)
+        attn = ((q @ k.transpose(-2, -1)) * 8**-0.5).softmax(-1)
+        x = x + self.proj((attn @ v).transpose(1, 2).reshape(x.shape[0], 5, 16))
+        x = x + self.fc2(F.gelu(self.fc1(x)))
+        return self.head(x[:, 0])
+
+
 GALLERY = {
     "mobilenetv2": MobileNetV2Like,
     "senet": SENet,
@@ -220,6 +380,11 @@ GALLERY = {
     "mlp": MLP,
     "nested": NestedContainers,
     "functional": FunctionalOps,
+    "customnorm": CustomNormNet,
+    "inception": InceptionLike,
+    "depthwisefirst": DepthwiseFirst,
+    "grouped": GroupedConvNet,
+    "tokens": TokenNet,
 }
 
 

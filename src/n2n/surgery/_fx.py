@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import operator
 from typing import Any
 
@@ -25,8 +26,32 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 ELEMENTWISE_BINARY = {operator.add, operator.iadd, operator.mul, operator.sub, torch.add, torch.mul, torch.sub}
 
 
+#: Modules traced as one node even when their class lives outside torch.nn (timm's ``BatchNormAct2d``, torchvision's
+#: ``LayerNorm2d``): traced through, they become functional calls on loose tensors, which neither the shape repair
+#: nor Torch-Pruning can resize ("running_mean should contain 8 elements not 32").
+LEAF_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with subclasses of the layer and norm types kept as modules of their own class."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, LEAF_TYPES) or super().is_leaf_module(m, module_qualified_name)
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
     """Trace a *copy* of ``model`` with torch.fx; the caller's module is never touched.
+
+    The copy is traced in eval mode: fx freezes Python branches on ``self.training`` into the graph, and the
+    inference branch is the one a saved student must reproduce (stochastic depth off, no auxiliary heads). Modules
+    keep their own ``training`` switch (dropout, batch norm), so the traced network still trains as usual.
 
     Raises:
         ModelError: naming the construct fx could not trace and the usual workarounds.
@@ -34,8 +59,13 @@ def trace(model: nn.Module) -> fx.GraphModule:
     model = copy.deepcopy(model)
     if isinstance(model, fx.GraphModule):
         return model
+    was_training = model.training
+    model.eval()
     try:
-        return fx.symbolic_trace(model)
+        tracer = _Tracer()
+        graph = tracer.trace(model, concrete_args=_optional_inputs(model))
+        name = model.__class__.__name__
+        return fx.GraphModule(tracer.root, graph, name).train(was_training)
     except Exception as err:  # fx raises TraceError, TypeError, RuntimeError, ... depending on the construct
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(
@@ -43,6 +73,25 @@ def trace(model: nn.Module) -> fx.GraphModule:
             "Python control flow from forward(), or make the offending submodule a leaf "
             "(torch.fx.Tracer.is_leaf_module) and hold it with --fix"
         ) from err
+
+
+def _optional_inputs(model: nn.Module) -> dict[str, Any]:
+    """forward()'s inputs after the first that have a default (timm ViT's ``attn_mask=None``): the network is called
+    with the image alone, so they are fixed to their defaults. Traced as inputs, they would take the image."""
+    params = list(inspect.signature(model.forward).parameters.values())[1:]
+    named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    required = [p.name for p in named if p.default is p.empty]
+    if required:
+        raise ModelError(
+            f"{type(model).__name__}.forward() needs inputs besides the image ({', '.join(required)}): n2n calls "
+            "the network with one input tensor"
+        )
+    return {p.name: p.default for p in named if p.kind != p.POSITIONAL_ONLY}
+
+
+def placeholder_value(node: fx.Node, x: torch.Tensor) -> Any:
+    """The value of an input node: ``x`` for the image (the first input), the default of any other."""
+    return node.args[0] if node.args else x
 
 
 def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -87,7 +136,7 @@ def propagate(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
     env: dict[fx.Node, Any] = {}
     try:
         for node in gm.graph.nodes:
-            env[node] = x if node.op == "placeholder" else run_node(gm, node, env)
+            env[node] = placeholder_value(node, x) if node.op == "placeholder" else run_node(gm, node, env)
     finally:
         gm.train(was_training)
     return env

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import fx, nn
@@ -14,8 +14,7 @@ from n2n.errors import SurgeryError
 from n2n.surgery._fx import is_layer, propagate, residual_merges, trace
 from n2n.surgery.count import count_macs, count_params, layer_macs
 from n2n.surgery.remove import call_sites, remove_layers
-from n2n.surgery.repair import ChannelPad
-from n2n.surgery.shrink import coupled_layers, dependency_graph, shrink_layers
+from n2n.surgery.shrink import coupled_layers, dependency_graph, group_layers, shrink_layers
 
 #: The per-layer features the policies read, in order (see :func:`layer_features`); saved with every policy.
 FEATURE_NAMES = (
@@ -170,10 +169,11 @@ def analyze(
         model: any torch.fx-traceable classifier (not modified).
         input_shape: one sample's shape, e.g. ``(1, 28, 28)``.
         fix: glob patterns on module names held out of both stages.
-        check_removals: try removing each layer on its own and mark it fixed when that fails.
-        check_shrinks: try halving each shrinkable layer on its own and mark it fixed when that fails. Only
-            networks holding a ChannelPad (left by removing a projection shortcut) need it: Torch-Pruning cannot
-            follow a zero-pad, so the groups that cross one cannot be shrunk.
+        check_removals: try removing each layer on its own and mark it fixed when that fails or leaves the network
+            no smaller (removing a 1x1 reduction widens the layer after it).
+        check_shrinks: halve every shrinkable layer at once and, if that fails, find by bisection the layers whose
+            halving fails and mark them fixed (Torch-Pruning cannot follow a zero-pad, a class token, ...), so that
+            no decision offered is one that cannot work.
     """
     input_shape = tuple(int(d) for d in input_shape)
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
@@ -190,8 +190,11 @@ def analyze(
     layer_nodes = list(first_site.values())
     heads = _heads(gm, layer_nodes)
     skips = _skip_positions(gm)
-    dg = dependency_graph(model, example)
-    check_shrinks = check_shrinks and any(isinstance(m, ChannelPad) for m in model.modules())
+    try:
+        dg, no_graph = dependency_graph(model, example), ""
+    except SurgeryError as err:  # e.g. ShuffleNet's channel shuffle: removals still work, shrinking cannot
+        dg, no_graph = None, err.reason
+    params = count_params(model)
 
     def held(name: str) -> str:
         if name in heads:
@@ -209,12 +212,17 @@ def analyze(
         name = str(node.target)
         module = gm.get_submodule(name)
         out = env[node]
-        remove_reason = fixed[name] or (_removal_failure(model, name, example) if check_removals else "")
-        coupled = tuple(c for c in coupled_layers(dg, model, name) if c in fixed) if not fixed[name] else (name,)
+        remove_reason = fixed[name] or (_removal_failure(model, name, example, params) if check_removals else "")
         out_channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
-        shrink_reason = fixed[name] or _shrink_failure(name, coupled, fixed, order, out_channels)
-        if check_shrinks and not shrink_reason:
-            shrink_reason = _trial_shrink(model, name, example, tuple(heads))
+        try:
+            if no_graph and not fixed[name]:
+                raise SurgeryError(name, no_graph)
+            coupled = tuple(c for c in coupled_layers(dg, model, name) if c in fixed) if not fixed[name] else (name,)
+            group = group_layers(dg, model, name) if not fixed[name] else {}
+            shrink_reason = fixed[name] or _shrink_failure(name, coupled, fixed, order, out_channels, group)
+        except SurgeryError as err:  # no dependency graph, or Torch-Pruning ran out of time or memory on this group:
+            coupled, shrink_reason = (name,), err.reason  # it would on the next groups too, so none is tried after it
+            no_graph = no_graph or err.reason
         is_linear = isinstance(module, nn.Linear)
         start, end = skips.get(name, (0, 0))
         layers.append(
@@ -239,6 +247,12 @@ def analyze(
                 coupled=tuple(sorted(coupled, key=order.__getitem__)),
             )
         )
+    if check_shrinks:
+        failures = _failing_shrinks(model, [layer.name for layer in layers if layer.shrinkable], example, heads)
+        layers = [
+            replace(layer, shrinkable=False, shrink_reason=failures[layer.name]) if layer.name in failures else layer
+            for layer in layers
+        ]
     return Analysis(
         layers=tuple(layers),
         input_shape=input_shape,
@@ -248,30 +262,56 @@ def analyze(
     )
 
 
-def _removal_failure(model: nn.Module, name: str, example: torch.Tensor) -> str:
+def _removal_failure(model: nn.Module, name: str, example: torch.Tensor, params: int) -> str:
     try:
-        remove_layers(model, [name], example)
+        student = remove_layers(model, [name], example)
     except SurgeryError as err:
         return f"removing it breaks the network: {err.reason}"
+    if count_params(student) >= params:
+        return "removing it does not make the network smaller (the layers after it widen)"
     return ""
 
 
-def _trial_shrink(model: nn.Module, name: str, example: torch.Tensor, protected: tuple[str, ...]) -> str:
+def _failing_shrinks(model: nn.Module, names: list[str], example: torch.Tensor, protected: set[str]) -> dict[str, str]:
+    """Layer -> why halving it fails, for the layers of ``names`` whose halving fails (bisection: one trial when
+    all of them work, about ``k log n`` when ``k`` of ``n`` do not)."""
+    if not names:
+        return {}
     try:
-        shrink_layers(model, {name: 0.5}, example, protected)
+        shrink_layers(model, dict.fromkeys(names, 0.5), example, tuple(protected))
     except SurgeryError as err:
-        return f"shrinking it breaks the network: {err.reason}"
-    return ""
+        if len(names) == 1:
+            return {names[0]: f"shrinking it breaks the network: {err.reason}"}
+        half = len(names) // 2
+        return {
+            **_failing_shrinks(model, names[:half], example, protected),
+            **_failing_shrinks(model, names[half:], example, protected),
+        }
+    return {}
 
 
 def _shrink_failure(
-    name: str, coupled: tuple[str, ...], fixed: dict[str, str], order: dict[str, int], out_channels: int
+    name: str,
+    coupled: tuple[str, ...],
+    fixed: dict[str, str],
+    order: dict[str, int],
+    out_channels: int,
+    group: dict[str, nn.Module],
 ) -> str:
     if out_channels < 2:
         return "has a single output channel"
+    if not coupled:  # the group holds no decision layer producing these channels: they are the network's input
+        return "its channels are the network's input channels (a depthwise convolution on the input)"
     held = [c for c in coupled if fixed[c]]
     if held:
         return f"shares its output channels with {held[0]} ({fixed[held[0]]})"
+    grouped = [n for n, m in group.items() if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.in_channels]
+    if grouped:
+        conv = group[grouped[0]]
+        return (
+            f"its channels feed the grouped convolution {grouped[0]} (groups={conv.groups}), which Torch-Pruning "
+            "cannot cut group by group"
+        )
     leader = min(coupled, key=order.__getitem__)
     if leader != name:
         return f"shares its output channels with {leader}, which decides for both"

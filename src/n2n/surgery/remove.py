@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Iterable
 
@@ -88,6 +89,45 @@ def _drop_repeated_relus(gm: fx.GraphModule) -> None:
             gm.graph.erase_node(node)
 
 
+#: modules and methods that return their input itself or a view of it: an in-place op after them writes into it
+_ALIASING_MODULES = (nn.Identity, Bypass, nn.Flatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+_INPLACE_METHODS = {"relu_": "relu", "sigmoid_": "sigmoid", "tanh_": "tanh", "clamp_": "clamp", "hardtanh_": "hardtanh"}
+_ALIASING_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze"}
+
+
+def _aliases_shared(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True when ``node``'s value is (a view of) the network's input or of a tensor another node also reads."""
+    while True:
+        if node.op == "placeholder" or len(node.users) > 1:
+            return True
+        aliasing = isinstance(module_of(gm, node), _ALIASING_MODULES) or (
+            node.op == "call_method" and node.target in _ALIASING_METHODS
+        )
+        if not aliasing or not node.args or not isinstance(node.args[0], fx.Node):
+            return False
+        node = node.args[0]
+
+
+def _detach_inplace_ops(gm: fx.GraphModule) -> None:
+    """Make in-place activations out-of-place where their input is shared.
+
+    A block such as GoogLeNet's ``relu(bn(conv(x)), inplace=True)`` whose conv and bn are removed applies the in-place
+    ReLU to ``x`` itself, which the block's other branches also read: the forward pass changes their input and the
+    backward pass fails ("a variable needed for gradient computation has been modified by an inplace operation").
+    """
+    for node in gm.graph.nodes:
+        if not node.args or not isinstance(node.args[0], fx.Node) or not _aliases_shared(gm, node.args[0]):
+            continue
+        module = module_of(gm, node)
+        if getattr(module, "inplace", False) is True:
+            _set_module(gm, str(node.target), copy.copy(module))
+            gm.get_submodule(str(node.target)).inplace = False
+        elif node.op == "call_function" and node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+        elif node.op == "call_method" and node.target in _INPLACE_METHODS:
+            node.target = _INPLACE_METHODS[node.target]
+
+
 def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor) -> fx.GraphModule:
     """Return a copy of ``model`` without the layers ``names``; ``model`` itself is not modified.
 
@@ -121,13 +161,17 @@ def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor)
             raise SurgeryError(name, f"is called {len(nodes)} times in forward(); shared layers cannot be removed")
         node = nodes[0]
         x_in, x_out = env[node.args[0]], env[node]
-        resample = x_out.dim() > 2 and x_out.shape[2:] != x_in.shape[2:]
+        # a strided convolution's spatial size is kept by resampling; a linear layer on tokens (N, T, F) changes F,
+        # which the layers after it adapt to like channels
+        layer = gm.get_submodule(name)
+        resample = isinstance(layer, nn.modules.conv._ConvNd) and x_out.shape[2:] != x_in.shape[2:]
         norm = attached_norm(gm, node)
         _set_module(gm, name, Bypass(tuple(x_out.shape[2:]) if resample else None))
         if norm is not None:
             _set_module(gm, str(norm.target), nn.Identity())
     _drop_emptied_branches(gm, names)
     _drop_repeated_relus(gm)
+    _detach_inplace_ops(gm)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()

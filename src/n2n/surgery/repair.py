@@ -9,6 +9,7 @@ parameter-free "option A" shortcut of He et al. (2016). Dispatch is on module ty
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from n2n.errors import SurgeryError
-from n2n.surgery._fx import ELEMENTWISE_BINARY, _load, run_node
+from n2n.surgery._fx import ELEMENTWISE_BINARY, _load, placeholder_value, run_node
 
 
 class Bypass(nn.Module):
@@ -104,16 +105,30 @@ def _adapt_linear(m: nn.Linear, x: torch.Tensor) -> nn.Module | None:
     return new
 
 
+def _resized(m: nn.Module, size: int, tensors: tuple[str, ...]) -> nn.Module:
+    """A copy of ``m`` (same class, same settings: a timm ``BatchNormAct2d`` keeps its activation) whose 1-D
+    ``tensors`` hold ``size`` values, the overlap inherited. New entries of a running variance start at 1."""
+    new = copy.deepcopy(m)
+    with torch.no_grad():
+        for name in tensors:
+            old = getattr(m, name, None)
+            if old is None:
+                continue
+            fresh = torch.ones(size, dtype=old.dtype) if name in ("weight", "running_var") else old.new_zeros(size)
+            _copy_overlap(fresh, old)
+            if isinstance(old, nn.Parameter):
+                setattr(new, name, nn.Parameter(fresh, requires_grad=old.requires_grad))
+            else:
+                new.register_buffer(name, fresh)
+    return new
+
+
 def _adapt_batchnorm(m: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> nn.Module | None:
     c = x.shape[1]
     if c == m.num_features:
         return None
-    new = type(m)(c, m.eps, m.momentum, m.affine, m.track_running_stats)
-    with torch.no_grad():
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            old_t, new_t = getattr(m, name), getattr(new, name)
-            if old_t is not None and new_t is not None:
-                _copy_overlap(new_t, old_t)
+    new = _resized(m, c, ("weight", "bias", "running_mean", "running_var"))
+    new.num_features = c
     return new
 
 
@@ -121,24 +136,33 @@ def _adapt_groupnorm(m: nn.GroupNorm, x: torch.Tensor) -> nn.Module | None:
     c = x.shape[1]
     if c == m.num_channels:
         return None
-    new = nn.GroupNorm(math.gcd(m.num_groups, c), c, m.eps, m.affine)
-    if m.affine:
-        with torch.no_grad():
-            _copy_overlap(new.weight, m.weight)
-            _copy_overlap(new.bias, m.bias)
+    new = _resized(m, c, ("weight", "bias"))
+    new.num_channels, new.num_groups = c, math.gcd(m.num_groups, c)
     return new
 
 
 def _adapt_layernorm(m: nn.LayerNorm, x: torch.Tensor) -> nn.Module | None:
-    shape = tuple(x.shape[x.dim() - len(m.normalized_shape) :])
-    if shape == tuple(m.normalized_shape):
-        return None
-    new = nn.LayerNorm(shape, m.eps, m.elementwise_affine, bias=m.bias is not None)
-    with torch.no_grad():
-        for name in ("weight", "bias"):
-            if getattr(m, name) is not None and getattr(new, name) is not None:
-                _copy_overlap(getattr(new, name), getattr(m, name))
-    return new
+    """nn.LayerNorm normalises the trailing dimensions. A subclass may normalise another one (torchvision's and
+    timm's ``LayerNorm2d`` take (N, C, H, W) and normalise C): it is resized to the dimension that makes it run."""
+    if type(m) is nn.LayerNorm or len(m.normalized_shape) != 1:
+        shape = tuple(x.shape[x.dim() - len(m.normalized_shape) :])
+        if shape == tuple(m.normalized_shape):
+            return None
+        new = nn.LayerNorm(shape, m.eps, m.elementwise_affine, bias=m.bias is not None)
+        with torch.no_grad():
+            for name in ("weight", "bias"):
+                if getattr(m, name) is not None and getattr(new, name) is not None:
+                    _copy_overlap(getattr(new, name), getattr(m, name))
+        return new
+    for size in dict.fromkeys((x.shape[-1], x.shape[1])):
+        new = m if size == m.normalized_shape[0] else _resized(m, size, ("weight", "bias"))
+        new.normalized_shape = (size,)
+        try:
+            new(x)
+        except RuntimeError:
+            continue
+        return None if new is m else new
+    raise SurgeryError("", f"{type(m).__name__} of {m.normalized_shape[0]} channels cannot take {tuple(x.shape)}")
 
 
 #: Type -> adapter. An adapter returns None when the module already fits its input.
@@ -187,7 +211,7 @@ def repair(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
     env: dict[fx.Node, Any] = {}
     for node in list(gm.graph.nodes):
         if node.op == "placeholder":
-            env[node] = x
+            env[node] = placeholder_value(node, x)
             continue
         if node.op == "call_module":
             module = gm.get_submodule(node.target)

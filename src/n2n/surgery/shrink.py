@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from collections.abc import Iterable, Mapping
+import resource
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 import torch_pruning as tp
@@ -29,12 +33,73 @@ def _prune_fn(module: nn.Module):  # noqa: ANN202 - Torch-Pruning's pruning func
     return tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
 
 
+#: Bounds on one Torch-Pruning call (building a dependency graph, or finding or cutting one group): on some graphs
+#: its search for coupled dimensions runs for many minutes (timm's LeViT) or builds index lists of many GB (swin_t's
+#: flattened windows).
+TORCH_PRUNING_SECONDS = 120.0
+TORCH_PRUNING_BYTES = 4 * 2**30
+
+
+class _Expired(BaseException):
+    """Raised by the alarm inside Torch-Pruning; a BaseException, so that no ``except Exception`` in it swallows it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, layer: str, what: str) -> Iterator[None]:
+    """Raise SurgeryError when the block runs longer than ``seconds`` or allocates more than TORCH_PRUNING_BYTES
+    of address space (SIGALRM and RLIMIT_AS: the main thread of a Unix process; elsewhere the block runs unbounded).
+    An outer alarm is restored, less the time spent here."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise _Expired
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    limits = _limit_memory(TORCH_PRUNING_BYTES)
+    start = time.monotonic()
+    try:
+        yield
+    except _Expired:
+        raise SurgeryError(layer, f"Torch-Pruning took more than {seconds:g} s to {what}") from None
+    except MemoryError:
+        gib = TORCH_PRUNING_BYTES / 2**30
+        raise SurgeryError(layer, f"Torch-Pruning needed more than {gib:g} GiB to {what}") from None
+    finally:
+        if limits is not None:
+            resource.setrlimit(resource.RLIMIT_AS, limits)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(1e-3, outer - (time.monotonic() - start)))
+
+
+def _limit_memory(extra: int) -> tuple[int, int] | None:
+    """Cap the address space at its current size plus ``extra`` bytes; returns the limits to restore (None: unset)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            size = int(f.read().split()[0]) * resource.getpagesize()
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = size + extra if hard == resource.RLIM_INFINITY else min(hard, size + extra)
+        if soft != resource.RLIM_INFINITY and soft <= cap:
+            return None
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (OSError, ValueError):
+        return None
+    return soft, hard
+
+
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model``."""
     was_training = model.training
     model.eval()  # tracing runs a forward pass: do not touch the BatchNorm statistics
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+        with time_limit(TORCH_PRUNING_SECONDS, "", "build the dependency graph"):
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    except SurgeryError:
+        raise
     except Exception as err:  # Torch-Pruning raises bare exceptions for graphs it cannot follow
         raise SurgeryError("", f"Torch-Pruning cannot build the dependency graph: {err}") from err
     finally:
@@ -44,7 +109,8 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
 def coupled_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[str]:
     """Names of the decision layers whose output channels are tied to those of layer ``name`` (itself included)."""
     module = model.get_submodule(name)
-    group = dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
+    with time_limit(TORCH_PRUNING_SECONDS, name, "find the layers coupled to it"):
+        group = dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
     names = {m: n for n, m in model.named_modules()}
     coupled = []
     for dep, _ in group:
@@ -55,6 +121,16 @@ def coupled_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[
         ):
             coupled.append(names[target])
     return coupled
+
+
+def group_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> dict[str, nn.Module]:
+    """The convolutions and linear layers that shrinking layer ``name`` cuts, in their outputs or their inputs."""
+    module = model.get_submodule(name)
+    names = {m: n for n, m in model.named_modules()}
+    with time_limit(TORCH_PRUNING_SECONDS, name, "find the layers coupled to it"):
+        group = dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
+    targets = (dep.target.module for dep, _ in group)
+    return {names[m]: m for m in targets if isinstance(m, LAYER_TYPES)}
 
 
 def keep_count(channels: int, fraction: float) -> int:
@@ -109,13 +185,14 @@ def shrink_layers(
             done.update(model.get_submodule(n) for n in tied)
             if n_cut == 0:
                 continue
-            group = dg.get_pruning_group(module, _prune_fn(module), idxs=list(range(channels)))
-            scores = imp(group)
-            cut = torch.argsort(scores)[:n_cut].tolist()
-            group = dg.get_pruning_group(module, _prune_fn(module), idxs=cut)
-            if not dg.check_pruning_group(group):
-                raise SurgeryError(name, "cutting its channels would empty a coupled layer")
-            group.prune()
+            with time_limit(TORCH_PRUNING_SECONDS, name, "cut its channels"):
+                group = dg.get_pruning_group(module, _prune_fn(module), idxs=list(range(channels)))
+                scores = imp(group)
+                cut = torch.argsort(scores)[:n_cut].tolist()
+                group = dg.get_pruning_group(module, _prune_fn(module), idxs=cut)
+                if not dg.check_pruning_group(group):
+                    raise SurgeryError(name, "cutting its channels would empty a coupled layer")
+                group.prune()
         except SurgeryError:
             raise
         except Exception as err:  # Torch-Pruning's own errors carry no type of their own
