@@ -12,7 +12,7 @@ from n2n.runlog import read_events
 from n2n.search.candidate import CandidateResult
 from n2n.search.front import accuracy_front, pick_front
 from n2n.search.loop import SearchContext
-from n2n.search.reward import Constraints, Target, reward
+from n2n.search.reward import Constraints, Target
 from n2n.surgery import Edits
 
 TINY = ["--workers", "1", "--updates", "2", "--rollouts", "4", "--steps", "5", "--finetune-epochs", "1",
