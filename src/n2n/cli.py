@@ -488,9 +488,9 @@ def _run_compress(
     from n2n.compress import compress
     from n2n.data import load_recorded
 
-    if bundle is None:
+    if bundle is None:  # a resumed run: its data loaded again (a new run's was checked by compress_cmd)
         bundle = load_recorded(source, config.seed)
-    _check_shape(spec, bundle, "the teacher", "teacher")
+        _check_shape(spec, bundle, "the teacher", "teacher")
     with _progress() as progress:
         result = compress(
             model,

@@ -295,7 +295,10 @@ def _compress(
             )
         if best is None:
             raise N2NError(_no_student(search, cfg, out))
-        student, final = _finetune(ctx, data, cfg, best.edits, emit, listener, seconds)
+        t0 = time.perf_counter()
+        z_train = training_logits(ctx, data, cfg)  # once, for the chosen student and the front's
+        seconds["finetune"] = seconds.get("finetune", 0.0) + time.perf_counter() - t0
+        student, final = _finetune(ctx, data, cfg, best.edits, emit, listener, seconds, z_train)
         spec = teacher_spec.with_edits(best.edits, data=data.name, **final)
         save_model(student, spec, own_dir(out / "student"))
         others = pick_front(accuracy_front(search.cache.values(), lambda r: _meets(search, r)), best, cfg.front)
@@ -306,14 +309,11 @@ def _compress(
             teacher_spec,
             [
                 (best, student, final),
-                *((r, *_finetune(ctx, data, cfg, r.edits, emit, listener, seconds)) for r in others),
+                *((r, *_finetune(ctx, data, cfg, r.edits, emit, listener, seconds, z_train)) for r in others),
             ],
             out,
         )
         emit({"event": "front", "students": [{k: v for k, v in row.items() if k != "latency_ms"} for row in front]})
-        target_rows = search.target.table(
-            final["params"], final["macs"], best.latency_ms if cfg.measures_latency else None
-        )
         report = write_reports(
             out,
             analysis,
@@ -326,10 +326,9 @@ def _compress(
             time.perf_counter() - started,
             seconds,
             best,
-            constraints=search.constraints.table(
+            constraints=cfg.limits_table(
                 final["params"], final["val_accuracy"], final["macs"], best.latency_ms if cfg.measures_latency else None
-            )
-            + target_rows,
+            ),
             front=front,
         )
         emit({"event": "done", "wall_time_s": report["wall_time_s"], "seconds": seconds})
@@ -497,15 +496,17 @@ def _finetune(
     emit: Listener,
     listener: Listener | None,
     seconds: dict[str, float],
+    z_train: torch.Tensor | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train the chosen student on the full training split with ``CE + lambda * distillation``.
 
     The student starts from the teacher's inherited weights; validation accuracy is measured about ten times along
-    the way and the best weights are kept (the test split is only used for the final figure). Its time includes the
-    teacher's logits on the training examples the search did not use.
+    the way and the best weights are kept (the test split is only used for the final figure). ``z_train`` are the
+    teacher's logits on the training split (`training_logits`), computed here when not given; their time counts
+    towards the fine-tune's.
     """
     t0 = time.perf_counter()
-    z_train = training_logits(ctx, data, cfg)
+    z_train = training_logits(ctx, data, cfg) if z_train is None else z_train
     torch.manual_seed(cfg.seed)
     compute = ctx.settings.compute
     student = compute.model(build_student(ctx, edits))

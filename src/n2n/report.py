@@ -342,8 +342,7 @@ def _rebuild_finished(
     evaluations = sum(not e.get("cached") for e in candidates)
     val = spec.meta.get("val_accuracy")
     params, macs = count_params(student), count_macs(student, data.input_shape)
-    rows = config.constraints().table(params, val if _number(val) else 0.0, macs, best.latency_ms)
-    rows += config.target().table(params, macs, best.latency_ms)
+    rows = config.limits_table(params, val if _number(val) else 0.0, macs, best.latency_ms)
     return write_reports(
         run,
         analysis,

@@ -224,6 +224,10 @@ class CompressConfig:
             self.max_params, self.min_accuracy, self.constraint_mode, self.max_flops, self.max_latency_ms
         )
 
+    def limits_table(self, params: float, acc: float, macs: float, latency_ms: float | None) -> list[dict]:
+        """Each constraint and target set, with its limit, the student's value and whether it held (for reports)."""
+        return self.constraints().table(params, acc, macs, latency_ms) + self.target().table(params, macs, latency_ms)
+
     def target(self) -> Target:
         """The size targets (``--target-*``); ``Target().set`` is False when none is given."""
         return Target(self.target_params, self.target_flops, self.target_latency_ms, self.target_exponent)

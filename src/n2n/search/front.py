@@ -30,10 +30,8 @@ def accuracy_front(results: Iterable[CandidateResult], ok: Callable[[CandidateRe
         (r for r in results if r.valid and ok(r)), key=lambda r: (r.params, -r.val_accuracy, r.edits.key())
     )
     front: list[CandidateResult] = []
-    for r in candidates:
+    for r in candidates:  # of equal size the more accurate comes first, so a later one never beats it
         if not front or r.val_accuracy > front[-1].val_accuracy:
-            if front and front[-1].params == r.params:
-                continue  # same size, and sorted so the more accurate came first
             front.append(r)
     return front
 

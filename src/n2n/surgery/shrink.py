@@ -106,31 +106,28 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
         model.train(was_training)
 
 
-def coupled_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[str]:
-    """Names of the decision layers whose output channels are tied to those of layer ``name`` (itself included)."""
+def _group_of(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[tuple[object, str]]:
+    """The dependencies that cutting one output channel of layer ``name`` pulls in, each with its module's name."""
     module = model.get_submodule(name)
     with time_limit(TORCH_PRUNING_SECONDS, name, "find the layers coupled to it"):
         group = dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
     names = {m: n for n, m in model.named_modules()}
-    coupled = []
-    for dep, _ in group:
-        target = dep.target.module
-        if isinstance(target, LAYER_TYPES) and dep.handler in (
-            tp.prune_conv_out_channels,
-            tp.prune_linear_out_channels,
-        ):
-            coupled.append(names[target])
-    return coupled
+    return [(dep, names.get(dep.target.module, "")) for dep, _ in group]
+
+
+def coupled_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[str]:
+    """Names of the decision layers whose output channels are tied to those of layer ``name`` (itself included)."""
+    out_channels = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+    return [
+        n
+        for dep, n in _group_of(dg, model, name)
+        if isinstance(dep.target.module, LAYER_TYPES) and dep.handler in out_channels
+    ]
 
 
 def group_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> dict[str, nn.Module]:
     """The convolutions and linear layers that shrinking layer ``name`` cuts, in their outputs or their inputs."""
-    module = model.get_submodule(name)
-    names = {m: n for n, m in model.named_modules()}
-    with time_limit(TORCH_PRUNING_SECONDS, name, "find the layers coupled to it"):
-        group = dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
-    targets = (dep.target.module for dep, _ in group)
-    return {names[m]: m for m in targets if isinstance(m, LAYER_TYPES)}
+    return {n: dep.target.module for dep, n in _group_of(dg, model, name) if isinstance(dep.target.module, LAYER_TYPES)}
 
 
 def keep_count(channels: int, fraction: float) -> int:
