@@ -83,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plot", help="where to write the accuracy-against-parameters plot (PNG)")
     p.add_argument("--quick", action="store_true", help="smoke-test budgets (figures mean nothing)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep n2n runs already finished in --runs (their report.json) instead of running them again, so an "
+        "interrupted benchmark continues; their wall time is the one their report recorded",
+    )
     return p.parse_args(argv)
 
 
@@ -136,8 +142,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     continue
                 run = runs / f"{method}-{size}-s{seed}"
                 cmd = command(common, ["compress"], run, seed, size, ["--front", "1", "--search", search, *extra])
-                seconds = run_quietly(cmd)
+                done = args.reuse and (run / "report.json").is_file()
+                seconds = None if done else run_quietly(cmd)
                 report = json.loads((run / "report.json").read_text())
+                seconds = report["wall_time_s"] if seconds is None else seconds
                 student, _ = load_model(run / "student")
                 if method in methods:
                     record(

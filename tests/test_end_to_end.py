@@ -118,9 +118,9 @@ def test_single_stage(teacher_dir, tmp_path, stages):
 def test_init_policy_starts_a_search_on_another_teacher(teacher_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from n2n.search.stages import initial_policy as _initial_policy
     from n2n.errors import ConfigError
     from n2n.search.policies import RemovalPolicy, ShrinkPolicy
+    from n2n.search.stages import initial_policy as _initial_policy
 
     assert _compress(teacher_dir, tmp_path / "a") == 0
     saved = load_file(str(tmp_path / "a" / "policy_remove.safetensors"))

@@ -49,6 +49,26 @@ def test_the_search_context_rewards_with_the_target_only_when_one_is_set():
     assert ctx.reward(r._replace(reward=-1.0)) == -1.0  # not smaller than the teacher stays invalid
 
 
+def test_a_partway_target_takes_its_share_of_the_compression_in_log_scale():
+    target = Target(params=1000, flops=40, latency_ms=2.0, exponent=-0.3)
+    half = target.partway(0.5, params=100_000, macs=1000, latency_ms=8.0)
+    assert half.params == pytest.approx(10_000)  # 100x fewer parameters: 10x by the stage that aims at it
+    assert half.flops == pytest.approx(2000 * (40 / 2000) ** 0.5)  # the teacher's FLOPs are 2 MACs
+    assert half.latency_ms == pytest.approx(4.0) and half.exponent == -0.3
+    assert target.partway(1.0, 100_000, 1000, 8.0) == target
+    assert target.partway(0.5, 100_000, 0, 0).flops == 40  # a cost not measured: the limit stays
+    assert Target(params=5000).partway(0.5, 1000).params == 5000  # already met by the teacher
+    assert not Target().partway(0.5, 1000).set
+
+
+def test_a_stage_with_its_own_target_is_rewarded_against_it():
+    r = result("a", 5000, 0.9)._replace(reward=0.5)
+    ctx = SearchContext(analysis=None, base=Edits(), evaluator=None, cache={}, constraints=Constraints(),
+                        fractions=(0.5, 1.0), target=Target(params=1000), stage_targets={"remove": Target(params=5000)})
+    assert ctx.reward(r, "remove") == pytest.approx(0.9)  # at the stage's target: accuracy only
+    assert ctx.reward(r, "shrink") == ctx.reward(r) == pytest.approx(0.9 * 5 ** -0.07)
+
+
 def test_the_front_keeps_students_more_accurate_than_every_smaller_one():
     rs = [result("a", 100, 0.80), result("b", 200, 0.70), result("c", 300, 0.90), result("d", 300, 0.95),
           result("e", 400, 0.99, reason="surgery: no"), result("f", 500, 0.96), result("g", 50, 0.99)]
@@ -98,8 +118,11 @@ def test_a_target_gives_the_most_accurate_student_under_it_and_the_front_is_save
     valid = [e for e in events if e["event"] == "candidate" and not e["reason"] and e["paper_reward"] > -1]
     under = [e for e in valid if e["params"] <= target]
     assert under and report["student"]["search_val_accuracy"] == max(e["val_accuracy"] for e in under)
-    for e in valid:  # the reward: accuracy under the target, MnasNet's soft form above it
-        factor = 1.0 if e["params"] <= target else (e["params"] / target) ** -0.07
+    halfway = start["teacher_params"] * (target / start["teacher_params"]) ** 0.5  # --removal-share 0.5
+    assert {e["stage"] for e in valid} == {"remove", "shrink"}
+    for e in valid:  # the reward: accuracy under the stage's target, MnasNet's soft form above it
+        limit = halfway if e["stage"] == "remove" else target
+        factor = 1.0 if e["params"] <= limit else (e["params"] / limit) ** -0.07
         assert e["reward"] == pytest.approx(e["val_accuracy"] / start["teacher_val_accuracy"] * factor)
     front = report["front"]
     assert 1 <= len(front) <= 3 and sum(row["chosen"] for row in front) == 1

@@ -192,8 +192,8 @@ def policy_dir(tmp_path_factory):
 @FUZZ
 @given(data=st.data())
 def test_mutated_policy_files(policy_dir, tmp_path_factory, data):
-    from n2n.search.stages import initial_policy as _initial_policy
     from n2n.search.policies import RemovalPolicy
+    from n2n.search.stages import initial_policy as _initial_policy
 
     target = tmp_path_factory.mktemp("p")
     record = json.loads((policy_dir / "policy_remove.json").read_text())
@@ -276,9 +276,9 @@ def test_mutated_npz_header(tmp_path_factory, data):
 
 def test_the_fuzzed_readers_accept_their_unmutated_files(saved, policy_dir, checkpoint_file, tmp_path):
     """The strategies start from files that load: a fuzz run that only ever saw errors would prove nothing."""
-    from n2n.search.stages import initial_policy as _initial_policy
     from n2n.search.checkpoint import read_checkpoint
     from n2n.search.policies import RemovalPolicy
+    from n2n.search.stages import initial_policy as _initial_policy
 
     model, spec = load_model(saved)
     assert spec.edits.removed == ("features.3",)

@@ -43,7 +43,7 @@ from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits,
 from n2n.search.front import accuracy_front, pick_front
 from n2n.search.loop import run_stages
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
-from n2n.search.reward import INVALID_REWARD, objective_cost
+from n2n.search.reward import INVALID_REWARD, Target, objective_cost
 from n2n.search.state import SearchContext, SearchState
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
 
@@ -117,10 +117,20 @@ def eval_context(
         objective=cfg.objective,
         teacher_cost=objective_cost(cfg.objective, analysis.params, analysis.macs, latency),
         latency_timing=timing,
+        teacher_latency_ms=latency,
     )
 
 
 _PLACEMENT = ("workers", "ray_address", "tensorboard")  # where candidates run and logs go: results do not depend on it
+
+
+def stage_targets(cfg: CompressConfig, teacher: Analysis, teacher_latency_ms: float) -> dict[str, Target]:
+    """The removal stage's nearer target (``--removal-share`` of the way, in log scale) when a shrink stage follows
+    it to reach the rest; no entry (the run's target) otherwise."""
+    stages, target = cfg.stage_list(), cfg.target()
+    if not target.set or stages != ["remove", "shrink"] or cfg.removal_share == 1:
+        return {}
+    return {"remove": target.partway(cfg.removal_share, teacher.params, teacher.macs, teacher_latency_ms)}
 
 
 def _open_run(out: Path, cfg: CompressConfig, resume: bool, overwrite: bool = False) -> Checkpoint | None:
@@ -255,6 +265,7 @@ def _compress(
             seconds=seconds,
             target=cfg.target(),
             teacher_accuracy=ctx.teacher_val_accuracy,
+            stage_targets=stage_targets(cfg, analysis, ctx.teacher_latency_ms),
         )
         state = SearchState(index=0, stage=None, ctx=search)
         if ckpt is None:

@@ -77,6 +77,7 @@ class EvalContext:
         objective: what the reward's C measures (params, flops or latency; see ``reward.OBJECTIVES``).
         teacher_cost: the teacher's cost in that unit (None: ``teacher_params``).
         latency_timing: how candidate latency is measured; None when nothing needs it (it is then 0).
+        teacher_latency_ms: the teacher's latency measured that way (0 when nothing needs it).
     """
 
     teacher: nn.Module
@@ -93,6 +94,7 @@ class EvalContext:
     objective: str = "params"
     teacher_cost: float | None = None
     latency_timing: TimingSettings | None = None
+    teacher_latency_ms: float = 0.0  # measured only when latency_timing is set
 
     @property
     def example(self) -> torch.Tensor:

@@ -146,6 +146,12 @@ class CompressConfig:
         "with a --target-*: the reward of a student over its target is accuracy x (cost / target) ** this (MnasNet's "
         "soft form; more negative pushes harder to the target)",
     )
+    removal_share: float = _opt(
+        0.5,
+        "with a --target-*: the removal stage aims at teacher x (target / teacher) ** this, this share of the "
+        "compression in log scale, and leaves the rest to the shrink stage (deeper, thinner students than removing "
+        "layers down to the target); 1: the removal stage aims at the target itself",
+    )
     front: int = _opt(
         3,
         "students fine-tuned and saved in students/: the chosen one and up to this many minus one more of the "
@@ -319,6 +325,8 @@ class CompressConfig:
                 f"--objective {self.objective} and a --target-* both say what to compress: with a target the reward "
                 "is accuracy under the target, so drop --objective (use --target-flops or --target-latency-ms)"
             )
+        if not 0 < self.removal_share <= 1:
+            raise ConfigError(f"--removal-share must be in (0, 1]; got {self.removal_share}")
         if not 1 <= self.front <= MAX_FRONT:
             raise ConfigError(f"--front must be an integer from 1 to {MAX_FRONT}; got {self.front}")
         if self.max_latency_ms is not None and not self.max_latency_ms > 0:

@@ -143,7 +143,9 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
         violated = r.valid and ctx.constraints.violated(r.params, r.val_accuracy, r.macs, r.latency_ms)
         feasible.append(r.valid and not violated)
         rewards.append(
-            constrained_reward(ctx.reward(r), violated, ctx.constraints.mode, state.update) if r.valid else r.reward
+            constrained_reward(ctx.reward(r, state.name), violated, ctx.constraints.mode, state.update)
+            if r.valid
+            else r.reward
         )
 
     # -- policy update: grad J = 1/m sum_k grad log pi(a^k) (R_k - b)

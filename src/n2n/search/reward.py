@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 INVALID_REWARD = -1.0
@@ -122,6 +122,24 @@ class Target:
     def _pairs(self, params: float, macs: float, latency_ms: float) -> list[tuple[float, float]]:
         values = ((self.params, params), (self.flops, 2 * macs), (self.latency_ms, latency_ms))
         return [(value, limit) for limit, value in values if limit is not None]
+
+    def partway(self, share: float, params: float, macs: float = 0.0, latency_ms: float = 0.0) -> Target:
+        """A nearer target on the way from the teacher's costs (``params``, ``macs``, ``latency_ms``) to this one:
+        each limit becomes ``teacher * (limit / teacher) ** share``, ``share`` of the compression in log scale.
+
+        The removal stage aims at it, so that it leaves the rest of the compression to the shrink stage instead of
+        reaching the whole target by removing layers (shallow, wide students). A limit whose teacher cost is
+        unknown (0) or already met stays as it is.
+        """
+        teacher = {"params": params, "flops": 2 * macs, "latency_ms": latency_ms}
+
+        def toward(name: str) -> float | None:
+            limit = getattr(self, name)
+            if limit is None or teacher[name] <= 0 or limit >= teacher[name]:
+                return limit
+            return teacher[name] * (limit / teacher[name]) ** share
+
+        return replace(self, params=toward("params"), flops=toward("flops"), latency_ms=toward("latency_ms"))
 
     def met(self, params: float, macs: float = 0.0, latency_ms: float = 0.0) -> bool:
         return all(value <= limit for value, limit in self._pairs(params, macs, latency_ms))

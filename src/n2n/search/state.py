@@ -66,14 +66,15 @@ class SearchContext:
     seconds: dict[str, float] = field(default_factory=dict)
     target: Target = Target()  # --target-*: the reward is accuracy under the target (MnasNet's form)
     teacher_accuracy: float = 1.0  # the reward's accuracy normaliser, for the target form
+    stage_targets: dict[str, Target] = field(default_factory=dict)  # a stage that aims nearer (--removal-share)
 
-    def reward(self, result: CandidateResult) -> float:
-        """The reward of ``result`` before constraints: the paper's, or the target form when a target is set."""
-        if not self.target.set or result.reward == INVALID_REWARD:  # invalid, or not smaller than the teacher
+    def reward(self, result: CandidateResult, stage: str | None = None) -> float:
+        """The reward of ``result`` before constraints: the paper's, or the target form when a target is set
+        (``stage``'s own target where it has one, else the run's)."""
+        target = self.stage_targets.get(stage, self.target) if stage is not None else self.target
+        if not target.set or result.reward == INVALID_REWARD:  # invalid, or not smaller than the teacher
             return result.reward
-        return self.target.reward(
-            result.val_accuracy, self.teacher_accuracy, result.params, result.macs, result.latency_ms
-        )
+        return target.reward(result.val_accuracy, self.teacher_accuracy, result.params, result.macs, result.latency_ms)
 
 
 @dataclass
