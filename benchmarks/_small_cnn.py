@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2n.search.compute import Compute
-from n2n.search.distill import accuracy, relus_in_place
+from n2n.surgery.transforms import relus_in_place
+from n2n.train.compute import Compute
+from n2n.train.distill import accuracy
 
 #: how the baselines compute: float32, channels-last on the CPU (what n2n's fine-tune uses on a CPU)
 COMPUTE = Compute("cpu", "fp32", channels_last=True)

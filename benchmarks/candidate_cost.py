@@ -57,11 +57,11 @@ from n2n.search.candidate import (
     costliest_first,
     evaluate_candidate,
 )
-from n2n.search.compute import HUGE_PAGES_ENV, enable_huge_pages
 from n2n.search.config import CompressConfig
-from n2n.search.distill import accuracy, mse_distill_loss, predict_logits, train_student
 from n2n.search.parallel import ProcessPoolEvaluator
 from n2n.surgery import Edits, analyze, count_macs
+from n2n.train.compute import HUGE_PAGES_ENV, enable_huge_pages
+from n2n.train.distill import accuracy, mse_distill_loss, predict_logits, train_student
 
 HERE = Path(__file__).resolve().parent
 
@@ -174,8 +174,9 @@ def _huge_pages_env(value: str):
 
 def _process(ctx: EvalContext, huge_pages: str) -> ProcessPoolExecutor:
     """A one-process pool holding ``ctx``, its process started with ``THP_MEM_ALLOC_ENABLE=huge_pages``."""
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init,
-                               initargs=(ctx,))
+    pool = ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init, initargs=(ctx,)
+    )
     with _huge_pages_env(huge_pages):
         pool.submit(int).result()  # the process starts here, with this environment
     return pool
@@ -412,8 +413,12 @@ def main() -> None:
     timed_cands = [timed_cands[i] for i in costliest_first(ctx, timed_cands, 1)]  # as parallel evaluators order them
     load = os.getloadavg()
     results: dict = {
-        "settings": {**vars(args), "teacher": str(teacher_dir), "from_run": args.from_run and str(args.from_run),
-                     "timed_from": args.timed_from and str(args.timed_from)},
+        "settings": {
+            **vars(args),
+            "teacher": str(teacher_dir),
+            "from_run": args.from_run and str(args.from_run),
+            "timed_from": args.timed_from and str(args.timed_from),
+        },
         "candidate_settings": {k: v for k, v in dataclasses.asdict(ctx.settings).items() if k != "compute"},
         "val_examples": len(data.val),
         "timed_candidates": [

@@ -10,8 +10,8 @@ exactly as ``n2n compress`` does) this runs fine-tune recipes side by side, in o
   (Liu et al. 2019's check).
 
 Every run keeps the checkpoint that was best on the validation split (measured 10 times, n2n's cadence) and reports
-its test accuracy. The recipe ``n2n`` calls n2n's own ``train_student`` exactly as ``compress._finetune`` does;
-``--check-n2n`` also calls ``compress._finetune`` itself once to confirm the figure. Results are merged into the
+its test accuracy. The recipe ``n2n`` calls n2n's own ``train_student`` exactly as ``compress.finetune_student`` does;
+``--check-n2n`` also calls ``compress.finetune_student`` itself once to confirm the figure. Results are merged into the
 JSON (``--out``) keyed by student, recipe and seed, so the grid can be run in parts.
 
 Measured on one thread: an epoch over the 54,000 training images takes about 45 s for s109k, 60 s for s73k6 and the
@@ -46,7 +46,8 @@ from _small_cnn import COMPUTE, SmallCNN, fit_widths, recalibrate_bn, small_cnn_
 from n2n.data import load_data  # noqa: E402
 from n2n.models.io import load_model  # noqa: E402
 from n2n.search.candidate import _reinitialise, build_student  # noqa: E402
-from n2n.search.distill import (  # noqa: E402
+from n2n.surgery import Edits, analyze, count_params  # noqa: E402
+from n2n.train.distill import (  # noqa: E402
     Diverged,
     accuracy,
     distill_loss,
@@ -55,7 +56,6 @@ from n2n.search.distill import (  # noqa: E402
     relus_in_place,
     train_student,
 )
-from n2n.surgery import Edits, analyze, count_params  # noqa: E402
 
 #: the students: edits relative to the teacher (vgg13 x0.5 on MNIST; layer names are its ``features.<i>`` convs)
 _S109K_REMOVED = ["features.14", "features.17", "features.21", "features.28", "features.3", "features.31", "features.7"]
@@ -205,7 +205,7 @@ def finetune(
     loss_fn = distill_loss("mse" if recipe.loss == "ce" else recipe.loss, recipe.temperature)
     t0 = time.perf_counter()
     try:
-        if recipe.exact_n2n:  # n2n's code path, with the arguments compress._finetune passes
+        if recipe.exact_n2n:  # n2n's code path, with the arguments compress.finetune_student passes
             train_student(
                 student,
                 data.train.x,
@@ -323,15 +323,15 @@ def check_trainer(student_fn, data, z_train, teacher_fast, steps: int = 30) -> f
 
 
 def check_n2n(teacher, data, edits: Edits) -> dict[str, Any]:
-    """``n2n.compress._finetune`` itself, default settings, on ``edits`` (one thread, serial)."""
-    from n2n.compress import _finetune, eval_context
+    """``n2n.compress.finetune_student`` itself, default settings, on ``edits`` (one thread, serial)."""
+    from n2n.compress import eval_context, finetune_student
     from n2n.search.config import CompressConfig
 
     cfg = CompressConfig(workers=1, candidate_threads=1).validate()
     t0 = time.perf_counter()
     ctx = eval_context(teacher, analyze(teacher, data.input_shape), data, cfg)
     seconds: dict[str, float] = {}
-    student, final = _finetune(ctx, data, cfg, edits, lambda event: None, None, seconds)
+    student, final = finetune_student(ctx, data, cfg, edits, lambda event: None, None, seconds)
     return {**final, "seconds": time.perf_counter() - t0, "finetune_seconds": seconds.get("finetune")}
 
 
@@ -388,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finetune_recipes.json"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--check-trainer", action="store_true", help="compare this trainer with train_student")
-    parser.add_argument("--check-n2n", action="store_true", help="also run compress._finetune on the first student")
+    parser.add_argument(
+        "--check-n2n", action="store_true", help="also run compress.finetune_student on the first student"
+    )
     parser.add_argument("--force", action="store_true", help="rerun entries already in --out")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -466,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # compress.py is being edited elsewhere: record, do not stop the grid
             result = {"error": f"{type(err).__name__}: {err}"}
         record["n2n_finetune_check"] = {"student": name, **result}
-        print(f"compress._finetune on {name}: {result}", flush=True)
+        print(f"compress.finetune_student on {name}: {result}", flush=True)
         save()
 
     for seed in args.seeds:
@@ -490,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                     figures = train_from_scratch(model, data, epochs=epochs, seed=seed, augment=augment)
                 else:
                     recipe = RECIPES[rname]
-                    torch.manual_seed(seed)  # as compress._finetune: torch.manual_seed(cfg.seed), then build
+                    torch.manual_seed(seed)  # as compress.finetune_student: torch.manual_seed(cfg.seed), then build
                     student = build_student(ctx, edits)
                     if recipe.init == "reinit":
                         _reinitialise(student)

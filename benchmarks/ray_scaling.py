@@ -30,13 +30,13 @@ from n2n.compress import eval_context
 from n2n.data import load_data
 from n2n.search.candidate import CandidateResult, Evaluator, SerialEvaluator
 from n2n.search.config import CompressConfig
-from n2n.search.distill import predict_logits
 from n2n.search.policies import RandomPolicy
 from n2n.search.ray_eval import RayEvaluator
 from n2n.search.ray_local import RAY_ENV, LocalRayCluster
 from n2n.search.stages import actions_to_edits
 from n2n.surgery import Edits, analyze
 from n2n.teacher import train_teacher
+from n2n.train.distill import predict_logits
 
 HERE = Path(__file__).resolve().parent
 

@@ -13,7 +13,9 @@ from torch import nn
 from n2n.data import write_idx
 
 
-def write_tiny_mnist(directory: Path, n_train: int = 200, n_test: int = 50, size: int = 28, gz: bool = True, seed: int = 0) -> Path:
+def write_tiny_mnist(
+    directory: Path, n_train: int = 200, n_test: int = 50, size: int = 28, gz: bool = True, seed: int = 0
+) -> Path:
     """Write the four MNIST IDX files with learnable synthetic digits (a bright square whose position is the class)."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
@@ -23,7 +25,11 @@ def write_tiny_mnist(directory: Path, n_train: int = 200, n_test: int = 50, size
         x = rng.integers(0, 40, size=(n, size, size), dtype=np.uint8)
         for i, label in enumerate(y):
             r, c = divmod(int(label), 5)
-            x[i, 2 + r * (size // 2) : 2 + r * (size // 2) + size // 4, 1 + c * (size // 5) : 1 + c * (size // 5) + size // 6] = 250
+            x[
+                i,
+                2 + r * (size // 2) : 2 + r * (size // 2) + size // 4,
+                1 + c * (size // 5) : 1 + c * (size // 5) + size // 6,
+            ] = 250
         return x, y
 
     suffix = ".gz" if gz else ""

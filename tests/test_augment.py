@@ -10,7 +10,11 @@ def windows(x, padding):
     """Every H x W window of ``x`` zero-padded by ``padding``: {(dy, dx): (N, C, H, W)}."""
     padded = F.pad(x, (padding,) * 4)
     h, w = x.shape[2:]
-    return {(dy, dx): padded[:, :, dy : dy + h, dx : dx + w] for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)}
+    return {
+        (dy, dx): padded[:, :, dy : dy + h, dx : dx + w]
+        for dy in range(2 * padding + 1)
+        for dx in range(2 * padding + 1)
+    }
 
 
 def batch(n=32):

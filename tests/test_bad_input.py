@@ -25,8 +25,24 @@ class Evil:
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    assert main(["train-teacher", "--arch", "lenet5", "--width", "0.25", "--data", "digits", "--epochs", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--arch",
+                "lenet5",
+                "--width",
+                "0.25",
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -66,6 +82,7 @@ def _yaml(text):
         d.mkdir(parents=True)
         (d / "c.yaml").write_text(text)
         return d / "c.yaml"
+
     return make
 
 
@@ -120,97 +137,403 @@ def _evil_npz(d):
 
 def _foreign_policy(d):
     d.mkdir(parents=True)
-    (d / "policy_remove.json").write_text(json.dumps({"kind": "remove", "feature_dim": 13, "hidden": 30, "version": 1,
-                                                      "features": ["a"] * 13}))
+    (d / "policy_remove.json").write_text(
+        json.dumps({"kind": "remove", "feature_dim": 13, "hidden": 30, "version": 1, "features": ["a"] * 13})
+    )
     return d
 
 
 # (id, argv template, expected message). {T}: a trained teacher, {X}: the path the setup function returns.
 CASES = [
     ("unknown-arch", ["train-teacher", "--arch", "alexnet", "--out", "o"], None, "--arch must be one of"),
-    ("mnist-without-dir", ["train-teacher", "--arch", "vgg11", "--data", "mnist", "--out", "o"], None, "needs --data-dir"),
-    ("data-dir-missing", ["train-teacher", "--arch", "vgg11", "--data", "mnist", "--data-dir", "/nonexistent", "--out", "o"], None, "not a directory"),
+    (
+        "mnist-without-dir",
+        ["train-teacher", "--arch", "vgg11", "--data", "mnist", "--out", "o"],
+        None,
+        "needs --data-dir",
+    ),
+    (
+        "data-dir-missing",
+        ["train-teacher", "--arch", "vgg11", "--data", "mnist", "--data-dir", "/nonexistent", "--out", "o"],
+        None,
+        "not a directory",
+    ),
     ("unknown-data", ["train-teacher", "--arch", "vgg11", "--data", "cifar", "--out", "o"], None, "unknown data set"),
     ("zero-epochs", ["train-teacher", "--arch", "vgg11", "--epochs", "0", "--out", "o"], None, "--epochs"),
     ("negative-width", ["train-teacher", "--arch", "vgg11", "--width", "-1", "--out", "o"], None, "--width"),
-    ("labels-out-of-range", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _bad_labels, "labels must be in [0, 10)"),
-    ("truncated-idx", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _truncated, "truncated"),
-    ("bad-magic", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _bad_magic, "not an IDX file"),
-    ("images-vs-labels", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _mismatch, "200 images but 150 labels"),
-    ("missing-idx-file", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _missing, "lacks t10k-images-idx3-ubyte"),
-    ("cifar-batches-missing", ["train-teacher", "--arch", "lenet5", "--data", "cifar10", "--data-dir", "{X}", "--out", "o"], _empty_dir, "lacks data_batch_1, data_batch_2"),
-    ("cifar-malicious-pickle", ["train-teacher", "--arch", "lenet5", "--data", "cifar10", "--data-dir", "{X}", "--out", "o"], _evil_cifar, "open is not allowed (only numpy arrays are)"),
-    ("svhn-not-matlab", ["train-teacher", "--arch", "lenet5", "--data", "svhn", "--data-dir", "{X}", "--out", "o"], _garbage_svhn, "as a MATLAB v5 file"),
-    ("caltech-wrong-layout", ["train-teacher", "--arch", "lenet5", "--data", "caltech256", "--data-dir", "{X}", "--out", "o"], _empty_dir, "class folders 001.ak47 ... 256.toad"),
-    ("imagefolder-one-class", ["train-teacher", "--arch", "lenet5", "--data", "imagefolder", "--data-dir", "{X}", "--out", "o"], _one_class_folder, "has 1 class folder(s)"),
-    ("image-size-too-small", ["train-teacher", "--arch", "lenet5", "--data", "imagefolder", "--image-size", "4", "--out", "o"], None, "--image-size must be an integer >= 8"),
-    ("image-size-for-cifar", ["train-teacher", "--arch", "lenet5", "--data", "cifar10", "--image-size", "32", "--out", "o"], None, "cifar10 does not take --image-size"),
-    ("npz-object-array", ["train-teacher", "--arch", "lenet5", "--data", "npz", "--data-dir", "{X}", "--out", "o"], _evil_npz, "Object arrays cannot be loaded"),
-    ("augment-choice", ["train-teacher", "--arch", "lenet5", "--augment", "rotate", "--out", "o"], None, "invalid choice: 'rotate'"),
-    ("recipe-paper-for-digits", ["train-teacher", "--arch", "lenet5", "--recipe", "paper", "--out", "o"], None, "--recipe paper has schedules for"),
-    ("teacher-device-unknown", ["train-teacher", "--arch", "lenet5", "--device", "tpu", "--out", "o"], None, "--device must be one of auto, cpu, cuda, mps"),
-    ("teacher-device-unavailable", ["train-teacher", "--arch", "lenet5", "--device", "mps", "--out", "o"], None, "no MPS device is available"),
-    ("max-train-zero", ["train-teacher", "--arch", "lenet5", "--max-train", "0", "--out", "o"], None, "max_train must be a positive"),
+    (
+        "labels-out-of-range",
+        ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"],
+        _bad_labels,
+        "labels must be in [0, 10)",
+    ),
+    (
+        "truncated-idx",
+        ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"],
+        _truncated,
+        "truncated",
+    ),
+    (
+        "bad-magic",
+        ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"],
+        _bad_magic,
+        "not an IDX file",
+    ),
+    (
+        "images-vs-labels",
+        ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"],
+        _mismatch,
+        "200 images but 150 labels",
+    ),
+    (
+        "missing-idx-file",
+        ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"],
+        _missing,
+        "lacks t10k-images-idx3-ubyte",
+    ),
+    (
+        "cifar-batches-missing",
+        ["train-teacher", "--arch", "lenet5", "--data", "cifar10", "--data-dir", "{X}", "--out", "o"],
+        _empty_dir,
+        "lacks data_batch_1, data_batch_2",
+    ),
+    (
+        "cifar-malicious-pickle",
+        ["train-teacher", "--arch", "lenet5", "--data", "cifar10", "--data-dir", "{X}", "--out", "o"],
+        _evil_cifar,
+        "open is not allowed (only numpy arrays are)",
+    ),
+    (
+        "svhn-not-matlab",
+        ["train-teacher", "--arch", "lenet5", "--data", "svhn", "--data-dir", "{X}", "--out", "o"],
+        _garbage_svhn,
+        "as a MATLAB v5 file",
+    ),
+    (
+        "caltech-wrong-layout",
+        ["train-teacher", "--arch", "lenet5", "--data", "caltech256", "--data-dir", "{X}", "--out", "o"],
+        _empty_dir,
+        "class folders 001.ak47 ... 256.toad",
+    ),
+    (
+        "imagefolder-one-class",
+        ["train-teacher", "--arch", "lenet5", "--data", "imagefolder", "--data-dir", "{X}", "--out", "o"],
+        _one_class_folder,
+        "has 1 class folder(s)",
+    ),
+    (
+        "image-size-too-small",
+        ["train-teacher", "--arch", "lenet5", "--data", "imagefolder", "--image-size", "4", "--out", "o"],
+        None,
+        "--image-size must be an integer >= 8",
+    ),
+    (
+        "image-size-for-cifar",
+        ["train-teacher", "--arch", "lenet5", "--data", "cifar10", "--image-size", "32", "--out", "o"],
+        None,
+        "cifar10 does not take --image-size",
+    ),
+    (
+        "npz-object-array",
+        ["train-teacher", "--arch", "lenet5", "--data", "npz", "--data-dir", "{X}", "--out", "o"],
+        _evil_npz,
+        "Object arrays cannot be loaded",
+    ),
+    (
+        "augment-choice",
+        ["train-teacher", "--arch", "lenet5", "--augment", "rotate", "--out", "o"],
+        None,
+        "invalid choice: 'rotate'",
+    ),
+    (
+        "recipe-paper-for-digits",
+        ["train-teacher", "--arch", "lenet5", "--recipe", "paper", "--out", "o"],
+        None,
+        "--recipe paper has schedules for",
+    ),
+    (
+        "teacher-device-unknown",
+        ["train-teacher", "--arch", "lenet5", "--device", "tpu", "--out", "o"],
+        None,
+        "--device must be one of auto, cpu, cuda, mps",
+    ),
+    (
+        "teacher-device-unavailable",
+        ["train-teacher", "--arch", "lenet5", "--device", "mps", "--out", "o"],
+        None,
+        "no MPS device is available",
+    ),
+    (
+        "max-train-zero",
+        ["train-teacher", "--arch", "lenet5", "--max-train", "0", "--out", "o"],
+        None,
+        "max_train must be a positive",
+    ),
     ("teacher-missing", ["compress", "--teacher", "nowhere", "--out", "o"], None, "neither a saved n2n model"),
     ("teacher-dir-without-spec", ["compress", "--teacher", "{X}", "--out", "o"], _empty_dir, "not a saved n2n model"),
     ("out-is-a-file", ["compress", "--teacher", "{T}", "--out", "{X}"], _a_file, "is a file; give a directory"),
-    ("random-search-with-init-policy", ["compress", "--teacher", "{T}", "--out", "o", "--search", "random", "--init-policy", "{X}"], _empty_dir, "cannot be combined with --search random"),
-    ("workers-negative", ["compress", "--teacher", "{T}", "--out", "o", "--workers", "-1"], None, "--workers must be >= 0"),
+    (
+        "random-search-with-init-policy",
+        ["compress", "--teacher", "{T}", "--out", "o", "--search", "random", "--init-policy", "{X}"],
+        _empty_dir,
+        "cannot be combined with --search random",
+    ),
+    (
+        "workers-negative",
+        ["compress", "--teacher", "{T}", "--out", "o", "--workers", "-1"],
+        None,
+        "--workers must be >= 0",
+    ),
     ("device-unknown", ["compress", "--teacher", "{T}", "--out", "o", "--device", "tpu"], None, "invalid choice"),
-    ("device-unavailable", ["compress", "--teacher", "{T}", "--out", "o", "--device", "mps"], None, "no MPS device is available"),
+    (
+        "device-unavailable",
+        ["compress", "--teacher", "{T}", "--out", "o", "--device", "mps"],
+        None,
+        "no MPS device is available",
+    ),
     ("precision-unknown", ["compress", "--teacher", "{T}", "--out", "o", "--precision", "fp8"], None, "invalid choice"),
-    ("ray-address-malformed", ["compress", "--teacher", "{T}", "--out", "o", "--ray-address", "head-node"], None, "--ray-address must be auto, HOST:PORT"),
+    (
+        "ray-address-malformed",
+        ["compress", "--teacher", "{T}", "--out", "o", "--ray-address", "head-node"],
+        None,
+        "--ray-address must be auto, HOST:PORT",
+    ),
     ("no-teacher", ["compress", "--out", "o"], None, "needs --teacher and --out"),
-    ("updates-zero", ["compress", "--teacher", "{T}", "--out", "o", "--updates", "0"], None, "--updates must be a positive integer"),
+    (
+        "updates-zero",
+        ["compress", "--teacher", "{T}", "--out", "o", "--updates", "0"],
+        None,
+        "--updates must be a positive integer",
+    ),
     ("fraction-above-one", ["compress", "--teacher", "{T}", "--out", "o", "--fractions", "0.5,2"], None, "--fractions"),
-    ("fractions-without-one", ["compress", "--teacher", "{T}", "--out", "o", "--fractions", "0.25,0.5"], None, "include 1.0"),
-    ("fractions-not-numbers", ["compress", "--teacher", "{T}", "--out", "o", "--fractions", "a,b"], None, "comma-separated numbers"),
+    (
+        "fractions-without-one",
+        ["compress", "--teacher", "{T}", "--out", "o", "--fractions", "0.25,0.5"],
+        None,
+        "include 1.0",
+    ),
+    (
+        "fractions-not-numbers",
+        ["compress", "--teacher", "{T}", "--out", "o", "--fractions", "a,b"],
+        None,
+        "comma-separated numbers",
+    ),
     ("stage-choice", ["compress", "--teacher", "{T}", "--out", "o", "--stages", "all"], None, "invalid choice"),
     ("updates-not-int", ["compress", "--teacher", "{T}", "--out", "o", "--updates", "many"], None, "invalid int value"),
     ("negative-lr", ["compress", "--teacher", "{T}", "--out", "o", "--lr", "-0.1"], None, "--lr must be > 0"),
-    ("baseline-decay-one", ["compress", "--teacher", "{T}", "--out", "o", "--baseline-decay", "1"], None, "--baseline-decay must be in [0, 1)"),
-    ("risk-epsilon-above-one", ["compress", "--teacher", "{T}", "--out", "o", "--risk-epsilon", "1.5"], None, "--risk-epsilon must be in (0, 1]"),
-    ("min-accuracy-percent", ["compress", "--teacher", "{T}", "--out", "o", "--min-accuracy", "95"], None, "--min-accuracy must be a fraction"),
-    ("max-params-zero", ["compress", "--teacher", "{T}", "--out", "o", "--max-params", "0"], None, "--max-params must be a positive"),
-    ("target-params-zero", ["compress", "--teacher", "{T}", "--out", "o", "--target-params", "0"], None, "--target-params must be a positive"),
-    ("target-latency-negative", ["compress", "--teacher", "{T}", "--out", "o", "--target-latency-ms", "-1"], None, "--target-latency-ms must be > 0"),
-    ("target-exponent-positive", ["compress", "--teacher", "{T}", "--out", "o", "--target-params", "9", "--target-exponent", "0.5"], None, "--target-exponent must be < 0"),
-    ("target-with-objective", ["compress", "--teacher", "{T}", "--out", "o", "--target-params", "900", "--objective", "flops"], None, "drop --objective"),
-    ("front-zero", ["compress", "--teacher", "{T}", "--out", "o", "--front", "0"], None, "--front must be an integer from 1 to 16"),
-    ("init-policy-missing", ["compress", "--teacher", "{T}", "--out", "o", "--init-policy", "{X}"], _empty_dir, "holds no trained policy"),
-    ("wrong-input-shape", ["compress", "--teacher", "{T}", "--out", "o", "--data", "mnist", "--data-dir", "{X}"], write_tiny_mnist, "pass the data set the teacher was trained on"),
-    ("config-missing", ["compress", "--teacher", "{T}", "--out", "o", "--config", "nowhere.yaml"], None, "--config nowhere.yaml"),
-    ("config-unknown-key", ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"], _yaml("updatez: 3\n"), "unknown setting 'updatez'"),
-    ("config-wrong-type", ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"], _yaml("updates: lots\n"), "updates must be int"),
-    ("config-not-yaml", ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"], _yaml("updates: [1,\n"), "not valid YAML"),
-    ("config-not-mapping", ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"], _yaml("- 1\n- 2\n"), "must map setting names"),
-    ("config-bad-value", ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"], _yaml("rollouts: -2\n"), "--rollouts must be a positive"),
-    ("zoo-teacher-without-weights", ["compress", "--teacher", "vgg11", "--out", "o"], None, "pass its trained weights with --weights"),
-    ("import-path-unknown-module", ["compress", "--teacher", "no_such_pkg_q:net", "--out", "o"], None, "cannot import 'no_such_pkg_q'"),
-    ("teacher-kwargs-not-json", ["compress", "--teacher", "vgg11", "--teacher-kwargs", "{width: 1}", "--out", "o"], None, "must be a JSON object"),
-    ("malicious-pickle", ["compress", "--teacher", "lenet5", "--weights", "{X}", "--out", "o"], _evil_weights, "--trust-pickle"),
-    ("weights-not-safetensors", ["compress", "--teacher", "lenet5", "--weights", "{X}", "--out", "o"], _not_a_tensor_file, "not a readable safetensors file"),
+    (
+        "baseline-decay-one",
+        ["compress", "--teacher", "{T}", "--out", "o", "--baseline-decay", "1"],
+        None,
+        "--baseline-decay must be in [0, 1)",
+    ),
+    (
+        "risk-epsilon-above-one",
+        ["compress", "--teacher", "{T}", "--out", "o", "--risk-epsilon", "1.5"],
+        None,
+        "--risk-epsilon must be in (0, 1]",
+    ),
+    (
+        "min-accuracy-percent",
+        ["compress", "--teacher", "{T}", "--out", "o", "--min-accuracy", "95"],
+        None,
+        "--min-accuracy must be a fraction",
+    ),
+    (
+        "max-params-zero",
+        ["compress", "--teacher", "{T}", "--out", "o", "--max-params", "0"],
+        None,
+        "--max-params must be a positive",
+    ),
+    (
+        "target-params-zero",
+        ["compress", "--teacher", "{T}", "--out", "o", "--target-params", "0"],
+        None,
+        "--target-params must be a positive",
+    ),
+    (
+        "target-latency-negative",
+        ["compress", "--teacher", "{T}", "--out", "o", "--target-latency-ms", "-1"],
+        None,
+        "--target-latency-ms must be > 0",
+    ),
+    (
+        "target-exponent-positive",
+        ["compress", "--teacher", "{T}", "--out", "o", "--target-params", "9", "--target-exponent", "0.5"],
+        None,
+        "--target-exponent must be < 0",
+    ),
+    (
+        "target-with-objective",
+        ["compress", "--teacher", "{T}", "--out", "o", "--target-params", "900", "--objective", "flops"],
+        None,
+        "drop --objective",
+    ),
+    (
+        "front-zero",
+        ["compress", "--teacher", "{T}", "--out", "o", "--front", "0"],
+        None,
+        "--front must be an integer from 1 to 16",
+    ),
+    (
+        "init-policy-missing",
+        ["compress", "--teacher", "{T}", "--out", "o", "--init-policy", "{X}"],
+        _empty_dir,
+        "holds no trained policy",
+    ),
+    (
+        "wrong-input-shape",
+        ["compress", "--teacher", "{T}", "--out", "o", "--data", "mnist", "--data-dir", "{X}"],
+        write_tiny_mnist,
+        "pass the data set the teacher was trained on",
+    ),
+    (
+        "config-missing",
+        ["compress", "--teacher", "{T}", "--out", "o", "--config", "nowhere.yaml"],
+        None,
+        "--config nowhere.yaml",
+    ),
+    (
+        "config-unknown-key",
+        ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"],
+        _yaml("updatez: 3\n"),
+        "unknown setting 'updatez'",
+    ),
+    (
+        "config-wrong-type",
+        ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"],
+        _yaml("updates: lots\n"),
+        "updates must be int",
+    ),
+    (
+        "config-not-yaml",
+        ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"],
+        _yaml("updates: [1,\n"),
+        "not valid YAML",
+    ),
+    (
+        "config-not-mapping",
+        ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"],
+        _yaml("- 1\n- 2\n"),
+        "must map setting names",
+    ),
+    (
+        "config-bad-value",
+        ["compress", "--teacher", "{T}", "--out", "o", "--config", "{X}"],
+        _yaml("rollouts: -2\n"),
+        "--rollouts must be a positive",
+    ),
+    (
+        "zoo-teacher-without-weights",
+        ["compress", "--teacher", "vgg11", "--out", "o"],
+        None,
+        "pass its trained weights with --weights",
+    ),
+    (
+        "import-path-unknown-module",
+        ["compress", "--teacher", "no_such_pkg_q:net", "--out", "o"],
+        None,
+        "cannot import 'no_such_pkg_q'",
+    ),
+    (
+        "teacher-kwargs-not-json",
+        ["compress", "--teacher", "vgg11", "--teacher-kwargs", "{width: 1}", "--out", "o"],
+        None,
+        "must be a JSON object",
+    ),
+    (
+        "malicious-pickle",
+        ["compress", "--teacher", "lenet5", "--weights", "{X}", "--out", "o"],
+        _evil_weights,
+        "--trust-pickle",
+    ),
+    (
+        "weights-not-safetensors",
+        ["compress", "--teacher", "lenet5", "--weights", "{X}", "--out", "o"],
+        _not_a_tensor_file,
+        "not a readable safetensors file",
+    ),
     ("resume-not-a-run", ["compress", "--resume", "{X}"], _empty_dir, "not an n2n run directory"),
     ("resume-with-options", ["compress", "--resume", "{X}", "--updates", "3"], _empty_dir, "drop --updates"),
     ("inspect-without-shape", ["inspect", "--teacher", "vgg11"], None, "--input-shape C,H,W is needed"),
-    ("inspect-bad-shape", ["inspect", "--teacher", "vgg11", "--input-shape", "3x32x32"], None, "--input-shape must be integers"),
-    ("inspect-shape-mismatch", ["inspect", "--teacher", "{T}", "--input-shape", "3,32,32"], None, "takes inputs of shape (1, 8, 8)"),
-    ("inspect-model-fails-on-shape", ["inspect", "--teacher", "no_such_pkg_q:net", "--input-shape", "1,8,8"], None, "cannot import"),
+    (
+        "inspect-bad-shape",
+        ["inspect", "--teacher", "vgg11", "--input-shape", "3x32x32"],
+        None,
+        "--input-shape must be integers",
+    ),
+    (
+        "inspect-shape-mismatch",
+        ["inspect", "--teacher", "{T}", "--input-shape", "3,32,32"],
+        None,
+        "takes inputs of shape (1, 8, 8)",
+    ),
+    (
+        "inspect-model-fails-on-shape",
+        ["inspect", "--teacher", "no_such_pkg_q:net", "--input-shape", "1,8,8"],
+        None,
+        "cannot import",
+    ),
     ("evaluate-missing", ["evaluate", "nowhere"], None, "not a saved n2n model"),
-    ("evaluate-wrong-data", ["evaluate", "{T}", "--data", "mnist", "--data-dir", "{X}"], write_tiny_mnist, "takes inputs of shape"),
-    ("baseline-uniform-without-target", ["baseline", "uniform", "--teacher", "{T}", "--out", "o"], None, "needs --teacher and --target-params"),
-    ("baseline-uniform-impossible-target", ["baseline", "uniform", "--teacher", "{T}", "--target-params", "1", "--out", "o"], None, "no uniform keep-fraction brings the teacher"),
-    ("baseline-scratch-not-a-run", ["baseline", "scratch", "--run", "{X}", "--out", "o"], _empty_dir, "is not a finished n2n run"),
+    (
+        "evaluate-wrong-data",
+        ["evaluate", "{T}", "--data", "mnist", "--data-dir", "{X}"],
+        write_tiny_mnist,
+        "takes inputs of shape",
+    ),
+    (
+        "baseline-uniform-without-target",
+        ["baseline", "uniform", "--teacher", "{T}", "--out", "o"],
+        None,
+        "needs --teacher and --target-params",
+    ),
+    (
+        "baseline-uniform-impossible-target",
+        ["baseline", "uniform", "--teacher", "{T}", "--target-params", "1", "--out", "o"],
+        None,
+        "no uniform keep-fraction brings the teacher",
+    ),
+    (
+        "baseline-scratch-not-a-run",
+        ["baseline", "scratch", "--run", "{X}", "--out", "o"],
+        _empty_dir,
+        "is not a finished n2n run",
+    ),
     ("report-not-a-run", ["report", "{X}"], _empty_dir, "not an n2n run directory"),
     ("export-unknown-format", ["export", "{T}", "--format", "tflite"], None, "invalid choice"),
     ("export-missing", ["export", "nowhere", "--format", "onnx"], None, "not a saved n2n model"),
     ("export-atol-zero", ["export", "{T}", "--format", "torchscript", "--atol", "0"], None, "--atol must be > 0"),
-    ("export-wrong-data", ["export", "{T}", "--format", "onnx", "--data", "mnist", "--data-dir", "{X}"], write_tiny_mnist, "pass the data set the model was trained on"),
+    (
+        "export-wrong-data",
+        ["export", "{T}", "--format", "onnx", "--data", "mnist", "--data-dir", "{X}"],
+        write_tiny_mnist,
+        "pass the data set the model was trained on",
+    ),
     ("evaluate-teacher-missing", ["evaluate", "{T}", "--teacher", "nowhere"], None, "not a saved n2n model"),
-    ("objective-choice", ["compress", "--teacher", "{T}", "--out", "o", "--objective", "speed"], None, "invalid choice"),
-    ("max-flops-zero", ["compress", "--teacher", "{T}", "--out", "o", "--max-flops", "0"], None, "--max-flops must be a positive"),
-    ("max-latency-negative", ["compress", "--teacher", "{T}", "--out", "o", "--max-latency-ms", "-1"], None, "--max-latency-ms must be > 0"),
-    ("init-policy-other-features", ["compress", "--teacher", "{T}", "--out", "o", "--init-policy", "{X}"], _foreign_policy, "train the policy again"),
+    (
+        "objective-choice",
+        ["compress", "--teacher", "{T}", "--out", "o", "--objective", "speed"],
+        None,
+        "invalid choice",
+    ),
+    (
+        "max-flops-zero",
+        ["compress", "--teacher", "{T}", "--out", "o", "--max-flops", "0"],
+        None,
+        "--max-flops must be a positive",
+    ),
+    (
+        "max-latency-negative",
+        ["compress", "--teacher", "{T}", "--out", "o", "--max-latency-ms", "-1"],
+        None,
+        "--max-latency-ms must be > 0",
+    ),
+    (
+        "init-policy-other-features",
+        ["compress", "--teacher", "{T}", "--out", "o", "--init-policy", "{X}"],
+        _foreign_policy,
+        "train the policy again",
+    ),
     ("report-compare-not-a-run", ["report", "{T}", "{X}"], _empty_dir, "not an n2n run directory"),
     ("report-out-with-one-run", ["report", "{X}", "--out", "o"], _empty_dir, "--out is for comparing several runs"),
 ]
@@ -243,6 +566,7 @@ def _set(path, value):
             target = target[key]
         target[path[-1]] = value
         return data
+
     return mutate
 
 
@@ -260,8 +584,9 @@ def _evil_run(d, finished=True):
     run = d / "run"
     for name in ("teacher", "student"):
         _saved_model(run, lambda data: {**data, "arch": _evil_arch(d)}, name)
-    (run / "run.json").write_text(json.dumps({"teacher": "x", "data": "digits", "data_dir": None, "max_train": None,
-                                              "data_options": {}}))
+    (run / "run.json").write_text(
+        json.dumps({"teacher": "x", "data": "digits", "data_dir": None, "max_train": None, "data_options": {}})
+    )
     (run / "config.json").write_text("{}")
     (run / "events.jsonl").write_text(json.dumps({"event": "done", "wall_time_s": 1.0}) + "\n" if finished else "")
     return run
@@ -269,17 +594,20 @@ def _evil_run(d, finished=True):
 
 def _run_with(files, student=False):
     """A run directory (zoo teacher, and student when ``student``) whose files are overridden by ``files``."""
+
     def make(d):
         run = d / "run"
         for name in ("teacher", "student") if student else ("teacher",):
             _saved_model(run, None, name)
-        (run / "run.json").write_text(json.dumps({"teacher": "t", "data": "digits", "data_dir": None,
-                                                  "max_train": None, "data_options": {}}))
+        (run / "run.json").write_text(
+            json.dumps({"teacher": "t", "data": "digits", "data_dir": None, "max_train": None, "data_options": {}})
+        )
         (run / "config.json").write_text("{}")
         (run / "events.jsonl").write_text("")
         for name, text in files.items():
             (run / name).write_bytes(text if isinstance(text, bytes) else text.encode())
         return run
+
     return make
 
 
@@ -297,6 +625,7 @@ def _npz(x, y, **more):
         d.mkdir(parents=True)
         np.savez(d / "data.npz", x=x, y=y, **more)
         return d / "data.npz"
+
     return make
 
 
@@ -317,6 +646,7 @@ def _policy(record, tensors=True, truncate=False):
                 path = d / "policy_remove.safetensors"
                 path.write_bytes(path.read_bytes()[:-200])
         return d
+
     return make
 
 
@@ -353,52 +683,174 @@ CASES += [
     ("untrusted-compress-teacher", ["compress", "--teacher", "{X}", "--out", "o"], _evil_model, "pass --trust-code"),
     ("untrusted-resume", ["compress", "--resume", "{X}"], lambda d: _evil_run(d, finished=False), "pass --trust-code"),
     ("untrusted-report", ["report", "{X}"], _evil_run, "pass --trust-code"),
-    ("untrusted-baseline-scratch", ["baseline", "scratch", "--run", "{X}", "--out", "o"], _evil_run, "pass --trust-code"),
-    ("untrusted-baseline-uniform", ["baseline", "uniform", "--teacher", "{X}", "--target-params", "100", "--out", "o"], _evil_model, "pass --trust-code"),
-    ("untrusted-runpy", ["evaluate", "{X}"], _spec(_set(["arch"], {"source": "import", "target": "runpy:run_path", "kwargs": {"path_name": "x.py"}})), "'runpy:run_path'"),
+    (
+        "untrusted-baseline-scratch",
+        ["baseline", "scratch", "--run", "{X}", "--out", "o"],
+        _evil_run,
+        "pass --trust-code",
+    ),
+    (
+        "untrusted-baseline-uniform",
+        ["baseline", "uniform", "--teacher", "{X}", "--target-params", "100", "--out", "o"],
+        _evil_model,
+        "pass --trust-code",
+    ),
+    (
+        "untrusted-runpy",
+        ["evaluate", "{X}"],
+        _spec(_set(["arch"], {"source": "import", "target": "runpy:run_path", "kwargs": {"path_name": "x.py"}})),
+        "'runpy:run_path'",
+    ),
     # spec.json of the wrong shape
     ("spec-is-a-list", ["evaluate", "{X}"], _spec(lambda data: [data]), "is a JSON list"),
     ("spec-not-json", ["evaluate", "{X}"], _spec(lambda data: "{not json"), "not a readable JSON model spec"),
-    ("spec-kwargs-unknown", ["evaluate", "{X}"], _spec(_set(["arch", "kwargs", "depth"], 3)), "takes no argument 'depth'"),
-    ("spec-kwargs-not-mapping", ["evaluate", "{X}"], _spec(_set(["arch", "kwargs"], "wide")), "arch.kwargs must be an object"),
-    ("spec-kwargs-wrong-type", ["evaluate", "{X}"], _spec(_set(["arch", "kwargs", "width"], "wide")), "width of zoo model"),
-    ("spec-kwargs-huge", ["evaluate", "{X}"], _spec(_set(["arch", "kwargs", "width"], 1000.0)), "must be a number in (0, 64]"),
+    (
+        "spec-kwargs-unknown",
+        ["evaluate", "{X}"],
+        _spec(_set(["arch", "kwargs", "depth"], 3)),
+        "takes no argument 'depth'",
+    ),
+    (
+        "spec-kwargs-not-mapping",
+        ["evaluate", "{X}"],
+        _spec(_set(["arch", "kwargs"], "wide")),
+        "arch.kwargs must be an object",
+    ),
+    (
+        "spec-kwargs-wrong-type",
+        ["evaluate", "{X}"],
+        _spec(_set(["arch", "kwargs", "width"], "wide")),
+        "width of zoo model",
+    ),
+    (
+        "spec-kwargs-huge",
+        ["evaluate", "{X}"],
+        _spec(_set(["arch", "kwargs", "width"], 1000.0)),
+        "must be a number in (0, 64]",
+    ),
     ("spec-edits-string", ["evaluate", "{X}"], _spec(_set(["edits"], "features.0")), "edits must be an object"),
-    ("spec-edits-keep-above-one", ["evaluate", "{X}"], _spec(_set(["edits"], {"removed": [], "keep": [["features.0", 3]]})), "fraction in (0, 1]"),
-    ("spec-edits-removed-numbers", ["evaluate", "{X}"], _spec(_set(["edits", "removed"], [1, 2])), "edits.removed must be a list"),
-    ("spec-arch-source", ["evaluate", "{X}"], _spec(_set(["arch", "source"], "pickle")), "arch.source must be 'zoo' or 'import'"),
-    ("spec-arch-unknown-zoo", ["evaluate", "{X}"], _spec(_set(["arch", "name"], "alexnet")), "is not a zoo architecture"),
+    (
+        "spec-edits-keep-above-one",
+        ["evaluate", "{X}"],
+        _spec(_set(["edits"], {"removed": [], "keep": [["features.0", 3]]})),
+        "fraction in (0, 1]",
+    ),
+    (
+        "spec-edits-removed-numbers",
+        ["evaluate", "{X}"],
+        _spec(_set(["edits", "removed"], [1, 2])),
+        "edits.removed must be a list",
+    ),
+    (
+        "spec-arch-source",
+        ["evaluate", "{X}"],
+        _spec(_set(["arch", "source"], "pickle")),
+        "arch.source must be 'zoo' or 'import'",
+    ),
+    (
+        "spec-arch-unknown-zoo",
+        ["evaluate", "{X}"],
+        _spec(_set(["arch", "name"], "alexnet")),
+        "is not a zoo architecture",
+    ),
     ("spec-arch-not-object", ["evaluate", "{X}"], _spec(_set(["arch"], "lenet5")), "arch must be an object"),
-    ("spec-input-shape-huge", ["evaluate", "{X}"], _spec(_set(["input_shape"], [3, 100000, 100000])), "values per sample"),
-    ("spec-input-shape-negative", ["evaluate", "{X}"], _spec(_set(["input_shape"], [1, -8, 8])), "input_shape must be a list"),
+    (
+        "spec-input-shape-huge",
+        ["evaluate", "{X}"],
+        _spec(_set(["input_shape"], [3, 100000, 100000])),
+        "values per sample",
+    ),
+    (
+        "spec-input-shape-negative",
+        ["evaluate", "{X}"],
+        _spec(_set(["input_shape"], [1, -8, 8])),
+        "input_shape must be a list",
+    ),
     ("spec-num-classes", ["evaluate", "{X}"], _spec(_set(["num_classes"], -3)), "num_classes must be an integer"),
-    ("spec-normalization-length", ["evaluate", "{X}"], _spec(_set(["normalization"], {"mean": [0, 0], "std": [1, 1]})), "normalization.mean must be 1 finite"),
-    ("spec-normalization-zero-std", ["evaluate", "{X}"], _spec(_set(["normalization"], {"mean": [0], "std": [0]})), "normalization.std must be positive"),
+    (
+        "spec-normalization-length",
+        ["evaluate", "{X}"],
+        _spec(_set(["normalization"], {"mean": [0, 0], "std": [1, 1]})),
+        "normalization.mean must be 1 finite",
+    ),
+    (
+        "spec-normalization-zero-std",
+        ["evaluate", "{X}"],
+        _spec(_set(["normalization"], {"mean": [0], "std": [0]})),
+        "normalization.std must be positive",
+    ),
     ("spec-version-string", ["evaluate", "{X}"], _spec(_set(["version"], "one")), "not a non-negative integer"),
     ("spec-version-newer", ["evaluate", "{X}"], _spec(_set(["version"], 99)), "upgrade n2n"),
     ("spec-protected", ["evaluate", "{X}"], _spec(_set(["protected"], "classifier")), "protected must be a list"),
     ("spec-meta", ["evaluate", "{X}"], _spec(_set(["meta"], [1])), "meta must be an object"),
     ("spec-format", ["evaluate", "{X}"], _spec(_set(["format"], "keras")), "is not an n2n model spec"),
     # run directories
-    ("run-config-a-list", ["compress", "--resume", "{X}"], _run_with({"config.json": "[1, 2]"}), "must hold a JSON object"),
-    ("run-config-not-json", ["compress", "--resume", "{X}"], _run_with({"config.json": "{"}), "not a readable JSON settings file"),
-    ("run-json-unknown-data", ["compress", "--resume", "{X}"], _run_with({"run.json": '{"data": "imagenet"}'}), "data = 'imagenet' is not valid"),
+    (
+        "run-config-a-list",
+        ["compress", "--resume", "{X}"],
+        _run_with({"config.json": "[1, 2]"}),
+        "must hold a JSON object",
+    ),
+    (
+        "run-config-not-json",
+        ["compress", "--resume", "{X}"],
+        _run_with({"config.json": "{"}),
+        "not a readable JSON settings file",
+    ),
+    (
+        "run-json-unknown-data",
+        ["compress", "--resume", "{X}"],
+        _run_with({"run.json": '{"data": "imagenet"}'}),
+        "data = 'imagenet' is not valid",
+    ),
     ("run-json-a-number", ["compress", "--resume", "{X}"], _run_with({"run.json": "3"}), "must hold a JSON object"),
-    ("run-tensorboard-outside", ["compress", "--resume", "{X}"], _run_with({"config.json": '{"tensorboard": "/tmp/elsewhere"}'}), "outside the run directory"),
-    ("run-config-bad-value", ["compress", "--resume", "{X}"], _run_with({"config.json": '{"updates": "many"}'}), "updates must be int"),
+    (
+        "run-tensorboard-outside",
+        ["compress", "--resume", "{X}"],
+        _run_with({"config.json": '{"tensorboard": "/tmp/elsewhere"}'}),
+        "outside the run directory",
+    ),
+    (
+        "run-config-bad-value",
+        ["compress", "--resume", "{X}"],
+        _run_with({"config.json": '{"updates": "many"}'}),
+        "updates must be int",
+    ),
     ("resume-nothing-to-resume", ["compress", "--resume", "{X}"], _run_with({}), "has no search to resume"),
     ("resume-damaged-checkpoint", ["compress", "--resume", "{X}"], _damaged_checkpoint, "cannot read the checkpoint"),
     ("resume-with-overwrite", ["compress", "--resume", "{X}", "--overwrite"], _empty_dir, "drop --overwrite"),
-    ("report-bad-run-json", ["report", "{X}"], _run_with({"run.json": "[]", "events.jsonl": '{"event": "done", "wall_time_s": 1}\n'}, student=True), "must hold a JSON object"),
-    ("report-bad-config-json", ["report", "{X}"], _run_with({"config.json": '{"seed": "zero"}', "events.jsonl": '{"event": "done", "wall_time_s": 1}\n'}, student=True), "seed must be int"),
+    (
+        "report-bad-run-json",
+        ["report", "{X}"],
+        _run_with({"run.json": "[]", "events.jsonl": '{"event": "done", "wall_time_s": 1}\n'}, student=True),
+        "must hold a JSON object",
+    ),
+    (
+        "report-bad-config-json",
+        ["report", "{X}"],
+        _run_with(
+            {"config.json": '{"seed": "zero"}', "events.jsonl": '{"event": "done", "wall_time_s": 1}\n'}, student=True
+        ),
+        "seed must be int",
+    ),
     # data files
-    ("idx-corrupt-gzip", ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"], _corrupt_gzip, "damaged or not gzip"),
+    (
+        "idx-corrupt-gzip",
+        ["train-teacher", "--arch", "lenet5", "--data", "mnist", "--data-dir", "{X}", "--out", "o"],
+        _corrupt_gzip,
+        "damaged or not gzip",
+    ),
     ("npz-sparse-labels", NPZ, _npz(RGB, np.array(list(range(9)) * 2 + [20000, 0])), "have no training example"),
     ("npz-float-labels", NPZ, _npz(RGB, np.linspace(0, 1, 20)), "integer class labels"),
     ("npz-5d-images", NPZ, _npz(np.zeros((20, 1, 1, 8, 8)), np.arange(20) % 2), "(N, H, W) or (N, C, H, W)"),
     ("npz-one-class", NPZ, _npz(RGB, np.zeros(20, np.int64)), "a classifier needs 2 or more"),
     ("npz-nan-images", NPZ, _npz(np.full((20, 8, 8), np.nan, np.float32), np.arange(20) % 2), "NaN or infinite"),
-    ("npz-not-a-zip", NPZ, lambda d: (d.mkdir(parents=True), (d / "x.npz").write_bytes(b"PK garbage"))[0] or d / "x.npz", "npz: cannot read"),
+    (
+        "npz-not-a-zip",
+        NPZ,
+        lambda d: (d.mkdir(parents=True), (d / "x.npz").write_bytes(b"PK garbage"))[0] or d / "x.npz",
+        "npz: cannot read",
+    ),
     # settings files
     ("yaml-updates-null", C + ["--config", "{X}"], _yaml("updates: ~\n"), "updates needs a value"),
     ("yaml-lr-null", C + ["--config", "{X}"], _yaml("lr: ~\n"), "lr needs a value"),
@@ -407,7 +859,12 @@ CASES += [
     ("yaml-updates-bool", C + ["--config", "{X}"], _yaml("updates: true\n"), "updates must be int"),
     ("yaml-updates-mapping", C + ["--config", "{X}"], _yaml("updates: {a: 1}\n"), "updates must be int"),
     ("yaml-lr-nan", C + ["--config", "{X}"], _yaml("lr: .nan\n"), "--lr must be a finite number"),
-    ("yaml-fractions-words", C + ["--config", "{X}"], _yaml("fractions: [a, b]\n"), "fractions must be a list of float"),
+    (
+        "yaml-fractions-words",
+        C + ["--config", "{X}"],
+        _yaml("fractions: [a, b]\n"),
+        "fractions must be a list of float",
+    ),
     # command-line values
     ("seed-negative", C + ["--seed", "-1"], None, "--seed must be an integer in [0, 2**32)"),
     ("seed-too-large", C + ["--seed", str(2**32)], None, "--seed must be an integer in [0, 2**32)"),
@@ -428,49 +885,179 @@ CASES += [
     ("removal-hidden-huge", C + ["--removal-hidden", "200000"], None, "--removal-hidden must be at most 4096"),
     ("temperature-zero", C + ["--temperature", "0"], None, "--temperature must be > 0"),
     ("fix-matches-nothing", C + ["--fix", "nope*"], None, "--fix 'nope*' matches none of the teacher's layers"),
-    ("inspect-fix-matches-nothing", ["inspect", "--teacher", "{T}", "--fix", "nope*"], None, "--fix 'nope*' matches none"),
+    (
+        "inspect-fix-matches-nothing",
+        ["inspect", "--teacher", "{T}", "--fix", "nope*"],
+        None,
+        "--fix 'nope*' matches none",
+    ),
     ("teacher-at-chance", ["compress", "--teacher", "{X}", "--out", "o"], _untrained_teacher, "near chance"),
-    ("teacher-kwargs-unknown-key", ["inspect", "--teacher", "vgg11", "--input-shape", "1,8,8", "--teacher-kwargs", '{"depth": 3}'], None, "takes no argument 'depth'"),
-    ("teacher-kwargs-wrong-type", ["inspect", "--teacher", "vgg11", "--input-shape", "1,8,8", "--teacher-kwargs", '{"width": "wide"}'], None, "width of zoo model"),
-    ("teacher-kwargs-a-list", ["inspect", "--teacher", "vgg11", "--input-shape", "1,8,8", "--teacher-kwargs", "[1]"], None, "must be a JSON object"),
-    ("teacher-kwargs-too-big", ["inspect", "--teacher", "vgg19", "--input-shape", "3,32,32", "--teacher-kwargs", '{"width": 60}'], None, "parameters (limit"),
-    ("init-policy-truncated", C + ["--init-policy", "{X}"], _policy({}, truncate=True), "is not a readable safetensors file"),
-    ("init-policy-huge-hidden", C + ["--init-policy", "{X}"], _policy({"hidden": 200000}), "hidden = 200000, outside [1, 4096]"),
+    (
+        "teacher-kwargs-unknown-key",
+        ["inspect", "--teacher", "vgg11", "--input-shape", "1,8,8", "--teacher-kwargs", '{"depth": 3}'],
+        None,
+        "takes no argument 'depth'",
+    ),
+    (
+        "teacher-kwargs-wrong-type",
+        ["inspect", "--teacher", "vgg11", "--input-shape", "1,8,8", "--teacher-kwargs", '{"width": "wide"}'],
+        None,
+        "width of zoo model",
+    ),
+    (
+        "teacher-kwargs-a-list",
+        ["inspect", "--teacher", "vgg11", "--input-shape", "1,8,8", "--teacher-kwargs", "[1]"],
+        None,
+        "must be a JSON object",
+    ),
+    (
+        "teacher-kwargs-too-big",
+        ["inspect", "--teacher", "vgg19", "--input-shape", "3,32,32", "--teacher-kwargs", '{"width": 60}'],
+        None,
+        "parameters (limit",
+    ),
+    (
+        "init-policy-truncated",
+        C + ["--init-policy", "{X}"],
+        _policy({}, truncate=True),
+        "is not a readable safetensors file",
+    ),
+    (
+        "init-policy-huge-hidden",
+        C + ["--init-policy", "{X}"],
+        _policy({"hidden": 200000}),
+        "hidden = 200000, outside [1, 4096]",
+    ),
     ("init-policy-a-list", C + ["--init-policy", "{X}"], _policy([1, 2]), "must hold a JSON object (policy record)"),
     ("init-policy-not-json", C + ["--init-policy", "{X}"], _policy("{"), "not a readable JSON policy record"),
-    ("init-policy-unknown-field", C + ["--init-policy", "{X}"], _policy({"activation": "tanh"}), "unknown field 'activation'"),
-    ("init-policy-layers-string", C + ["--init-policy", "{X}"], _policy({"num_layers": "two"}), "num_layers = 'two', not a int"),
-    ("init-policy-no-tensors", C + ["--init-policy", "{X}"], _policy({}, tensors=False), "is not a readable safetensors file"),
+    (
+        "init-policy-unknown-field",
+        C + ["--init-policy", "{X}"],
+        _policy({"activation": "tanh"}),
+        "unknown field 'activation'",
+    ),
+    (
+        "init-policy-layers-string",
+        C + ["--init-policy", "{X}"],
+        _policy({"num_layers": "two"}),
+        "num_layers = 'two', not a int",
+    ),
+    (
+        "init-policy-no-tensors",
+        C + ["--init-policy", "{X}"],
+        _policy({}, tensors=False),
+        "is not a readable safetensors file",
+    ),
     # where results go
     ("out-empty", ["compress", "--teacher", "{T}", "--out", ""], None, "--out is empty"),
-    ("out-under-a-file", ["compress", "--teacher", "{T}", "--out", "{X}"], _under_a_file, "which is a file, not a directory"),
-    ("teacher-out-under-a-file", ["train-teacher", "--arch", "lenet5", "--out", "{X}"], _under_a_file, "which is a file"),
+    (
+        "out-under-a-file",
+        ["compress", "--teacher", "{T}", "--out", "{X}"],
+        _under_a_file,
+        "which is a file, not a directory",
+    ),
+    (
+        "teacher-out-under-a-file",
+        ["train-teacher", "--arch", "lenet5", "--out", "{X}"],
+        _under_a_file,
+        "which is a file",
+    ),
     ("demo-out-under-a-file", ["demo", "--out", "{X}"], _under_a_file, "which is a file"),
-    ("baseline-out-under-a-file", ["baseline", "uniform", "--teacher", "{T}", "--target-params", "100", "--out", "{X}"], _under_a_file, "which is a file"),
+    (
+        "baseline-out-under-a-file",
+        ["baseline", "uniform", "--teacher", "{T}", "--target-params", "100", "--out", "{X}"],
+        _under_a_file,
+        "which is a file",
+    ),
     ("tensorboard-a-file", C + ["--tensorboard", "{X}"], _a_file, "--tensorboard"),
-    ("teacher-out-holds-a-model", ["train-teacher", "--arch", "lenet5", "--out", "{T}"], None, "holds a saved model already"),
+    (
+        "teacher-out-holds-a-model",
+        ["train-teacher", "--arch", "lenet5", "--out", "{T}"],
+        None,
+        "holds a saved model already",
+    ),
     ("export-out-empty", ["export", "{T}", "--format", "onnx", "--out", ""], None, "must name the file to write"),
-    ("export-out-a-directory", ["export", "{T}", "--format", "onnx", "--out", "{X}"], _empty_dir, "must name the file to write"),
-    ("export-out-under-a-file", ["export", "{T}", "--format", "onnx", "--out", "{X}"], _under_a_file, "is a file; give a directory"),
+    (
+        "export-out-a-directory",
+        ["export", "{T}", "--format", "onnx", "--out", "{X}"],
+        _empty_dir,
+        "must name the file to write",
+    ),
+    (
+        "export-out-under-a-file",
+        ["export", "{T}", "--format", "onnx", "--out", "{X}"],
+        _under_a_file,
+        "is a file; give a directory",
+    ),
     ("ray-address-nobody-there", C + ["--ray-address", "127.0.0.1:9"], None, "nothing answers there"),
     # --normalize
-    ("normalize-unknown-name", TT + ["--normalize", "zscore"], None, "--normalize must be auto, data, none, imagenet or MEAN,STD"),
-    ("normalize-one-number", C + ["--normalize", "0.5"], None, "--normalize must be auto, data, none, imagenet or MEAN,STD"),
+    (
+        "normalize-unknown-name",
+        TT + ["--normalize", "zscore"],
+        None,
+        "--normalize must be auto, data, none, imagenet or MEAN,STD",
+    ),
+    (
+        "normalize-one-number",
+        C + ["--normalize", "0.5"],
+        None,
+        "--normalize must be auto, data, none, imagenet or MEAN,STD",
+    ),
     ("normalize-three-parts", C + ["--normalize", "0.5,0.25,0.1"], None, "--normalize must be auto, data, none"),
-    ("normalize-not-numbers", ["evaluate", "{T}", "--normalize", "mean,std"], None, "--normalize must be auto, data, none"),
+    (
+        "normalize-not-numbers",
+        ["evaluate", "{T}", "--normalize", "mean,std"],
+        None,
+        "--normalize must be auto, data, none",
+    ),
     ("normalize-std-zero", C + ["--normalize", "0.5,0"], None, "--normalize 0.5,0: std must be positive"),
     ("normalize-std-negative", TT + ["--normalize", "0.5,-0.25"], None, "std must be positive"),
     ("normalize-nan", C + ["--normalize", "nan,1"], None, "mean and std must be finite numbers"),
     ("normalize-counts-differ", C + ["--normalize", "0.4/0.5,0.2"], None, "2 mean(s) but 1 std(s)"),
-    ("normalize-channels-differ", C + ["--normalize", "0.5/0.5/0.5,0.2/0.2/0.2"], None, "gives 3 channel value(s) but digits has 1 channel(s)"),
-    ("normalize-imagenet-gray", ["evaluate", "{T}", "--normalize", "imagenet"], None, "--normalize imagenet is for 3-channel (RGB) inputs but digits has 1 channel(s)"),
+    (
+        "normalize-channels-differ",
+        C + ["--normalize", "0.5/0.5/0.5,0.2/0.2/0.2"],
+        None,
+        "gives 3 channel value(s) but digits has 1 channel(s)",
+    ),
+    (
+        "normalize-imagenet-gray",
+        ["evaluate", "{T}", "--normalize", "imagenet"],
+        None,
+        "--normalize imagenet is for 3-channel (RGB) inputs but digits has 1 channel(s)",
+    ),
     ("normalize-imagenet-gray-teacher", TT + ["--normalize", "imagenet"], None, "is for 3-channel (RGB) inputs"),
-    ("normalize-baseline-bad", ["baseline", "uniform", "--teacher", "{T}", "--target-params", "100", "--out", "o", "--normalize", "1,-1"], None, "std must be positive"),
+    (
+        "normalize-baseline-bad",
+        ["baseline", "uniform", "--teacher", "{T}", "--target-params", "100", "--out", "o", "--normalize", "1,-1"],
+        None,
+        "std must be positive",
+    ),
     ("normalize-with-resume", ["compress", "--resume", "{X}", "--normalize", "none"], _empty_dir, "drop --normalize"),
-    ("export-normalize-without-data", ["export", "{X}", "--format", "onnx", "--normalize", "none"], lambda d: _saved_model(d), "--normalize sets the inputs of the check on --data"),
-    ("export-bake-nothing-recorded", ["export", "{X}", "--format", "onnx", "--bake-normalization"], lambda d: _saved_model(d), "records no normalization to bake"),
-    ("export-bake-data-without-data", ["export", "{X}", "--format", "onnx", "--bake-normalization", "--normalize", "data"], lambda d: _saved_model(d), "--normalize data uses the training split's statistics: it needs --data"),
-    ("export-bake-imagenet-gray", ["export", "{X}", "--format", "onnx", "--bake-normalization", "--normalize", "imagenet"], lambda d: _saved_model(d), "is for 3-channel (RGB) inputs"),
+    (
+        "export-normalize-without-data",
+        ["export", "{X}", "--format", "onnx", "--normalize", "none"],
+        lambda d: _saved_model(d),
+        "--normalize sets the inputs of the check on --data",
+    ),
+    (
+        "export-bake-nothing-recorded",
+        ["export", "{X}", "--format", "onnx", "--bake-normalization"],
+        lambda d: _saved_model(d),
+        "records no normalization to bake",
+    ),
+    (
+        "export-bake-data-without-data",
+        ["export", "{X}", "--format", "onnx", "--bake-normalization", "--normalize", "data"],
+        lambda d: _saved_model(d),
+        "--normalize data uses the training split's statistics: it needs --data",
+    ),
+    (
+        "export-bake-imagenet-gray",
+        ["export", "{X}", "--format", "onnx", "--bake-normalization", "--normalize", "imagenet"],
+        lambda d: _saved_model(d),
+        "is for 3-channel (RGB) inputs",
+    ),
 ]
 
 
@@ -503,11 +1090,37 @@ def test_debug_shows_the_traceback(capsys):
 def test_report_of_an_interrupted_run_is_a_progress_report(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    lines = [{"event": "start", "teacher_params": 1000, "teacher_val_accuracy": 0.9},
-             {"event": "candidate", "stage": "remove", "update": 0, "rollout": 0, "edits": {"removed": ["a"], "keep": []},
-              "params": 100, "flops": 10, "val_accuracy": 0.8, "reward": 0.7, "reason": "", "seconds": 1.0, "cached": False},
-             {"event": "candidate", "stage": "remove", "update": 0, "rollout": 1, "edits": {"removed": [], "keep": []},
-              "params": 0, "flops": 0, "val_accuracy": 0.0, "reward": -1.0, "reason": "surgery: x", "seconds": 0.5, "cached": False}]
+    lines = [
+        {"event": "start", "teacher_params": 1000, "teacher_val_accuracy": 0.9},
+        {
+            "event": "candidate",
+            "stage": "remove",
+            "update": 0,
+            "rollout": 0,
+            "edits": {"removed": ["a"], "keep": []},
+            "params": 100,
+            "flops": 10,
+            "val_accuracy": 0.8,
+            "reward": 0.7,
+            "reason": "",
+            "seconds": 1.0,
+            "cached": False,
+        },
+        {
+            "event": "candidate",
+            "stage": "remove",
+            "update": 0,
+            "rollout": 1,
+            "edits": {"removed": [], "keep": []},
+            "params": 0,
+            "flops": 0,
+            "val_accuracy": 0.0,
+            "reward": -1.0,
+            "reason": "surgery: x",
+            "seconds": 0.5,
+            "cached": False,
+        },
+    ]
     (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines) + '{"event": "cand')  # cut short
     assert main(["report", str(run)]) == 0
     report = json.loads((run / "report.json").read_text())

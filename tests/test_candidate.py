@@ -177,8 +177,8 @@ def test_search_computes_teacher_logits_on_its_subset_and_the_finetune_the_rest(
     from n2n.compress import candidate_subset, eval_context, training_logits
     from n2n.data import load_data
     from n2n.search.config import CompressConfig
-    from n2n.search.distill import predict_logits
     from n2n.surgery import analyze
+    from n2n.train.distill import predict_logits
 
     data = load_data("digits", None, seed=0)
     teacher = _chain().eval()
@@ -215,7 +215,7 @@ def test_train_student_schedules_run_every_step_and_lower_the_loss(schedule, mon
     import torch
     from torch import nn
 
-    from n2n.search.distill import train_student
+    from n2n.train.distill import train_student
 
     lrs = []
     step = torch.optim.Adam.step
@@ -231,8 +231,17 @@ def test_train_student_schedules_run_every_step_and_lower_the_loss(schedule, mon
     soft = teacher(x).detach()
     student = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     first = ((student(x) - soft) ** 2).sum(1).mean().item()
-    last = train_student(student, x, soft, steps=40, batch_size=32, lr=0.05, weight_decay=0.0,
-                         generator=torch.Generator().manual_seed(0), schedule=schedule)
+    last = train_student(
+        student,
+        x,
+        soft,
+        steps=40,
+        batch_size=32,
+        lr=0.05,
+        weight_decay=0.0,
+        generator=torch.Generator().manual_seed(0),
+        schedule=schedule,
+    )
     assert len(lrs) == 40 and last < first / 10
     if schedule == "onecycle":  # warm-up from lr/25 to the peak at 30% of the steps, then down to ~0
         assert lrs[0] == pytest.approx(0.05 / 25) and max(lrs) == pytest.approx(0.05, rel=0.02)
@@ -245,8 +254,17 @@ def test_train_student_refuses_an_unknown_schedule():
     import torch
     from torch import nn
 
-    from n2n.search.distill import train_student
+    from n2n.train.distill import train_student
 
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
-        train_student(nn.Linear(2, 2), torch.zeros(4, 2), torch.zeros(4, 2), steps=1, batch_size=2, lr=0.1,
-                      weight_decay=0.0, generator=torch.Generator(), schedule="step")
+        train_student(
+            nn.Linear(2, 2),
+            torch.zeros(4, 2),
+            torch.zeros(4, 2),
+            steps=1,
+            batch_size=2,
+            lr=0.1,
+            weight_decay=0.0,
+            generator=torch.Generator(),
+            schedule="step",
+        )

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from n2n.errors import ConfigError
-from n2n.search.compute import (
+from n2n.search.config import CompressConfig
+from n2n.train.compute import (
     DIVERGE_PATIENCE,
     HUGE_PAGES_ENV,
     Compute,
@@ -23,8 +24,7 @@ from n2n.search.compute import (
     resolve_device,
     resolve_precision,
 )
-from n2n.search.config import CompressConfig
-from n2n.search.distill import (
+from n2n.train.distill import (
     Diverged,
     accuracy,
     folded,
@@ -118,16 +118,26 @@ def test_a_diverging_loss_stops_training_at_the_rule_s_step():
     expected = first_divergence(losses, divergence_limit(losses[0], null), DIVERGE_PATIENCE)
     assert expected == 6
     with pytest.raises(Diverged, match=f"for {DIVERGE_PATIENCE} steps in a row at step {expected}"):
-        train_student(model, x, z, steps=10, batch_size=8, lr=1e-3, weight_decay=0.0,
-                      generator=torch.Generator().manual_seed(0), loss_fn=scripted)
+        train_student(
+            model,
+            x,
+            z,
+            steps=10,
+            batch_size=8,
+            lr=1e-3,
+            weight_decay=0.0,
+            generator=torch.Generator().manual_seed(0),
+            loss_fn=scripted,
+        )
 
 
 def test_default_training_is_exactly_the_plain_adam_loop():
     """The CPU fp32 path (flags off) gives bit-identical weights to the loop it replaced."""
     model, x, z = _toy()
     reference = _toy()[0]
-    train_student(model, x, z, steps=7, batch_size=16, lr=1e-2, weight_decay=1e-4,
-                  generator=torch.Generator().manual_seed(3))
+    train_student(
+        model, x, z, steps=7, batch_size=16, lr=1e-2, weight_decay=1e-4, generator=torch.Generator().manual_seed(3)
+    )
     gen = torch.Generator().manual_seed(3)
     opt = torch.optim.Adam(reference.parameters(), lr=1e-2, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / 7)))
@@ -135,7 +145,7 @@ def test_default_training_is_exactly_the_plain_adam_loop():
     for _ in range(7):
         if pos + 16 > 40:
             order, pos = torch.randperm(40, generator=gen), 0
-        idx = order[pos:pos + 16]
+        idx = order[pos : pos + 16]
         pos += 16
         loss = mse_distill_loss(reference(x[idx]), z[idx])
         opt.zero_grad()
@@ -148,11 +158,19 @@ def test_default_training_is_exactly_the_plain_adam_loop():
 
 def test_channels_last_and_bf16_train_the_same_model_closely_and_deterministically():
     results = {}
-    for compute in (Compute(), Compute(channels_last=True), Compute(precision="bf16"),
-                    Compute(precision="bf16")):
+    for compute in (Compute(), Compute(channels_last=True), Compute(precision="bf16"), Compute(precision="bf16")):
         model, x, z = _toy()
-        loss = train_student(model, x, z, steps=6, batch_size=16, lr=1e-2, weight_decay=0.0,
-                             generator=torch.Generator().manual_seed(0), compute=compute)
+        loss = train_student(
+            model,
+            x,
+            z,
+            steps=6,
+            batch_size=16,
+            lr=1e-2,
+            weight_decay=0.0,
+            generator=torch.Generator().manual_seed(0),
+            compute=compute,
+        )
         results.setdefault(compute, []).append((loss, predict_logits(model, x, compute=compute)))
     fp32 = results[Compute()][0][1]
     assert fp32.dtype == torch.float32
@@ -175,7 +193,9 @@ def test_inference_batches_default_to_the_device_s_size(monkeypatch):
     logits beyond float rounding, and an explicit --eval-batch-size is used as given."""
     assert Compute().eval_batch_size == 128 and Compute("cuda").eval_batch_size == 1024
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    ).eval()
     x = torch.randn(300, 1, 8, 8)
     seen = []
     forward = model.forward
@@ -213,7 +233,7 @@ class _Shared(nn.Module):
 def test_scoring_folds_batch_norms_into_a_copy_and_keeps_the_argmax(monkeypatch):
     """accuracy() scores with conv+BN folded (a faster copy); the caller's model keeps its layers, mode and
     logits, the folded logits agree to float rounding, and a model fx cannot trace is scored unfolded."""
-    import n2n.search.distill as distill
+    import n2n.train.distill as distill
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
@@ -234,8 +254,16 @@ def test_scoring_folds_batch_norms_into_a_copy_and_keeps_the_argmax(monkeypatch)
     monkeypatch.setattr(distill, "folded", lambda m: calls.append(m) or folded(m))
     assert accuracy(model, x, y) == 1.0 and calls == [model]
     relu = nn.ReLU()  # one activation module applied twice, as in a ResNet block: still folded
-    block = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), relu, nn.Conv2d(4, 4, 3, padding=1),
-                          nn.BatchNorm2d(4), relu, nn.Flatten(), nn.Linear(256, 3))
+    block = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        relu,
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        relu,
+        nn.Flatten(),
+        nn.Linear(256, 3),
+    )
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded(block).modules())
     for odd in (_Untraceable(), _Shared()):
         with torch.no_grad():
@@ -279,13 +307,23 @@ def test_relus_work_in_place_only_where_safe_and_training_is_unchanged(monkeypat
     x, z = torch.randn(40, 1, 8, 8), torch.randn(40, 3)
     seen = []
     model.act.register_forward_hook(lambda m, i, o: seen.append(m.inplace))
+
     def train(m):
-        train_student(m, x, z, steps=5, batch_size=16, lr=1e-2, weight_decay=1e-4,
-                      generator=torch.Generator().manual_seed(1), compute=Compute(channels_last=True))
+        train_student(
+            m,
+            x,
+            z,
+            steps=5,
+            batch_size=16,
+            lr=1e-2,
+            weight_decay=1e-4,
+            generator=torch.Generator().manual_seed(1),
+            compute=Compute(channels_last=True),
+        )
 
     train(model)
     assert seen == [True] * 5 and not model.act.inplace
-    import n2n.search.distill as distill
+    import n2n.train.distill as distill
 
     monkeypatch.setattr(distill, "relus_in_place", lambda m: contextlib.nullcontext(0))
     train(reference)  # every ReLU out of place
@@ -305,14 +343,18 @@ def test_the_command_line_turns_on_huge_pages_unless_the_user_chose(monkeypatch,
 
 
 @pytest.mark.skipif(
-    "[never]" in (Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
-                  if Path("/sys/kernel/mm/transparent_hugepage/enabled").exists() else "[never]"),
+    "[never]"
+    in (
+        Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+        if Path("/sys/kernel/mm/transparent_hugepage/enabled").exists()
+        else "[never]"
+    ),
     reason="the kernel has no transparent huge pages",
 )
 def test_pytorch_backs_large_buffers_with_huge_pages_once_enabled():
     """The variable enable_huge_pages() sets is the one this PyTorch reads: its large buffers land on huge pages."""
     code = (
-        "from n2n.search.compute import enable_huge_pages; enable_huge_pages(); import torch; "
+        "from n2n.train.compute import enable_huge_pages; enable_huge_pages(); import torch; "
         "x = [torch.ones(2**21) for _ in range(8)]; "
         "print(next(l.split()[1] for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages')))"
     )

@@ -16,15 +16,47 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-TINY = ["--updates", "2", "--rollouts", "3", "--steps", "10", "--finetune-epochs", "1", "--finetune-min-steps", "50",
-        "--workers", "1", "--device", "cuda"]
+TINY = [
+    "--updates",
+    "2",
+    "--rollouts",
+    "3",
+    "--steps",
+    "10",
+    "--finetune-epochs",
+    "1",
+    "--finetune-min-steps",
+    "50",
+    "--workers",
+    "1",
+    "--device",
+    "cuda",
+]
 
 
 @pytest.fixture(scope="module")
 def gpu_teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("cuda") / "teacher"
-    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.25", "--data", "digits", "--epochs", "8",
-                 "--device", "cuda", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--arch",
+                "vgg11",
+                "--width",
+                "0.25",
+                "--data",
+                "digits",
+                "--epochs",
+                "8",
+                "--device",
+                "cuda",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -64,7 +96,12 @@ def test_a_gpu_search_resumes_to_the_same_student(gpu_teacher, tmp_path, monkeyp
     assert main(["compress", "--resume", str(cut)]) == 0
 
     def comparable(run):
-        return [{k: v for k, v in e.items() if k not in ("seconds", "wall_time_s")} for e in read_events(run / "events.jsonl")]
+        return [
+            {k: v for k, v in e.items() if k not in ("seconds", "wall_time_s")}
+            for e in read_events(run / "events.jsonl")
+        ]
 
     assert comparable(cut) == comparable(whole)
-    assert (cut / "student" / "model.safetensors").read_bytes() == (whole / "student" / "model.safetensors").read_bytes()
+    assert (cut / "student" / "model.safetensors").read_bytes() == (
+        whole / "student" / "model.safetensors"
+    ).read_bytes()

@@ -62,12 +62,20 @@ def write_cifar10(folder, per_batch=4, n_test=6):
     folder.mkdir(parents=True)
     for i in range(1, 6):
         labels = [(j + i) % 10 for j in range(per_batch)]
-        batch = {b"batch_label": f"training batch {i} of 5".encode(), b"labels": labels,
-                 b"data": cifar_images(labels), b"filenames": [b"img_%d.png" % j for j in range(per_batch)]}
+        batch = {
+            b"batch_label": f"training batch {i} of 5".encode(),
+            b"labels": labels,
+            b"data": cifar_images(labels),
+            b"filenames": [b"img_%d.png" % j for j in range(per_batch)],
+        }
         (folder / f"data_batch_{i}").write_bytes(py2_pickle(batch))
     test_labels = list(range(n_test))
-    test = {b"batch_label": b"testing batch 1 of 1", b"labels": test_labels, b"data": cifar_images(test_labels),
-            b"filenames": [b"t_%d.png" % j for j in range(n_test)]}
+    test = {
+        b"batch_label": b"testing batch 1 of 1",
+        b"labels": test_labels,
+        b"data": cifar_images(test_labels),
+        b"filenames": [b"t_%d.png" % j for j in range(n_test)],
+    }
     (folder / "test_batch").write_bytes(py2_pickle(test))
     (folder / "batches.meta").write_bytes(py2_pickle({b"label_names": [b"airplane", b"automobile"], b"num_vis": 3072}))
     return folder
@@ -77,8 +85,13 @@ def write_cifar100(folder, n_train=30, n_test=5):
     folder.mkdir(parents=True)
     for name, n in (("train", n_train), ("test", n_test)):
         fine = [(7 * j) % 100 for j in range(n)]
-        batch = {b"filenames": [b"f"] * n, b"batch_label": name.encode(), b"fine_labels": fine,
-                 b"coarse_labels": [f // 5 for f in fine], b"data": cifar_images(fine)}
+        batch = {
+            b"filenames": [b"f"] * n,
+            b"batch_label": name.encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": [f // 5 for f in fine],
+            b"data": cifar_images(fine),
+        }
         (folder / name).write_bytes(py2_pickle(batch))
     (folder / "meta").write_bytes(py2_pickle({b"fine_label_names": [b"apple"], b"coarse_label_names": [b"fish"]}))
     return folder
@@ -249,7 +262,9 @@ def test_imagefolder_split_by_count_per_class(tmp_path):
     assert (len(b.train) + len(b.val), len(b.test)) == (9, 6)
     assert sorted(b.test.y.tolist()) == [0, 0, 1, 1, 2, 2]
     pixels = raw_pixels(b, b.test)
-    for image, label in zip(pixels, b.test.y.tolist(), strict=True):  # each class's solid colour survives decoding (JPEG: nearly)
+    for image, label in zip(
+        pixels, b.test.y.tolist(), strict=True
+    ):  # each class's solid colour survives decoding (JPEG: nearly)
         expected = torch.tensor(COLOURS[label], dtype=torch.float32) / 255
         assert torch.allclose(image.mean(dim=(1, 2)), expected, atol=0.03)
     assert b.options == {**options, "augment": "crop_flip"}
@@ -359,4 +374,6 @@ def test_npz_errors_and_object_arrays_are_never_unpickled(tmp_path):
 
 
 def test_every_registered_data_set_is_covered():
-    assert {"cifar10", "cifar100", "cifar100-coarse", "svhn", "imagefolder", "caltech256", "npz"} <= set(list_datasets())
+    assert {"cifar10", "cifar100", "cifar100-coarse", "svhn", "imagefolder", "caltech256", "npz"} <= set(
+        list_datasets()
+    )

@@ -8,14 +8,30 @@ import torch
 from n2n.cli import main
 from n2n.runlog import read_events
 
-TINY = ["--workers", "1", "--updates", "2", "--rollouts", "3", "--steps", "10", "--finetune-epochs", "1",
-        "--finetune-min-steps", "20", "--candidate-examples", "200"]
+TINY = [
+    "--workers",
+    "1",
+    "--updates",
+    "2",
+    "--rollouts",
+    "3",
+    "--steps",
+    "10",
+    "--finetune-epochs",
+    "1",
+    "--finetune-min-steps",
+    "20",
+    "--candidate-examples",
+    "200",
+]
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    code = main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "4", "--out", str(out)])
+    code = main(
+        ["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "4", "--out", str(out)]
+    )
     assert code == 0
     return out
 
@@ -39,11 +55,27 @@ def test_compress_writes_a_complete_run(teacher_dir, tmp_path):
     assert len(candidates) == 2 * 2 * 3  # stages x updates x rollouts
     assert {e["stage"] for e in candidates} == {"remove", "shrink"}
     for e in candidates:
-        assert set(e) >= {"stage", "update", "actions", "params", "flops", "val_accuracy", "reward", "reason", "seconds"}
+        assert set(e) >= {
+            "stage",
+            "update",
+            "actions",
+            "params",
+            "flops",
+            "val_accuracy",
+            "reward",
+            "reason",
+            "seconds",
+        }
         assert e["reward"] == -1.0 or e["reason"] == ""
     assert sum(not e["cached"] for e in candidates) == report["evaluations"]
-    for name in ("config.json", "report.md", "student/spec.json", "student/model.safetensors",
-                 "policy_remove.safetensors", "policy_shrink.safetensors"):
+    for name in (
+        "config.json",
+        "report.md",
+        "student/spec.json",
+        "student/model.safetensors",
+        "policy_remove.safetensors",
+        "policy_shrink.safetensors",
+    ):
         assert (run / name).is_file(), name
     assert "| layer |" in (run / "report.md").read_text()
     # the saved student evaluates to the reported accuracy
@@ -62,7 +94,9 @@ def test_same_seed_same_events(teacher_dir, tmp_path):
         events = [e for e in read_events(tmp_path / name / "events.jsonl") if e["event"] == "candidate"]
         runs.append([{k: v for k, v in e.items() if k != "seconds"} for e in events])
     assert runs[0] == runs[1]
-    assert (tmp_path / "a" / "student" / "model.safetensors").read_bytes() == (tmp_path / "b" / "student" / "model.safetensors").read_bytes()
+    assert (tmp_path / "a" / "student" / "model.safetensors").read_bytes() == (
+        tmp_path / "b" / "student" / "model.safetensors"
+    ).read_bytes()
 
 
 @pytest.mark.slow
@@ -162,11 +196,15 @@ def test_two_workers_give_the_serial_results(teacher_dir, tmp_path):
     for workers in ("1", "2"):
         out = tmp_path / workers
         assert _compress(teacher_dir, out, "--workers", workers, "--seed", "4") == 0
-        runs[workers] = [{k: v for k, v in e.items() if k != "seconds"}
-                         for e in read_events(out / "events.jsonl") if e["event"] == "candidate"]
+        runs[workers] = [
+            {k: v for k, v in e.items() if k != "seconds"}
+            for e in read_events(out / "events.jsonl")
+            if e["event"] == "candidate"
+        ]
     assert runs["1"] == runs["2"]
-    assert (tmp_path / "1" / "student" / "model.safetensors").read_bytes() == \
-        (tmp_path / "2" / "student" / "model.safetensors").read_bytes()
+    assert (tmp_path / "1" / "student" / "model.safetensors").read_bytes() == (
+        tmp_path / "2" / "student" / "model.safetensors"
+    ).read_bytes()
 
 
 @pytest.mark.slow
@@ -174,9 +212,33 @@ def test_paper_protocol_preset(teacher_dir, tmp_path):
     from n2n.search.config import PAPER_PROTOCOL
 
     run = tmp_path / "paper"
-    code = main(["compress", "--teacher", str(teacher_dir), "--data", "digits", "--out", str(run), "--protocol", "paper",
-                 "--workers", "1", "--updates", "1", "--rollouts", "2", "--candidate-examples", "64",
-                 "--candidate-epochs", "1", "--finetune-epochs", "1", "--finetune-min-steps", "5"])
+    code = main(
+        [
+            "compress",
+            "--teacher",
+            str(teacher_dir),
+            "--data",
+            "digits",
+            "--out",
+            str(run),
+            "--protocol",
+            "paper",
+            "--workers",
+            "1",
+            "--updates",
+            "1",
+            "--rollouts",
+            "2",
+            "--candidate-examples",
+            "64",
+            "--candidate-epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--finetune-min-steps",
+            "5",
+        ]
+    )
     assert code == 0
     config = json.loads((run / "config.json").read_text())
     assert config["protocol"] == "paper" and config["reinit"] is True
@@ -200,8 +262,24 @@ def test_uniform_and_scratch_baselines(teacher_dir, tmp_path):
     assert _compress(teacher_dir, run, "--stages", "remove") == 0
     target = json.loads((run / "report.json").read_text())["student"]["params"]
     fine = ["--workers", "1", "--finetune-epochs", "1", "--finetune-min-steps", "10"]
-    assert main(["baseline", "uniform", "--teacher", str(teacher_dir), "--target-params", str(target), "--data",
-                 "digits", "--out", str(tmp_path / "uniform"), *fine]) == 0
+    assert (
+        main(
+            [
+                "baseline",
+                "uniform",
+                "--teacher",
+                str(teacher_dir),
+                "--target-params",
+                str(target),
+                "--data",
+                "digits",
+                "--out",
+                str(tmp_path / "uniform"),
+                *fine,
+            ]
+        )
+        == 0
+    )
     uniform = json.loads((tmp_path / "uniform" / "report.json").read_text())
     assert uniform["student"]["params"] <= target
     fractions = {f for _, f in uniform["student"]["edits"]["keep"]}

@@ -88,7 +88,9 @@ class BatchDependent(nn.Module):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_an_export_that_does_not_match_fails_and_is_not_kept(fmt, tmp_path):
     path = tmp_path / "bad"
-    with pytest.raises(N2NError, match=r"differs from the PyTorch model by up to 1 \(batch sizes 1: 1, 16: [0-9.e-]+\)"):
+    with pytest.raises(
+        N2NError, match=r"differs from the PyTorch model by up to 1 \(batch sizes 1: 1, 16: [0-9.e-]+\)"
+    ):
         export_model(BatchDependent().eval(), SHAPE, fmt, path)
     assert not path.exists()
 
@@ -104,9 +106,18 @@ def test_check_inputs_use_the_data_or_seeded_draws():
 def _saved_student(directory):
     teacher = _zoo("vgg11")
     edits = Edits.make([next(layer.name for layer in analyze(teacher, SHAPE).layers if layer.removable)], {})
-    spec = ModelSpec({"source": "zoo", "name": "vgg11", "kwargs": {"in_channels": 1, "num_classes": 10,
-                      "input_size": 8, "width": 0.125}}, SHAPE, 10, protected=tuple(analyze(teacher, SHAPE).protected()),
-                     normalization={"mean": [0.3], "std": [0.4]}, meta={"data": "digits"})
+    spec = ModelSpec(
+        {
+            "source": "zoo",
+            "name": "vgg11",
+            "kwargs": {"in_channels": 1, "num_classes": 10, "input_size": 8, "width": 0.125},
+        },
+        SHAPE,
+        10,
+        protected=tuple(analyze(teacher, SHAPE).protected()),
+        normalization={"mean": [0.3], "std": [0.4]},
+        meta={"data": "digits"},
+    )
     student = apply_edits(teacher, edits, torch.zeros(2, *SHAPE), spec.protected).eval()
     save_model(student, spec.with_edits(edits), directory)
     return directory
@@ -131,7 +142,7 @@ def test_export_command_checks_on_digits_test_images(tmp_path, capsys):
 
 def test_export_command_failure_is_one_line(tmp_path, capsys, monkeypatch):
     model_dir = _saved_student(tmp_path / "student")
-    wrong = dataclasses.replace(EXPORTERS["torchscript"], runner=lambda path: (lambda x: torch.zeros(x.shape[0], 10)))
+    wrong = dataclasses.replace(EXPORTERS["torchscript"], runner=lambda path: lambda x: torch.zeros(x.shape[0], 10))
     monkeypatch.setitem(EXPORTERS, "torchscript", wrong)
     assert main(["export", str(model_dir), "--format", "torchscript"]) == 2
     err = capsys.readouterr().err

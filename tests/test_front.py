@@ -15,11 +15,27 @@ from n2n.search.loop import SearchContext
 from n2n.search.reward import Constraints, Target
 from n2n.surgery import Edits
 
-TINY = ["--workers", "1", "--updates", "2", "--rollouts", "4", "--steps", "5", "--finetune-epochs", "1",
-        "--finetune-min-steps", "5", "--candidate-examples", "200"]
+TINY = [
+    "--workers",
+    "1",
+    "--updates",
+    "2",
+    "--rollouts",
+    "4",
+    "--steps",
+    "5",
+    "--finetune-epochs",
+    "1",
+    "--finetune-min-steps",
+    "5",
+    "--candidate-examples",
+    "200",
+]
 
 
-def result(name: str, params: int, acc: float, macs: int = 0, latency: float = 0.0, reason: str = "") -> CandidateResult:
+def result(
+    name: str, params: int, acc: float, macs: int = 0, latency: float = 0.0, reason: str = ""
+) -> CandidateResult:
     return CandidateResult(Edits.make([name], {}), params, macs, acc, 0.5, reason, 1.0, latency)
 
 
@@ -27,10 +43,10 @@ def test_target_reward_is_accuracy_under_the_target_and_mnasnet_above_it():
     target = Target(params=1000, exponent=-0.07)
     assert target.reward(0.9, 0.95, 1000) == pytest.approx(0.9 / 0.95)
     assert target.reward(0.9, 0.95, 10) == pytest.approx(0.9 / 0.95)  # smaller than the target earns nothing more
-    assert target.reward(0.9, 0.95, 2000) == pytest.approx(0.9 / 0.95 * 2 ** -0.07)
+    assert target.reward(0.9, 0.95, 2000) == pytest.approx(0.9 / 0.95 * 2**-0.07)
     assert target.met(1000) and not target.met(1001)
     both = Target(params=1000, flops=100, exponent=-0.5)
-    assert both.reward(1.0, 1.0, 4000, macs=100) == pytest.approx(4 ** -0.5 * 2 ** -0.5)  # FLOPs are 2 MACs
+    assert both.reward(1.0, 1.0, 4000, macs=100) == pytest.approx(4**-0.5 * 2**-0.5)  # FLOPs are 2 MACs
     assert not both.met(10, macs=51) and both.met(10, macs=50)
     latency = Target(latency_ms=2.0)
     assert latency.met(10**9, latency_ms=2.0) and not latency.met(1, latency_ms=2.5)
@@ -41,11 +57,18 @@ def test_target_reward_is_accuracy_under_the_target_and_mnasnet_above_it():
 
 def test_the_search_context_rewards_with_the_target_only_when_one_is_set():
     r = result("a", 5000, 0.8)._replace(reward=0.77)
-    ctx = SearchContext(analysis=None, base=Edits(), evaluator=None, cache={}, constraints=Constraints(),
-                        fractions=(0.5, 1.0), teacher_accuracy=0.9)
+    ctx = SearchContext(
+        analysis=None,
+        base=Edits(),
+        evaluator=None,
+        cache={},
+        constraints=Constraints(),
+        fractions=(0.5, 1.0),
+        teacher_accuracy=0.9,
+    )
     assert ctx.reward(r) == 0.77  # the paper reward, as computed by the candidate
     ctx.target = Target(params=2500)
-    assert ctx.reward(r) == pytest.approx(0.8 / 0.9 * 2 ** -0.07)
+    assert ctx.reward(r) == pytest.approx(0.8 / 0.9 * 2**-0.07)
     assert ctx.reward(r._replace(reward=-1.0)) == -1.0  # not smaller than the teacher stays invalid
 
 
@@ -70,8 +93,15 @@ def test_a_stage_with_its_own_target_is_rewarded_against_it():
 
 
 def test_the_front_keeps_students_more_accurate_than_every_smaller_one():
-    rs = [result("a", 100, 0.80), result("b", 200, 0.70), result("c", 300, 0.90), result("d", 300, 0.95),
-          result("e", 400, 0.99, reason="surgery: no"), result("f", 500, 0.96), result("g", 50, 0.99)]
+    rs = [
+        result("a", 100, 0.80),
+        result("b", 200, 0.70),
+        result("c", 300, 0.90),
+        result("d", 300, 0.95),
+        result("e", 400, 0.99, reason="surgery: no"),
+        result("f", 500, 0.96),
+        result("g", 50, 0.99),
+    ]
     front = accuracy_front(rs, ok=lambda r: True)
     assert [r.edits.removed[0] for r in front] == ["g"]  # the smallest is also the most accurate: nothing else
     front = accuracy_front(rs[:-1], ok=lambda r: True)
@@ -98,8 +128,26 @@ def test_picked_front_students_are_spread_over_sizes_and_apart_from_the_chosen_o
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "6",
-                 "--seed", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--arch",
+                "vgg11",
+                "--width",
+                "0.125",
+                "--data",
+                "digits",
+                "--epochs",
+                "6",
+                "--seed",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -107,12 +155,30 @@ def teacher(tmp_path_factory):
 def test_a_target_gives_the_most_accurate_student_under_it_and_the_front_is_saved(teacher, tmp_path, capsys):
     target = 4000
     run = tmp_path / "run"
-    assert main(["compress", "--teacher", str(teacher), "--data", "digits", "--out", str(run), *TINY,
-                 "--target-params", str(target), "--front", "3"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--teacher",
+                str(teacher),
+                "--data",
+                "digits",
+                "--out",
+                str(run),
+                *TINY,
+                "--target-params",
+                str(target),
+                "--front",
+                "3",
+            ]
+        )
+        == 0
+    )
     report = json.loads((run / "report.json").read_text())
     assert report["student"]["params"] <= target
     assert {"option": "--target-params", "limit": target, "value": report["student"]["params"], "held": True} in (
-        report["constraints"])
+        report["constraints"]
+    )
     events = list(read_events(run / "events.jsonl"))
     start = events[0]
     valid = [e for e in events if e["event"] == "candidate" and not e["reason"] and e["paper_reward"] > -1]
@@ -145,8 +211,23 @@ def test_a_target_gives_the_most_accurate_student_under_it_and_the_front_is_save
 @pytest.mark.slow  # trains a teacher and runs a search
 def test_an_unreachable_target_saves_nothing_and_says_how_to_reach_it(teacher, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["compress", "--teacher", str(teacher), "--data", "digits", "--out", str(run), *TINY,
-                 "--target-params", "10"]) == 2
+    assert (
+        main(
+            [
+                "compress",
+                "--teacher",
+                str(teacher),
+                "--data",
+                "digits",
+                "--out",
+                str(run),
+                *TINY,
+                "--target-params",
+                "10",
+            ]
+        )
+        == 2
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "met --target-params 10" in last and "--target-exponent" in last
     assert not (run / "student").exists() and not (run / "students").exists()

@@ -19,7 +19,11 @@ from n2n.errors import N2NError
 from n2n.models.io import ModelSpec, load_model, save_model
 from n2n.models.zoo import create_model
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("N2N_FUZZ_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(__import__("os").environ.get("N2N_FUZZ_EXAMPLES", 60)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -94,8 +98,12 @@ def _expect_n2n_error_or_result(fn, *args, **kwargs):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     kwargs = {"in_channels": 1, "num_classes": 10, "input_size": [8, 8], "width": 0.25}
-    spec = ModelSpec({"source": "zoo", "name": "lenet5", "kwargs": kwargs}, (1, 8, 8), 10,
-                     normalization={"mean": [0.5], "std": [0.25]})
+    spec = ModelSpec(
+        {"source": "zoo", "name": "lenet5", "kwargs": kwargs},
+        (1, 8, 8),
+        10,
+        normalization={"mean": [0.5], "std": [0.25]},
+    )
     torch.manual_seed(0)
     teacher = create_model("lenet5", **kwargs)
     from n2n.surgery import Edits, apply_edits
@@ -134,8 +142,14 @@ def test_mutated_model_weights(saved, tmp_path_factory, data):
 
 
 # ------------------------------------------------------------------ run records and settings
-RUN_JSON = {"teacher": "runs/t", "data": "digits", "data_dir": None, "max_train": None,
-            "data_options": {"augment": "none"}, "command": "n2n compress"}
+RUN_JSON = {
+    "teacher": "runs/t",
+    "data": "digits",
+    "data_dir": None,
+    "max_train": None,
+    "data_options": {"augment": "none"},
+    "command": "n2n compress",
+}
 
 
 @FUZZ
@@ -214,10 +228,24 @@ def checkpoint_file(tmp_path_factory):
     from n2n.search.checkpoint import write_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.safetensors"
-    meta = {"stage_index": 0, "stage": "remove", "update": 1, "baseline": {"value": 0.5}, "stage_best": None,
-            "stage_best_reward": -2.0, "best": None, "base": {"removed": [], "keep": []}, "others": [],
-            "stage_ranked": {}, "cache": [], "events": 3, "elapsed": 1.5, "seconds": {}, "optim_groups": [],
-            "optim_scalars": {}}
+    meta = {
+        "stage_index": 0,
+        "stage": "remove",
+        "update": 1,
+        "baseline": {"value": 0.5},
+        "stage_best": None,
+        "stage_best_reward": -2.0,
+        "best": None,
+        "base": {"removed": [], "keep": []},
+        "others": [],
+        "stage_ranked": {},
+        "cache": [],
+        "events": 3,
+        "elapsed": 1.5,
+        "seconds": {},
+        "optim_groups": [],
+        "optim_scalars": {},
+    }
     write_checkpoint(path, meta, {"rng.stage": torch.Generator().get_state(), "policy.w": torch.zeros(3)})
     return path
 
@@ -258,7 +286,9 @@ def test_mutated_idx_header(tmp_path_factory, data):
         raw = (base / "train-images-idx3-ubyte.gz.tmp").read_bytes()
         (base / "train-images-idx3-ubyte.gz.tmp").unlink()
         gz = gzip.compress(raw)
-        (base / "train-images-idx3-ubyte.gz").write_bytes(data.draw(mutated_bytes(gz)) if data.draw(st.booleans()) else gz)
+        (base / "train-images-idx3-ubyte.gz").write_bytes(
+            data.draw(mutated_bytes(gz)) if data.draw(st.booleans()) else gz
+        )
     _expect_n2n_error_or_result(load_data, "mnist", base)
 
 

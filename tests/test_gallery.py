@@ -53,7 +53,9 @@ def _check(name, data):
     removed = data.draw(st.lists(st.sampled_from(removable), unique=True) if removable else st.just([]), "removed")
     try:
         stage1 = remove_layers(model, removed, x)
-        shrinkable = [layer.name for layer in analyze(stage1, (1, 8, 8), check_removals=False).layers if layer.shrinkable]
+        shrinkable = [
+            layer.name for layer in analyze(stage1, (1, 8, 8), check_removals=False).layers if layer.shrinkable
+        ]
         keep = {n: data.draw(st.sampled_from(FRACTIONS), n) for n in shrinkable}
         student = apply_edits(model, Edits.make(removed, keep), x, analysis.protected()).eval()
     except SurgeryError as err:
@@ -106,7 +108,9 @@ def test_depthwise_layers_follow_their_producer():
 def test_dense_concatenation_students_run():
     model, analysis, _ = _subject("densenet")
     x = torch.randn(2, 1, 8, 8)
-    student = apply_edits(model, Edits.make(["block.1.conv"], {"stem": 0.5, "block.0.conv": 0.5}), x, analysis.protected())
+    student = apply_edits(
+        model, Edits.make(["block.1.conv"], {"stem": 0.5, "block.0.conv": 0.5}), x, analysis.protected()
+    )
     assert student(x).shape == (2, 10)
     assert count_params(student) < count_params(model)
 

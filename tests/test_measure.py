@@ -18,8 +18,12 @@ def _net(width):
 def test_speedups_are_teacher_over_student():
     t = {"params": 100, "macs": 1000, "file_bytes": 400, "latency_ms": {"torch": {"1": 2.0, "64": 30.0}}}
     s = {"params": 25, "macs": 100, "file_bytes": 200, "latency_ms": {"torch": {"1": 0.5, "64": 10.0}}}
-    assert speedups(t, s) == {"params": 4.0, "macs": 10.0, "file_bytes": 2.0,
-                              "latency": {"torch": {"1": 4.0, "64": 3.0}}}
+    assert speedups(t, s) == {
+        "params": 4.0,
+        "macs": 10.0,
+        "file_bytes": 2.0,
+        "latency": {"torch": {"1": 4.0, "64": 3.0}},
+    }
     assert speedups({**t, "latency_ms": {}}, s)["latency"] == {}
 
 

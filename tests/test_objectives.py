@@ -10,18 +10,67 @@ from n2n.search.checkpoint import result_from_dict, result_to_dict
 from n2n.search.reward import reward
 from n2n.surgery import Edits
 
-TINY = ["--workers", "1", "--updates", "2", "--rollouts", "3", "--steps", "5", "--finetune-epochs", "1",
-        "--finetune-min-steps", "5", "--candidate-examples", "100", "--stages", "remove"]
+TINY = [
+    "--workers",
+    "1",
+    "--updates",
+    "2",
+    "--rollouts",
+    "3",
+    "--steps",
+    "5",
+    "--finetune-epochs",
+    "1",
+    "--finetune-min-steps",
+    "5",
+    "--candidate-examples",
+    "100",
+    "--stages",
+    "remove",
+]
 
 
 @pytest.mark.slow
 def test_latency_objective_search_end_to_end(tmp_path):
     teacher = tmp_path / "teacher"
-    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "6",
-                 "--out", str(teacher)]) == 0
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--arch",
+                "vgg11",
+                "--width",
+                "0.125",
+                "--data",
+                "digits",
+                "--epochs",
+                "6",
+                "--out",
+                str(teacher),
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "run"
-    assert main(["compress", "--teacher", str(teacher), "--data", "digits", "--out", str(run), *TINY,
-                 "--objective", "latency", "--max-latency-ms", "1000"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--teacher",
+                str(teacher),
+                "--data",
+                "digits",
+                "--out",
+                str(run),
+                *TINY,
+                "--objective",
+                "latency",
+                "--max-latency-ms",
+                "1000",
+            ]
+        )
+        == 0
+    )
     events = list(read_events(run / "events.jsonl"))
     start = events[0]
     assert start["objective"] == "latency" and start["teacher_cost"] > 0
@@ -41,7 +90,9 @@ def test_latency_objective_search_end_to_end(tmp_path):
     assert cost["speedup"]["latency"]["torch"]["1"] == pytest.approx(
         cost["teacher"]["latency_ms"]["torch"]["1"] / cost["student"]["latency_ms"]["torch"]["1"]
     )
-    assert cost["student"]["file_bytes"] == pytest.approx((run / "student" / "model.safetensors").stat().st_size, rel=0.01)
+    assert cost["student"]["file_bytes"] == pytest.approx(
+        (run / "student" / "model.safetensors").stat().st_size, rel=0.01
+    )
     assert "## Cost (measured on this machine)" in (run / "report.md").read_text()
     compared = evaluate_cmd(str(run / "student"), "digits", None, teacher=str(run / "teacher"))
     assert compared["speedup"]["params"] == pytest.approx(report["compression"])
@@ -51,8 +102,15 @@ def test_latency_objective_search_end_to_end(tmp_path):
 
 
 def test_results_of_older_checkpoints_load_without_latency():
-    record = {"edits": Edits.make(["a"], {}).to_dict(), "params": 5, "macs": 7, "val_accuracy": 0.5, "reward": 0.1,
-              "reason": "", "seconds": 1.0}
+    record = {
+        "edits": Edits.make(["a"], {}).to_dict(),
+        "params": 5,
+        "macs": 7,
+        "val_accuracy": 0.5,
+        "reward": 0.1,
+        "reason": "",
+        "seconds": 1.0,
+    }
     result = result_from_dict(record)
     assert result.latency_ms == 0.0 and result.params == 5
     assert result_from_dict(result_to_dict(result._replace(latency_ms=2.5))).latency_ms == 2.5

@@ -12,10 +12,18 @@ pytestmark = pytest.mark.slow
 
 
 def _context():
-    return EvalContext(teacher=torch.nn.Linear(4, 2), input_shape=(4,), protected=(), x_train=torch.zeros(4, 4),
-                       z_train=torch.zeros(4, 2), x_val=torch.zeros(4, 4), y_val=torch.zeros(4, dtype=torch.long),
-                       teacher_params=10, teacher_val_accuracy=1.0,
-                       settings=CandidateSettings(steps=1, batch_size=2, lr=0.1, weight_decay=0.0))
+    return EvalContext(
+        teacher=torch.nn.Linear(4, 2),
+        input_shape=(4,),
+        protected=(),
+        x_train=torch.zeros(4, 4),
+        z_train=torch.zeros(4, 2),
+        x_val=torch.zeros(4, 4),
+        y_val=torch.zeros(4, dtype=torch.long),
+        teacher_params=10,
+        teacher_val_accuracy=1.0,
+        settings=CandidateSettings(steps=1, batch_size=2, lr=0.1, weight_decay=0.0),
+    )
 
 
 def test_a_dying_worker_costs_only_its_candidate():
@@ -91,7 +99,8 @@ def test_workers_exit_when_the_search_process_is_killed(tmp_path):
     from pathlib import Path
 
     script = tmp_path / "search.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from _worker_tasks import worker_pid
@@ -103,7 +112,8 @@ def test_workers_exit_when_the_search_process_is_killed(tmp_path):
             results = evaluator.evaluate([Edits.make(keep={{"a": 0.5}}), Edits.make(keep={{"b": 0.5}})])
             print(*{{r.params for r in results}}, flush=True)
             time.sleep(600)
-    """))
+    """)
+    )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     workers = [int(p) for p in proc.stdout.readline().split()]
     pids = _children(proc.pid)  # every worker, busy or idle, and multiprocessing's helpers

@@ -35,7 +35,9 @@ def test_sampling_is_deterministic(cls):
 def test_all_parameters_get_gradients():
     torch.manual_seed(0)
     for policy in (RemovalPolicy(), ShrinkPolicy()):
-        s = policy.sample(torch.randn(5, FEATURE_DIM), torch.ones(5, dtype=torch.bool), torch.Generator().manual_seed(0))
+        s = policy.sample(
+            torch.randn(5, FEATURE_DIM), torch.ones(5, dtype=torch.bool), torch.Generator().manual_seed(0)
+        )
         s.log_prob.backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in policy.parameters())
 

@@ -22,13 +22,19 @@ def test_a_policy_saved_before_features_were_recorded_still_loads():
     check_policy_record(RemovalPolicy().config(), "old.json", "remove")
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"features": list(FEATURE_NAMES[:-1]) + ["other"]}, "differ from the 12 this n2n computes (log10_params/8, other)"),
-    ({"features": list(reversed(FEATURE_NAMES))}, "(their order)"),
-    ({"version": POLICY_VERSION + 1}, "newer than this n2n's"),
-    ({"feature_dim": 5, "features": None}, "expects 5 features per layer"),
-    ({"kind": "shrink"}, "holds a 'shrink' policy, not a 'remove' one"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"features": list(FEATURE_NAMES[:-1]) + ["other"]},
+            "differ from the 12 this n2n computes (log10_params/8, other)",
+        ),
+        ({"features": list(reversed(FEATURE_NAMES))}, "(their order)"),
+        ({"version": POLICY_VERSION + 1}, "newer than this n2n's"),
+        ({"feature_dim": 5, "features": None}, "expects 5 features per layer"),
+        ({"kind": "shrink"}, "holds a 'shrink' policy, not a 'remove' one"),
+    ],
+)
 def test_incompatible_policies_are_refused(change, message):
     record = {k: v for k, v in {**policy_record(RemovalPolicy().config()), **change}.items() if v is not None}
     with pytest.raises(ConfigError, match="--init-policy") as err:

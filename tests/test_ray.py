@@ -18,23 +18,41 @@ from n2n.surgery import Edits
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize(("cluster", "threads", "device", "cpus", "gpus"), [
-    ({"CPU": 4.0}, 1, "cpu", 1, 0),
-    ({"CPU": 4.0}, 2, "cuda", 2, 0),  # no GPU in the cluster: none asked for
-    ({"CPU": 4.0, "GPU": 2.0}, 1, "cpu", 1, 0),  # candidates on the CPU do not hold a GPU
-    ({"CPU": 4.0, "GPU": 2.0}, 3, "cuda", 3, 1),
-])
+@pytest.mark.parametrize(
+    ("cluster", "threads", "device", "cpus", "gpus"),
+    [
+        ({"CPU": 4.0}, 1, "cpu", 1, 0),
+        ({"CPU": 4.0}, 2, "cuda", 2, 0),  # no GPU in the cluster: none asked for
+        ({"CPU": 4.0, "GPU": 2.0}, 1, "cpu", 1, 0),  # candidates on the CPU do not hold a GPU
+        ({"CPU": 4.0, "GPU": 2.0}, 3, "cuda", 3, 1),
+    ],
+)
 def test_task_options(cluster, threads, device, cpus, gpus):
-    assert task_options(cluster, threads, device) == {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 1,
-                                                      "retry_exceptions": True, "scheduling_strategy": "SPREAD"}
+    assert task_options(cluster, threads, device) == {
+        "num_cpus": cpus,
+        "num_gpus": gpus,
+        "max_retries": 1,
+        "retry_exceptions": True,
+        "scheduling_strategy": "SPREAD",
+    }
     with_env = task_options(cluster, threads, device, huge_pages="1")
     assert with_env.pop("runtime_env") == {"env_vars": {"THP_MEM_ALLOC_ENABLE": "1"}}
     assert with_env == task_options(cluster, threads, device)
 
 
-@pytest.mark.parametrize(("address", "ok"), [("auto", True), ("10.0.0.1:6379", True), ("head.local:6379", True),
-                                             ("ray://10.0.0.1:10001", True), ("10.0.0.1", False), ("", False),
-                                             ("http://x:1", False), ("auto:1 ; rm", False)])
+@pytest.mark.parametrize(
+    ("address", "ok"),
+    [
+        ("auto", True),
+        ("10.0.0.1:6379", True),
+        ("head.local:6379", True),
+        ("ray://10.0.0.1:10001", True),
+        ("10.0.0.1", False),
+        ("", False),
+        ("http://x:1", False),
+        ("auto:1 ; rm", False),
+    ],
+)
 def test_check_address(address, ok):
     if ok:
         check_address(address)
@@ -49,8 +67,10 @@ def test_ray_address_without_ray_tells_how_to_install(monkeypatch):
         CompressConfig(ray_address="auto").validate()
 
 
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason="ray is not installed (pip install 'n2n[ray]'): no two-node cluster to test on")
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="ray is not installed (pip install 'n2n[ray]'): no two-node cluster to test on",
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +81,33 @@ def cluster():
     with pytest.MonkeyPatch.context() as mp:
         for key, value in RAY_ENV.items():
             mp.setenv(key, value)
-        with LocalRayCluster(nodes=2, cpus=1, env={"PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}) as c:
+        with LocalRayCluster(
+            nodes=2, cpus=1, env={"PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+        ) as c:
             yield c
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "6", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--arch",
+                "vgg11",
+                "--width",
+                "0.125",
+                "--data",
+                "digits",
+                "--epochs",
+                "6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -79,17 +118,37 @@ def test_search_on_two_nodes_gives_the_serial_results(cluster, teacher_dir, tmp_
     nodes = []
     close = RayEvaluator.close
     monkeypatch.setattr(RayEvaluator, "close", lambda self: (nodes.append(dict(self.nodes)), close(self))[1])
-    tiny = ["--stages", "remove", "--updates", "2", "--rollouts", "3", "--steps", "8", "--finetune-epochs", "0",
-            "--candidate-examples", "128", "--seed", "5"]
+    tiny = [
+        "--stages",
+        "remove",
+        "--updates",
+        "2",
+        "--rollouts",
+        "3",
+        "--steps",
+        "8",
+        "--finetune-epochs",
+        "0",
+        "--candidate-examples",
+        "128",
+        "--seed",
+        "5",
+    ]
     runs = {}
     for name, where in (("serial", ["--workers", "1"]), ("ray", ["--ray-address", cluster.address])):
         out = tmp_path / name
-        assert main(["compress", "--teacher", str(teacher_dir), "--data", "digits", "--out", str(out), *tiny, *where]) == 0
-        runs[name] = [{k: v for k, v in e.items() if k != "seconds"}
-                      for e in read_events(out / "events.jsonl") if e["event"] == "candidate"]
+        assert (
+            main(["compress", "--teacher", str(teacher_dir), "--data", "digits", "--out", str(out), *tiny, *where]) == 0
+        )
+        runs[name] = [
+            {k: v for k, v in e.items() if k != "seconds"}
+            for e in read_events(out / "events.jsonl")
+            if e["event"] == "candidate"
+        ]
     assert len(runs["ray"]) == 6 and runs["ray"] == runs["serial"]
-    assert (tmp_path / "ray" / "student" / "model.safetensors").read_bytes() == \
-        (tmp_path / "serial" / "student" / "model.safetensors").read_bytes()
+    assert (tmp_path / "ray" / "student" / "model.safetensors").read_bytes() == (
+        tmp_path / "serial" / "student" / "model.safetensors"
+    ).read_bytes()
     assert len(nodes) == 1 and len(nodes[0]) == 2  # tasks ran on both nodes
     assert sum(nodes[0].values()) == sum(not e["cached"] for e in runs["ray"])
 
@@ -97,10 +156,18 @@ def test_search_on_two_nodes_gives_the_serial_results(cluster, teacher_dir, tmp_
 def _context():
     from n2n.search.candidate import CandidateSettings, EvalContext
 
-    return EvalContext(teacher=torch.nn.Linear(4, 2), input_shape=(4,), protected=(), x_train=torch.zeros(4, 4),
-                       z_train=torch.zeros(4, 2), x_val=torch.zeros(4, 4), y_val=torch.zeros(4, dtype=torch.long),
-                       teacher_params=10, teacher_val_accuracy=1.0,
-                       settings=CandidateSettings(steps=1, batch_size=2, lr=0.1, weight_decay=0.0))
+    return EvalContext(
+        teacher=torch.nn.Linear(4, 2),
+        input_shape=(4,),
+        protected=(),
+        x_train=torch.zeros(4, 4),
+        z_train=torch.zeros(4, 2),
+        x_val=torch.zeros(4, 4),
+        y_val=torch.zeros(4, dtype=torch.long),
+        teacher_params=10,
+        teacher_val_accuracy=1.0,
+        settings=CandidateSettings(steps=1, batch_size=2, lr=0.1, weight_decay=0.0),
+    )
 
 
 @needs_ray

@@ -22,7 +22,7 @@ def python_blocks() -> list[str]:
 def test_the_readme_has_python_examples():
     blocks = python_blocks()
     assert len(blocks) >= 2
-    assert any("if __name__ == \"__main__\":" in b for b in blocks)  # the API example guards its worker processes
+    assert any('if __name__ == "__main__":' in b for b in blocks)  # the API example guards its worker processes
 
 
 @pytest.mark.slow

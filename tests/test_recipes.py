@@ -17,18 +17,28 @@ from n2n.teacher import train_classifier
 
 def test_paper_recipes():
     assert list_recipes() == ["default", "paper"]
-    mnist = Recipe(epochs=50, lr=0.01, batch_size=64, optimizer="sgd", schedule="step", milestones=(30,),
-                   weight_decay=5e-4)
-    cifar = Recipe(epochs=150, lr=0.001, batch_size=128, optimizer="adam", schedule="step", milestones=(80, 120),
-                   weight_decay=5e-4)
+    mnist = Recipe(
+        epochs=50, lr=0.01, batch_size=64, optimizer="sgd", schedule="step", milestones=(30,), weight_decay=5e-4
+    )
+    cifar = Recipe(
+        epochs=150, lr=0.001, batch_size=128, optimizer="adam", schedule="step", milestones=(80, 120), weight_decay=5e-4
+    )
     for data in ("mnist", "fashion-mnist", "kmnist"):
         assert resolve_recipe("paper", data) == mnist
     for data in ("cifar10", "cifar100", "svhn"):
         assert resolve_recipe("paper", data) == cifar
     caltech = resolve_recipe("paper", "caltech256")
     assert (caltech.epochs, caltech.lr, caltech.optimizer, caltech.milestones) == (50, 0.01, "sgd", ())
-    assert set(PAPER) == {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "cifar100-coarse", "svhn",
-                          "caltech256"}
+    assert set(PAPER) == {
+        "mnist",
+        "fashion-mnist",
+        "kmnist",
+        "cifar10",
+        "cifar100",
+        "cifar100-coarse",
+        "svhn",
+        "caltech256",
+    }
 
 
 def test_default_recipe_and_overrides():
@@ -80,12 +90,36 @@ def test_train_classifier_augments_training_batches_only_and_is_seeded(tmp_path)
 def test_train_teacher_with_the_paper_recipe_on_tiny_mnist(tmp_path):
     data_dir = write_tiny_mnist(tmp_path / "mnist", n_train=100, n_test=20)
     out = tmp_path / "teacher"
-    argv = ["train-teacher", "--arch", "lenet5", "--width", "0.25", "--data", "mnist", "--data-dir", str(data_dir),
-            "--recipe", "paper", "--epochs", "1", "--out", str(out)]
+    argv = [
+        "train-teacher",
+        "--arch",
+        "lenet5",
+        "--width",
+        "0.25",
+        "--data",
+        "mnist",
+        "--data-dir",
+        str(data_dir),
+        "--recipe",
+        "paper",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     meta = json.loads((out / "spec.json").read_text())["meta"]
-    assert meta["recipe"] == {"epochs": 1, "lr": 0.01, "batch_size": 64, "optimizer": "sgd", "schedule": "step",
-                              "milestones": [30], "gamma": 0.1, "momentum": 0.9, "weight_decay": 0.0005}
+    assert meta["recipe"] == {
+        "epochs": 1,
+        "lr": 0.01,
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "schedule": "step",
+        "milestones": [30],
+        "gamma": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 0.0005,
+    }
     assert meta["epochs"] == 1 and 0.0 <= meta["test_accuracy"] <= 1.0
 
 
@@ -93,8 +127,10 @@ def test_image_options_reach_the_reader_from_the_command_line(tmp_path, capsys):
     data_dir = write_class_folders(tmp_path / "photos", ["a", "b"], per_class=4)
     out = tmp_path / "teacher"
     options = ["--data", "imagefolder", "--data-dir", str(data_dir), "--image-size", "12", "--test-per-class", "1"]
-    assert main(["train-teacher", "--arch", "lenet5", "--width", "0.25", "--epochs", "1", "--out", str(out),
-                 *options]) == 0
+    assert (
+        main(["train-teacher", "--arch", "lenet5", "--width", "0.25", "--epochs", "1", "--out", str(out), *options])
+        == 0
+    )
     spec = json.loads((out / "spec.json").read_text())
     assert spec["input_shape"] == [3, 12, 12]
     assert spec["meta"]["data_options"] == {"image_size": 12, "test_per_class": 1, "augment": "crop_flip"}
@@ -107,10 +143,24 @@ def test_a_search_records_its_data_options_for_resume_and_report(tmp_path):
     data_dir = write_class_folders(tmp_path / "photos", ["a", "b"], per_class=4)
     options = ["--data", "imagefolder", "--data-dir", str(data_dir), "--image-size", "12", "--test-per-class", "1"]
     teacher, run = tmp_path / "teacher", tmp_path / "run"
-    assert main(["train-teacher", "--arch", "lenet5", "--width", "0.25", "--epochs", "1", "--out", str(teacher),
-                 *options]) == 0
-    tiny = ["--workers", "1", "--stages", "remove", "--updates", "1", "--rollouts", "2", "--steps", "2",
-            "--finetune-epochs", "0"]
+    assert (
+        main(["train-teacher", "--arch", "lenet5", "--width", "0.25", "--epochs", "1", "--out", str(teacher), *options])
+        == 0
+    )
+    tiny = [
+        "--workers",
+        "1",
+        "--stages",
+        "remove",
+        "--updates",
+        "1",
+        "--rollouts",
+        "2",
+        "--steps",
+        "2",
+        "--finetune-epochs",
+        "0",
+    ]
     assert main(["compress", "--teacher", str(teacher), "--out", str(run), *tiny, *options]) == 0
     source = json.loads((run / "run.json").read_text())
     assert source["data_options"] == {"image_size": 12, "test_per_class": 1, "augment": "crop_flip"}

@@ -21,8 +21,8 @@ def test_baseline_exact():
 def test_batch_baseline_exact():
     b = BatchBaseline()
     # mean 2, population std sqrt(2/3): the advantages are centred and unit-scale, whatever the rewards' range
-    assert b.advantages([1.0, 2.0, 3.0]) == pytest.approx([-1.5**0.5, 0.0, 1.5**0.5])
-    assert b.advantages([0.971, 0.972, 0.973]) == pytest.approx([-1.5**0.5, 0.0, 1.5**0.5])
+    assert b.advantages([1.0, 2.0, 3.0]) == pytest.approx([-(1.5**0.5), 0.0, 1.5**0.5])
+    assert b.advantages([0.971, 0.972, 0.973]) == pytest.approx([-(1.5**0.5), 0.0, 1.5**0.5])
     assert b.value == pytest.approx(0.972)
     assert b.advantages([0.5, 0.5]) == [0.0, 0.0]  # nothing to learn from equal rewards
     c = BatchBaseline()
@@ -74,7 +74,9 @@ def _train(policy, reward_fn, features, decidable, updates, lr, base=None):
         base.update(rewards)
 
 
-@pytest.mark.parametrize("base", [None, RiskSeekingBaseline(0.2), BatchBaseline()], ids=["ema", "risk-seeking", "batch"])
+@pytest.mark.parametrize(
+    "base", [None, RiskSeekingBaseline(0.2), BatchBaseline()], ids=["ema", "risk-seeking", "batch"]
+)
 def test_removal_policy_learns_to_remove(base):
     torch.manual_seed(0)
     policy = RemovalPolicy()

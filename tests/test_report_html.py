@@ -14,22 +14,85 @@ from n2n.runlog import read_events
 pytestmark = pytest.mark.slow
 
 RUN_PLOTS = {"reward", "candidates", "layers", "policy_remove", "policy_shrink", "time"}
-TINY = ["--workers", "1", "--updates", "2", "--rollouts", "3", "--steps", "10", "--finetune-epochs", "1",
-        "--finetune-min-steps", "20", "--candidate-examples", "200"]
+TINY = [
+    "--workers",
+    "1",
+    "--updates",
+    "2",
+    "--rollouts",
+    "3",
+    "--steps",
+    "10",
+    "--finetune-epochs",
+    "1",
+    "--finetune-min-steps",
+    "20",
+    "--candidate-examples",
+    "200",
+]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A teacher, a finished two-stage search with --tensorboard, and a uniform baseline of half the teacher's size."""
     root = tmp_path_factory.mktemp("report")
-    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "4",
-                 "--out", str(root / "teacher")]) == 0
-    assert main(["compress", "--teacher", str(root / "teacher"), "--data", "digits", "--out", str(root / "run"),
-                 "--tensorboard", str(root / "tb"), *TINY]) == 0
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--arch",
+                "vgg11",
+                "--width",
+                "0.125",
+                "--data",
+                "digits",
+                "--epochs",
+                "4",
+                "--out",
+                str(root / "teacher"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "compress",
+                "--teacher",
+                str(root / "teacher"),
+                "--data",
+                "digits",
+                "--out",
+                str(root / "run"),
+                "--tensorboard",
+                str(root / "tb"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     target = json.loads((root / "run" / "report.json").read_text())["teacher"]["params"] // 2
-    assert main(["baseline", "uniform", "--teacher", str(root / "teacher"), "--target-params", str(target),
-                 "--out", str(root / "uniform"), "--workers", "1", "--finetune-epochs", "1",
-                 "--finetune-min-steps", "10"]) == 0
+    assert (
+        main(
+            [
+                "baseline",
+                "uniform",
+                "--teacher",
+                str(root / "teacher"),
+                "--target-params",
+                str(target),
+                "--out",
+                str(root / "uniform"),
+                "--workers",
+                "1",
+                "--finetune-epochs",
+                "1",
+                "--finetune-min-steps",
+                "10",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -125,6 +188,9 @@ def test_tensorboard_gets_the_search_scalars(runs):
                 steps.setdefault(value.tag, []).append(event.step)
     assert set(steps) >= {"reward/mean", "reward/best", "policy/entropy", "candidate/val_acc", "candidate/params"}
     assert steps["reward/mean"] == [0, 1, 2, 3]  # 2 stages x 2 updates
-    candidates = [e for e in read_events(runs / "run" / "events.jsonl")
-                  if e["event"] == "candidate" and not e["cached"] and not e["reason"]]
+    candidates = [
+        e
+        for e in read_events(runs / "run" / "events.jsonl")
+        if e["event"] == "candidate" and not e["cached"] and not e["reason"]
+    ]
     assert len(steps["candidate/val_acc"]) == len(candidates)

@@ -18,23 +18,44 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def _candidate(stage, update, rollout, params, acc, keep=(), reason="", cached=False):
-    return {"event": "candidate", "stage": stage, "update": update, "rollout": rollout, "params": params,
-            "val_accuracy": acc, "reward": -1.0 if reason else acc, "reason": reason, "cached": cached,
-            "edits": {"removed": [], "keep": [list(k) for k in keep]}, "seconds": 0.1}
+    return {
+        "event": "candidate",
+        "stage": stage,
+        "update": update,
+        "rollout": rollout,
+        "params": params,
+        "val_accuracy": acc,
+        "reward": -1.0 if reason else acc,
+        "reason": reason,
+        "cached": cached,
+        "edits": {"removed": [], "keep": [list(k) for k in keep]},
+        "seconds": 0.1,
+    }
 
 
 def _update(stage, update, probs=(), best=0.5):
-    return {"event": "update", "stage": stage, "update": update, "reward_mean": 0.1 * update, "reward_best": best,
-            "baseline": None if update == 0 else 0.05, "entropy": 1.0, "probs": list(probs)}
+    return {
+        "event": "update",
+        "stage": stage,
+        "update": update,
+        "reward_mean": 0.1 * update,
+        "reward_best": best,
+        "baseline": None if update == 0 else 0.05,
+        "entropy": 1.0,
+        "probs": list(probs),
+    }
 
 
 EVENTS = [
     {"event": "start", "teacher_params": 1000, "teacher_val_accuracy": 0.9},
-    _candidate("remove", 0, 0, 400, 0.7), _candidate("remove", 0, 1, 0, 0.0, reason="surgery: x"),
+    _candidate("remove", 0, 0, 400, 0.7),
+    _candidate("remove", 0, 1, 0, 0.0, reason="surgery: x"),
     _update("remove", 0, probs=(0.5, 0.6, 0.9), best=0.6),
-    _candidate("remove", 1, 0, 300, 0.8), _candidate("remove", 1, 1, 400, 0.7, cached=True),
+    _candidate("remove", 1, 0, 300, 0.8),
+    _candidate("remove", 1, 1, 400, 0.7, cached=True),
     _update("remove", 1, probs=(0.4, 0.7, 0.95), best=0.7),
-    _candidate("shrink", 0, 0, 200, 0.75, keep=[("a", 0.5)]), _candidate("shrink", 0, 1, 250, 0.6, keep=[("b", 0.2)]),
+    _candidate("shrink", 0, 0, 200, 0.75, keep=[("a", 0.5)]),
+    _candidate("shrink", 0, 1, 250, 0.6, keep=[("b", 0.2)]),
     _update("shrink", 0),
     _candidate("shrink", 1, 0, 150, 0.6, keep=[("a", 0.3), ("b", 0.4)]),
     _update("shrink", 1),
@@ -53,7 +74,12 @@ def test_count_label_is_short():
 
 def test_valid_candidates_drop_invalid_and_cached_repeats():
     assert [(e["stage"], e["params"]) for e in plots.valid_candidates(EVENTS)] == [
-        ("remove", 400), ("remove", 300), ("shrink", 200), ("shrink", 250), ("shrink", 150)]
+        ("remove", 400),
+        ("remove", 300),
+        ("shrink", 200),
+        ("shrink", 250),
+        ("shrink", 150),
+    ]
 
 
 def test_shrink_choices_average_each_update_with_absent_layers_at_one():
@@ -64,8 +90,12 @@ def test_shrink_choices_average_each_update_with_absent_layers_at_one():
 
 def test_time_parts_in_order_with_the_rest_as_other():
     parts = plots.time_parts({"finetune": 5.0, "candidates": 20.0, "teacher_logits": 1.0, "policy": 0.0}, 30.0)
-    assert parts == [("teacher logits", 1.0), ("candidate training (distillation)", 20.0), ("fine-tune", 5.0),
-                     ("other (surgery checks, start-up, reports)", 4.0)]
+    assert parts == [
+        ("teacher logits", 1.0),
+        ("candidate training (distillation)", 20.0),
+        ("fine-tune", 5.0),
+        ("other (surgery checks, start-up, reports)", 4.0),
+    ]
     assert plots.time_parts({}, None) == []
 
 
@@ -85,18 +115,32 @@ def test_each_plot_draws_from_its_events_and_only_then():
     assert plots.removal_policy_figure(EVENTS[7:]) is None  # a random search logs no probabilities
     assert plots.shrink_policy_figure(EVENTS) is not None and plots.shrink_policy_figure(EVENTS[:6]) is None
     assert plots.layers_figure([]) is None and plots.time_figure({}) is None
-    layers = [{"name": "a", "kind": "conv", "teacher_out": 8, "student_out": 4, "status": "shrunk to 50%"},
-              {"name": "b", "kind": "conv", "teacher_out": 8, "student_out": 0, "status": "removed"}]
-    for fig in (plots.layers_figure(layers), plots.accuracy_figure([RunView("r", EVENTS)]),
-                plots.time_figure({"candidates": 3.0}, 4.0)):
+    layers = [
+        {"name": "a", "kind": "conv", "teacher_out": 8, "student_out": 4, "status": "shrunk to 50%"},
+        {"name": "b", "kind": "conv", "teacher_out": 8, "student_out": 0, "status": "removed"},
+    ]
+    for fig in (
+        plots.layers_figure(layers),
+        plots.accuracy_figure([RunView("r", EVENTS)]),
+        plots.time_figure({"candidates": 3.0}, 4.0),
+    ):
         width, height = png_size(plots.png(fig))
         assert width > 200 and height > 100
 
 
 def test_a_progress_page_embeds_the_plots_that_can_exist():
-    report = {"status": "incomplete", "teacher": {"params": 1000, "val_accuracy": 0.9}, "evaluations": 6,
-              "resumable": True, "stages": {"remove": {"updates": 2, "best": {
-                  "edits": {}, "params": 300, "flops": 10, "val_accuracy": 0.8, "reward": 0.7}}}}
+    report = {
+        "status": "incomplete",
+        "teacher": {"params": 1000, "val_accuracy": 0.9},
+        "evaluations": 6,
+        "resumable": True,
+        "stages": {
+            "remove": {
+                "updates": 2,
+                "best": {"edits": {}, "params": 300, "flops": 10, "val_accuracy": 0.8, "reward": 0.7},
+            }
+        },
+    }
     page, images = render_run(RunView("r", EVENTS, report, path="/runs/r"))
     assert set(images) == {"reward", "candidates", "policy_remove", "policy_shrink"}
     assert page.count("data:image/png;base64,") == 4

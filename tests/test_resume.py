@@ -15,16 +15,52 @@ from n2n.runlog import read_events
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = ["--data", "digits", "--workers", "1", "--updates", "3", "--rollouts", "3", "--steps", "15", "--candidate-examples", "300",
-            "--finetune-epochs", "1", "--finetune-min-steps", "600", "--seed", "5", "--shrink-bases", "2"]
+SETTINGS = [
+    "--data",
+    "digits",
+    "--workers",
+    "1",
+    "--updates",
+    "3",
+    "--rollouts",
+    "3",
+    "--steps",
+    "15",
+    "--candidate-examples",
+    "300",
+    "--finetune-epochs",
+    "1",
+    "--finetune-min-steps",
+    "600",
+    "--seed",
+    "5",
+    "--shrink-bases",
+    "2",
+]
 TIMING = {"seconds", "wall_time_s"}
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    assert main(["train-teacher", "--arch", "vgg11", "--width", "0.125", "--data", "digits", "--epochs", "6",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--arch",
+                "vgg11",
+                "--width",
+                "0.125",
+                "--data",
+                "digits",
+                "--epochs",
+                "6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -40,8 +76,13 @@ def _start(teacher: Path, out: Path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "n2n.cli", "compress", "--teacher", str(teacher), "--out", str(out), *SETTINGS]
     # SIGINT back to its default: a test run started in the background by a shell without job control inherits it
     # ignored, and Python then never raises KeyboardInterrupt
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for(proc: subprocess.Popen, events: Path, done, timeout: float = 240.0) -> None:
@@ -63,7 +104,9 @@ def _comparable(run: Path) -> list[dict]:
 
 def _assert_same_run(run: Path, reference: Path) -> None:
     assert _comparable(run) == _comparable(reference)
-    assert (run / "student" / "model.safetensors").read_bytes() == (reference / "student" / "model.safetensors").read_bytes()
+    assert (run / "student" / "model.safetensors").read_bytes() == (
+        reference / "student" / "model.safetensors"
+    ).read_bytes()
     assert not (run / "checkpoint.safetensors").exists()
     report = json.loads((run / "report.json").read_text())
     assert report["student"] == json.loads((reference / "report.json").read_text())["student"]
@@ -73,8 +116,11 @@ def _updates(stage: str, n: int):
     return lambda events: sum(e["event"] == "update" and e["stage"] == stage for e in events) >= n
 
 
-@pytest.mark.parametrize("when", [_updates("remove", 2), _updates("shrink", 1), lambda ev: bool(ev) and ev[-1]["event"] == "finetune"],
-                         ids=["stage-1", "stage-2", "fine-tune"])
+@pytest.mark.parametrize(
+    "when",
+    [_updates("remove", 2), _updates("shrink", 1), lambda ev: bool(ev) and ev[-1]["event"] == "finetune"],
+    ids=["stage-1", "stage-2", "fine-tune"],
+)
 def test_sigkill_then_resume_equals_uninterrupted_run(teacher, reference, tmp_path, when):
     run = tmp_path / "run"
     proc = _start(teacher, run)
@@ -116,10 +162,13 @@ def test_unfinished_run_is_not_overwritten(teacher, tmp_path, capsys):
     assert f"n2n compress --resume {run}" in (run / "report.md").read_text()
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--updates", "4"], "drop --updates"),
-    (["--teacher", "x"], "drop --teacher"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--updates", "4"], "drop --updates"),
+        (["--teacher", "x"], "drop --teacher"),
+    ],
+)
 def test_resume_rejects_new_settings(tmp_path, capsys, extra, message):
     assert main(["compress", "--resume", str(tmp_path), *extra]) == 2
     assert message in capsys.readouterr().err

@@ -12,8 +12,13 @@ from n2n.surgery._fx import module_of
 from n2n.surgery.shrink import keep_count
 
 SLOW = pytest.mark.slow  # 20-100 s each on 2 cores: the deep networks' sampled edits run in the full suite only
-ZOO = [("lenet5", 8, 6), ("vgg11", 8, 6), pytest.param("vgg13", 28, 4, marks=SLOW),
-       pytest.param("resnet18", 8, 4, marks=SLOW), pytest.param("resnet34", 8, 2, marks=SLOW)]
+ZOO = [
+    ("lenet5", 8, 6),
+    ("vgg11", 8, 6),
+    pytest.param("vgg13", 28, 4, marks=SLOW),
+    pytest.param("resnet18", 8, 4, marks=SLOW),
+    pytest.param("resnet34", 8, 2, marks=SLOW),
+]
 
 
 def _out(module):
@@ -156,9 +161,18 @@ def test_removal_drops_a_relu_left_right_after_another():
     gradients as the network that keeps it); ReLU 9 follows a batch norm and stays."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64, 3),
     )
     x = torch.randn(4, 1, 8, 8)
     gm = remove_layers(model, ["4"], x[:2]).train()

@@ -72,8 +72,9 @@ def user_weights(user_module, tmp_path):
 
 @pytest.mark.parametrize("filename", ["net.pt", "ckpt.pth", "net.safetensors"])
 def test_import_path_teacher_with_weights(user_weights, tmp_path, filename):
-    model, spec = resolve_teacher("usernets:build_net", weights=tmp_path / filename, kwargs={"width": 8},
-                                  input_shape=(1, 8, 8), num_classes=10)
+    model, spec = resolve_teacher(
+        "usernets:build_net", weights=tmp_path / filename, kwargs={"width": 8}, input_shape=(1, 8, 8), num_classes=10
+    )
     x = torch.randn(3, 1, 8, 8)
     assert torch.equal(model(x), user_weights.eval()(x))
     assert spec.arch == {"source": "import", "target": "usernets:build_net", "kwargs": {"width": 8}}
@@ -92,19 +93,23 @@ def test_full_pickle_loads_only_when_trusted(user_weights, tmp_path):
     torch.save(user_weights, tmp_path / "whole.pt")  # a pickled module, not a state dict
     with pytest.raises(ModelError, match="--trust-pickle"):
         resolve_teacher("usernets:build_net", weights=tmp_path / "whole.pt", input_shape=(1, 8, 8), num_classes=10)
-    model, _ = resolve_teacher("usernets:build_net", weights=tmp_path / "whole.pt", input_shape=(1, 8, 8),
-                               num_classes=10, trust_pickle=True)
+    model, _ = resolve_teacher(
+        "usernets:build_net", weights=tmp_path / "whole.pt", input_shape=(1, 8, 8), num_classes=10, trust_pickle=True
+    )
     assert torch.equal(model.conv1.weight, user_weights.conv1.weight)
 
 
-@pytest.mark.parametrize("teacher, weights, message", [
-    ("usernets:missing", None, "has no attribute 'missing'"),
-    ("usernets:NOT_CALLABLE", None, "not a class or function"),
-    ("no_such_module_xyz:net", None, "cannot import 'no_such_module_xyz'"),
-    ("usernets:build_net", None, "pass its trained weights with --weights"),
-    ("usernets:build_net", "nowhere.pt", "no such file"),
-    ("resnet99", None, "neither a saved n2n model directory"),
-])
+@pytest.mark.parametrize(
+    "teacher, weights, message",
+    [
+        ("usernets:missing", None, "has no attribute 'missing'"),
+        ("usernets:NOT_CALLABLE", None, "not a class or function"),
+        ("no_such_module_xyz:net", None, "cannot import 'no_such_module_xyz'"),
+        ("usernets:build_net", None, "pass its trained weights with --weights"),
+        ("usernets:build_net", "nowhere.pt", "no such file"),
+        ("resnet99", None, "neither a saved n2n model directory"),
+    ],
+)
 def test_bad_teachers_are_named(user_module, teacher, weights, message):
     with pytest.raises(ModelError, match=message):
         resolve_teacher(teacher, weights=weights, input_shape=(1, 8, 8), num_classes=10)
@@ -112,12 +117,19 @@ def test_bad_teachers_are_named(user_module, teacher, weights, message):
 
 def test_weights_that_do_not_fit(user_weights, tmp_path):
     with pytest.raises(ModelError, match="do not fit"):
-        resolve_teacher("usernets:build_net", weights=tmp_path / "net.pt", kwargs={"width": 4},
-                        input_shape=(1, 8, 8), num_classes=10)
+        resolve_teacher(
+            "usernets:build_net",
+            weights=tmp_path / "net.pt",
+            kwargs={"width": 4},
+            input_shape=(1, 8, 8),
+            num_classes=10,
+        )
 
 
 def test_inspect_json_marks_head_and_coupled_layers(user_module, capsys):
-    assert main(["inspect", "--teacher", "usernets:build_net", "--input-shape", "1,8,8", "--json", "--fix", "conv3"]) == 0
+    assert (
+        main(["inspect", "--teacher", "usernets:build_net", "--input-shape", "1,8,8", "--json", "--fix", "conv3"]) == 0
+    )
     result = json.loads(capsys.readouterr().out)
     by = {layer["name"]: layer for layer in result["layers"]}
     assert list(by) == ["conv1", "conv2", "conv3", "dw", "classifier"]
@@ -145,9 +157,31 @@ def test_compress_an_import_path_teacher_and_reload_the_student(user_weights, tm
     train_classifier(user_weights, load_data("digits"), Recipe(epochs=5), seed=0)  # past chance: the search checks
     save_file(user_weights.state_dict(), str(tmp_path / "net.safetensors"))
     run = tmp_path / "run"
-    code = main(["compress", "--teacher", "usernets:build_net", "--weights", str(tmp_path / "net.safetensors"),
-                 "--teacher-kwargs", '{"width": 8}', "--data", "digits", "--out", str(run), "--updates", "2",
-                 "--rollouts", "2", "--steps", "5", "--finetune-epochs", "1", "--finetune-min-steps", "5"])
+    code = main(
+        [
+            "compress",
+            "--teacher",
+            "usernets:build_net",
+            "--weights",
+            str(tmp_path / "net.safetensors"),
+            "--teacher-kwargs",
+            '{"width": 8}',
+            "--data",
+            "digits",
+            "--out",
+            str(run),
+            "--updates",
+            "2",
+            "--rollouts",
+            "2",
+            "--steps",
+            "5",
+            "--finetune-epochs",
+            "1",
+            "--finetune-min-steps",
+            "5",
+        ]
+    )
     assert code == 0
     report = json.loads((run / "report.json").read_text())
     with pytest.raises(UntrustedCodeError, match="usernets:build_net"):  # the spec names code: not without trust

@@ -13,8 +13,20 @@ from n2n.errors import N2NError
 from n2n.files import RunLock, atomic_write, check_writable_dir, write_text
 from n2n.models.io import UntrustedCodeError, load_model, save_model
 
-TINY = ["--updates", "1", "--rollouts", "2", "--steps", "5", "--finetune-epochs", "1", "--finetune-min-steps", "5",
-        "--workers", "1"]
+TINY = [
+    "--updates",
+    "1",
+    "--rollouts",
+    "2",
+    "--steps",
+    "5",
+    "--finetune-epochs",
+    "1",
+    "--finetune-min-steps",
+    "5",
+    "--workers",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +180,23 @@ def test_no_student_that_breaks_a_hard_constraint_is_saved(teacher, tmp_path, ca
 def test_reports_show_each_constraint_and_whether_it_held(teacher, tmp_path):
     run = tmp_path / "run"
     params = sum(p.numel() for p in load_model(teacher)[0].parameters())
-    assert main(["compress", "--teacher", str(teacher), "--out", str(run), "--max-params", str(params - 1),
-                 "--constraint-mode", "soft", *TINY]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--teacher",
+                str(teacher),
+                "--out",
+                str(run),
+                "--max-params",
+                str(params - 1),
+                "--constraint-mode",
+                "soft",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     report = json.loads((run / "report.json").read_text())
     [row] = report["constraints"]
     assert row["option"] == "--max-params" and row["limit"] == params - 1
@@ -181,8 +208,22 @@ def test_reports_show_each_constraint_and_whether_it_held(teacher, tmp_path):
 
 def test_out_checks_happen_before_any_training(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    assert main(["train-teacher", "--arch", "vgg19", "--data", "digits", "--epochs", "50",
-                 "--out", str(tmp_path / "file" / "t")]) == 2
+    assert (
+        main(
+            [
+                "train-teacher",
+                "--arch",
+                "vgg19",
+                "--data",
+                "digits",
+                "--epochs",
+                "50",
+                "--out",
+                str(tmp_path / "file" / "t"),
+            ]
+        )
+        == 2
+    )
     assert "which is a file" in capsys.readouterr().err  # at once: training vgg19 for 50 epochs would take minutes
 
 

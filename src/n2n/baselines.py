@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from n2n.compress import Listener, _finetune, eval_context
+from n2n.compress import Listener, eval_context, finetune_student
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, N2NError, SurgeryError
 from n2n.files import RunLock, own_dir, write_json
@@ -97,7 +97,7 @@ def _run_baseline(
         ctx = eval_context(teacher, analysis, data, cfg)
         emit({"event": "baseline", "kind": kind, "edits": edits.to_dict()})
         seconds: dict[str, float] = {}
-        student, final = _finetune(ctx, data, cfg, edits, emit, listener, seconds)
+        student, final = finetune_student(ctx, data, cfg, edits, emit, listener, seconds)
         student_spec = spec.with_edits(edits, data=data.name, baseline=kind, **final)
         save_model(student, student_spec, own_dir(out / "student"))
         r = reward(final["val_accuracy"], ctx.teacher_val_accuracy, final["params"], analysis.params)

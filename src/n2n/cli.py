@@ -22,7 +22,7 @@ from rich.table import Table
 
 from n2n.errors import ConfigError, Interrupted, N2NError
 from n2n.files import check_out_dir, check_writable_dir, write_json
-from n2n.search.compute import enable_huge_pages
+from n2n.train.compute import enable_huge_pages
 
 console = Console(stderr=True)
 
@@ -127,8 +127,8 @@ def train_teacher_cmd(
     from n2n.models.io import save_model
     from n2n.models.zoo import list_models
     from n2n.recipes import resolve_recipe
-    from n2n.search.compute import Compute, resolve_device, resolve_precision
     from n2n.teacher import train_teacher
+    from n2n.train.compute import Compute, resolve_device, resolve_precision
 
     target = resolve_device(device)
     compute = Compute(target, resolve_precision("auto", target))
@@ -353,7 +353,7 @@ def _choose_normalization(choice: Any, model: Any, spec: Any, bundle: Any, who: 
     """The normalization ``model`` gets on ``bundle`` (:func:`n2n.preprocess.choose_normalization`); one line says
     which when it was measured, and warns when ``--normalize`` replaces a different recorded one."""
     from n2n.preprocess import choose_normalization
-    from n2n.search.compute import CPU
+    from n2n.train.compute import CPU
 
     batch_size, compute = (None, CPU) if config is None else (config.eval_batch_size, config.compute())
     picked = choose_normalization(choice, model, spec, bundle, batch_size, compute)
@@ -526,7 +526,7 @@ def evaluate_cmd(
     from n2n.data import load_data, parse_normalize
     from n2n.measure import measure_cost, speedups
     from n2n.models.io import load_model
-    from n2n.search.distill import accuracy
+    from n2n.train.distill import accuracy
 
     choice = parse_normalize(normalize)
     bundle = load_data(data, data_dir, seed=seed, options=data_options)

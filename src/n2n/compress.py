@@ -39,13 +39,14 @@ from n2n.search.checkpoint import (
     read_checkpoint,
 )
 from n2n.search.config import CompressConfig
-from n2n.search.distill import Diverged, accuracy, distill_loss, predict_logits, train_student
 from n2n.search.front import accuracy_front, pick_front
 from n2n.search.loop import run_stages
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.reward import INVALID_REWARD, Target, objective_cost
 from n2n.search.state import SearchContext, SearchState
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
+from n2n.train.distill import accuracy, predict_logits
+from n2n.train.finetune import finetune
 
 log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]
@@ -309,7 +310,7 @@ def _compress(
         t0 = time.perf_counter()
         z_train = training_logits(ctx, data, cfg)  # once, for the chosen student and the front's
         seconds["finetune"] = seconds.get("finetune", 0.0) + time.perf_counter() - t0
-        student, final = _finetune(ctx, data, cfg, best.edits, emit, listener, seconds, z_train)
+        student, final = finetune_student(ctx, data, cfg, best.edits, emit, listener, seconds, z_train)
         spec = teacher_spec.with_edits(best.edits, data=data.name, **final)
         save_model(student, spec, own_dir(out / "student"))
         others = pick_front(accuracy_front(search.cache.values(), lambda r: _meets(search, r)), best, cfg.front)
@@ -320,7 +321,7 @@ def _compress(
             teacher_spec,
             [
                 (best, student, final),
-                *((r, *_finetune(ctx, data, cfg, r.edits, emit, listener, seconds, z_train)) for r in others),
+                *((r, *finetune_student(ctx, data, cfg, r.edits, emit, listener, seconds, z_train)) for r in others),
             ],
             out,
         )
@@ -499,7 +500,7 @@ def training_logits(ctx: EvalContext, data: DataBundle, cfg: CompressConfig) -> 
     return z
 
 
-def _finetune(
+def finetune_student(
     ctx: EvalContext,
     data: DataBundle,
     cfg: CompressConfig,
@@ -509,10 +510,10 @@ def _finetune(
     seconds: dict[str, float],
     z_train: torch.Tensor | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train the chosen student on the full training split with ``CE + lambda * distillation``.
+    """Build the student ``edits`` make of ``ctx``'s teacher and fine-tune it (`n2n.train.finetune.finetune`, by
+    ``cfg``'s fine-tune settings); returns it with its size and validation and test accuracy.
 
-    The student starts from the teacher's inherited weights; validation accuracy is measured about ten times along
-    the way and the best weights are kept (the test split is only used for the final figure). ``z_train`` are the
+    The student starts from the teacher's inherited weights (re-initialised with ``--reinit``). ``z_train`` are the
     teacher's logits on the training split (`training_logits`), computed here when not given; their time counts
     towards the fine-tune's.
     """
@@ -521,45 +522,10 @@ def _finetune(
     torch.manual_seed(cfg.seed)
     compute = ctx.settings.compute
     student = compute.model(build_student(ctx, edits))
-    steps = 0
-    if cfg.finetune_epochs:
-        steps = max(cfg.finetune_epochs * math.ceil(len(data.train) / cfg.batch_size), cfg.finetune_min_steps)
-    emit({"event": "finetune", "steps": steps, "params": count_params(student)})
-    best_acc = accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size, compute)
-    best_state = {k: v.clone() for k, v in student.state_dict().items()}
-    every = max(1, steps // 10)
-
-    def on_step(step: int) -> None:
-        nonlocal best_acc, best_state
-        if listener is not None:
-            listener({"event": "finetune_step", "step": step + 1})
-        if (step + 1) % every == 0 or step + 1 == steps:
-            acc = accuracy(student, data.val.x, data.val.y, cfg.eval_batch_size, compute)
-            if acc >= best_acc:
-                best_acc, best_state = acc, {k: v.clone() for k, v in student.state_dict().items()}
-
-    if steps:
-        try:
-            train_student(
-                student,
-                data.train.x,
-                z_train,
-                steps=steps,
-                batch_size=cfg.batch_size,
-                lr=cfg.finetune_lr,
-                weight_decay=0.0,
-                generator=torch.Generator().manual_seed(cfg.seed),
-                labels=data.train.y,
-                loss_fn=distill_loss(cfg.finetune_distill, cfg.temperature),
-                kd_weight=cfg.kd_weight,
-                on_step=on_step,
-                compute=compute,
-                schedule=cfg.finetune_schedule,
-            )
-        except Diverged as err:
-            log.warning("the fine-tune diverged (%s); keeping the best weights seen before", err)
-    student.load_state_dict(best_state)
-    student = student.to("cpu", memory_format=torch.contiguous_format).eval()  # saved and reported from the host
+    settings = cfg.finetune_settings()
+    emit({"event": "finetune", "steps": settings.steps(len(data.train)), "params": count_params(student)})
+    on_step = None if listener is None else lambda step: listener({"event": "finetune_step", "step": step})
+    student, best_acc = finetune(student, data, z_train, settings, compute, on_step)
     seconds["finetune"] = seconds.get("finetune", 0.0) + time.perf_counter() - t0  # the front's too
     return student, {
         "params": count_params(student),

@@ -15,8 +15,8 @@ from torch import nn
 from n2n.data import DataBundle
 from n2n.data.normalize import Normalization, candidates, fixed_normalization, renormalize
 from n2n.models.io import ModelSpec
-from n2n.search.compute import CPU, Compute
-from n2n.search.distill import accuracy
+from n2n.train.compute import CPU, Compute
+from n2n.train.distill import accuracy
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from n2n.measure import REPORT_TIMING, compare_costs
 from n2n.models.io import ModelSpec
 from n2n.reporting.rundata import FRONT_HEADER, front_rows
 from n2n.search.candidate import CandidateResult
-from n2n.search.distill import accuracy
 from n2n.surgery import Analysis, count_macs, count_params
+from n2n.train.distill import accuracy
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from n2n.data import DataBundle, augment_batch
 from n2n.models.io import ModelSpec
 from n2n.models.zoo import create_model
 from n2n.recipes import OPTIMIZERS, Recipe, lr_factor, resolve_recipe
-from n2n.search.compute import CPU, Compute
-from n2n.search.distill import accuracy
+from n2n.train.compute import CPU, Compute
+from n2n.train.distill import accuracy
+from n2n.train.finetune import KeepBest
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(recipe, s, steps_per_epoch))
     loss_fn = nn.CrossEntropyLoss()
     scaler = compute.scaler()
-    best_acc, best_state, step = -1.0, None, 0
+    best, step = KeepBest(), 0
     for epoch in range(recipe.epochs):
         model.train()
         order = torch.randperm(len(y), generator=gen)
@@ -79,10 +80,8 @@ def train_classifier(
                 on_step(step, total)
         acc = accuracy(model, data.val.x, data.val.y, compute=compute)
         log.info("epoch %d: validation accuracy %.4f", epoch + 1, acc)
-        if acc > best_acc:
-            best_acc, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        best.offer(model, acc)
+    best.restore(model)
     return model.to("cpu", memory_format=torch.contiguous_format).eval()
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from n2n.errors import ConfigError
-from n2n.search.config import STAGES
+
+#: the stages in the order a search runs them (``n2n.search.config.STAGES``; reporting reads events, not the search)
+STAGE_ORDER = ("remove", "shrink")
 
 
 def _summary_writer() -> type:
@@ -23,8 +25,8 @@ def _summary_writer() -> type:
 
 
 def update_step(stage: str, update: int, updates: int) -> int:
-    """Global step of a policy update, stage 1's then stage 2's: ``STAGES.index(stage) * updates + update``."""
-    return STAGES.index(stage) * updates + update
+    """Global step of a policy update, stage 1's then stage 2's: ``STAGE_ORDER.index(stage) * updates + update``."""
+    return STAGE_ORDER.index(stage) * updates + update
 
 
 class TensorBoardListener:

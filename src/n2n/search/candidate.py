@@ -19,10 +19,10 @@ from torch import nn
 
 from n2n.errors import SurgeryError
 from n2n.measure import TimingSettings, torch_latency_ms
-from n2n.search.compute import CPU, Compute
-from n2n.search.distill import Diverged, accuracy, distill_loss, train_student
 from n2n.search.reward import INVALID_REWARD, objective_cost, reward
 from n2n.surgery import Edits, apply_edits, count_macs, count_params, forward_counts
+from n2n.train.compute import CPU, Compute
+from n2n.train.distill import Diverged, accuracy, distill_loss, train_student
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from n2n.errors import ConfigError
 from n2n.files import check_writable_dir, read_json_object
-from n2n.search.compute import DEVICES, PRECISIONS, Compute, resolve_device, resolve_precision
 from n2n.search.reinforce import ADVANTAGES
 from n2n.search.reward import Constraints, Target
+from n2n.train.compute import DEVICES, PRECISIONS, Compute, resolve_device, resolve_precision
+from n2n.train.finetune import FinetuneSettings
 
 STAGES = ("remove", "shrink")
 MAX_FRONT = 16  # students fine-tuned at the end of a search: each costs a full fine-tune
@@ -233,6 +234,21 @@ class CompressConfig:
     def limits_table(self, params: float, acc: float, macs: float, latency_ms: float | None) -> list[dict]:
         """Each constraint and target set, with its limit, the student's value and whether it held (for reports)."""
         return self.constraints().table(params, acc, macs, latency_ms) + self.target().table(params, macs, latency_ms)
+
+    def finetune_settings(self) -> FinetuneSettings:
+        """How the chosen student (and the front) is fine-tuned."""
+        return FinetuneSettings(
+            epochs=self.finetune_epochs,
+            min_steps=self.finetune_min_steps,
+            lr=self.finetune_lr,
+            schedule=self.finetune_schedule,
+            distill=self.finetune_distill,
+            temperature=self.temperature,
+            kd_weight=self.kd_weight,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            seed=self.seed,
+        )
 
     def target(self) -> Target:
         """The size targets (``--target-*``); ``Target().set`` is False when none is given."""

@@ -34,8 +34,8 @@ from n2n.search.candidate import (
     evaluate_candidate,
     invalid_result,
 )
-from n2n.search.compute import HUGE_PAGES_ENV
 from n2n.surgery import Edits
+from n2n.train.compute import HUGE_PAGES_ENV
 
 log = logging.getLogger(__name__)
 

@@ -104,13 +104,13 @@ def is_layer(module: nn.Module | None) -> bool:
     return isinstance(module, LAYER_TYPES)
 
 
-def _load(arg: Any, env: dict[fx.Node, Any]) -> Any:
+def load_args(arg: Any, env: dict[fx.Node, Any]) -> Any:
     return fx.node.map_arg(arg, lambda n: env[n])
 
 
 def run_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
     """Execute one node given the values of its inputs in ``env``."""
-    args, kwargs = _load(node.args, env), _load(node.kwargs, env)
+    args, kwargs = load_args(node.args, env), load_args(node.kwargs, env)
     if node.op == "call_module":
         return gm.get_submodule(node.target)(*args, **kwargs)
     if node.op == "call_function":

@@ -12,7 +12,7 @@ from torch import fx, nn
 
 from n2n.errors import SurgeryError
 from n2n.surgery._fx import NORM_TYPES, is_layer, module_of, propagate, residual_merges, trace
-from n2n.surgery.repair import Bypass, ChannelPad, _set_module, repair
+from n2n.surgery.repair import Bypass, ChannelPad, repair, set_module
 
 _ADDITIONS = {operator.add, operator.iadd, torch.add}
 #: modules whose output is non-negative wherever their input is: pooling, pass-through, the stand-ins of removed layers
@@ -120,7 +120,7 @@ def _detach_inplace_ops(gm: fx.GraphModule) -> None:
             continue
         module = module_of(gm, node)
         if getattr(module, "inplace", False) is True:
-            _set_module(gm, str(node.target), copy.copy(module))
+            set_module(gm, str(node.target), copy.copy(module))
             gm.get_submodule(str(node.target)).inplace = False
         elif node.op == "call_function" and node.kwargs.get("inplace") is True:
             node.kwargs = {**node.kwargs, "inplace": False}
@@ -166,9 +166,9 @@ def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor)
         layer = gm.get_submodule(name)
         resample = isinstance(layer, nn.modules.conv._ConvNd) and x_out.shape[2:] != x_in.shape[2:]
         norm = attached_norm(gm, node)
-        _set_module(gm, name, Bypass(tuple(x_out.shape[2:]) if resample else None))
+        set_module(gm, name, Bypass(tuple(x_out.shape[2:]) if resample else None))
         if norm is not None:
-            _set_module(gm, str(norm.target), nn.Identity())
+            set_module(gm, str(norm.target), nn.Identity())
     _drop_emptied_branches(gm, names)
     _drop_repeated_relus(gm)
     _detach_inplace_ops(gm)

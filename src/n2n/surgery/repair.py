@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from n2n.errors import SurgeryError
-from n2n.surgery._fx import ELEMENTWISE_BINARY, _load, placeholder_value, run_node
+from n2n.surgery._fx import ELEMENTWISE_BINARY, load_args, placeholder_value, run_node
 
 
 class Bypass(nn.Module):
@@ -182,7 +182,7 @@ def _adapter_for(module: nn.Module) -> Callable[[Any, torch.Tensor], nn.Module |
     return None
 
 
-def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+def set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
     parent_name, _, leaf = target.rpartition(".")
     parent = gm.get_submodule(parent_name) if parent_name else gm
     setattr(parent, leaf, module)
@@ -216,14 +216,14 @@ def repair(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
         if node.op == "call_module":
             module = gm.get_submodule(node.target)
             adapter = _adapter_for(module)
-            args = _load(node.args, env)
+            args = load_args(node.args, env)
             if adapter is not None and args and isinstance(args[0], torch.Tensor):
                 try:
                     new = adapter(module, args[0])
                 except SurgeryError as err:
                     raise SurgeryError(str(node.target), err.reason) from None
                 if new is not None:
-                    _set_module(gm, str(node.target), new)
+                    set_module(gm, str(node.target), new)
         elif node.op == "call_function" and node.target in ELEMENTWISE_BINARY:
             _match_channels(gm, node, env)
         try:
@@ -236,7 +236,7 @@ def repair(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
 
 def _match_channels(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) -> None:
     """Zero-pad the narrower operand of an element-wise merge when the two disagree only in dimension 1."""
-    a, b = (_load(arg, env) for arg in node.args[:2])
+    a, b = (load_args(arg, env) for arg in node.args[:2])
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dim() != b.dim() or a.dim() < 2:
         return
     if a.shape[1] == b.shape[1] or a.shape[2:] != b.shape[2:] or 1 in (a.shape[1], b.shape[1]):

@@ -1,21 +1,18 @@
-"""Training students: distillation losses, the candidate training loop, the final fine-tune, accuracy."""
+"""Training and inference: distillation losses, the student training loop, logits and accuracy."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
-from torch.fx.experimental.optimization import fuse
+from torch import nn
 
-from n2n.errors import ModelError
-from n2n.search.compute import CPU, DIVERGE_PATIENCE, Compute, divergence_limit, divergence_streak
-from n2n.surgery._fx import is_layer, module_of, trace
-from n2n.surgery.remove import call_sites
+from n2n.surgery.transforms import folded, relus_in_place
+from n2n.train.compute import CPU, DIVERGE_PATIENCE, Compute, divergence_limit, divergence_streak
 
 log = logging.getLogger(__name__)
 
@@ -45,43 +42,8 @@ def distill_loss(kind: str, temperature: float = 4.0) -> LossFn:
     raise ValueError(f"unknown distillation loss {kind!r} (allowed: 'mse', 'kl')")
 
 
-#: modules whose backward reads their input and weights but not their output, so a ReLU after them may overwrite it
-_OUTPUT_NOT_SAVED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-@contextlib.contextmanager
-def relus_in_place(model: nn.Module) -> Iterator[int]:
-    """Within the block, the ``nn.ReLU`` modules of ``model`` (a torch.fx ``GraphModule``, as every student is) that
-    may safely overwrite their input do so (``inplace=True``); afterwards every flag is as it was. Yields how many.
-
-    A ReLU qualifies when it is called at one place only, and its input is the output of a convolution, linear layer
-    or batch norm (whose backward does not read it) that nothing else reads. The usual conv-BN-ReLU block then
-    skips one allocation and one write of its largest activation: candidate training was 4.4% faster for two
-    VGG-13 students on MNIST (benchmarks/candidate_cost.py). Other models, and ReLUs that feed a skip connection,
-    a second ReLU or a shared module, are left alone.
-    """
-    chosen: list[nn.ReLU] = []
-    if isinstance(model, fx.GraphModule):
-        sites = call_sites(model)
-        for node in model.graph.nodes:
-            relu = module_of(model, node)
-            if not isinstance(relu, nn.ReLU) or relu.inplace or len(sites[str(node.target)]) != 1 or not node.args:
-                continue
-            source = node.args[0]
-            if isinstance(source, fx.Node) and len(source.users) == 1:
-                if isinstance(module_of(model, source), _OUTPUT_NOT_SAVED):
-                    chosen.append(relu)
-    for relu in chosen:
-        relu.inplace = True
-    try:
-        yield len(chosen)
-    finally:
-        for relu in chosen:
-            relu.inplace = False
-
-
 class Diverged(Exception):
-    """Training produced a NaN/inf loss, or a clearly diverging one (see ``n2n.search.compute.divergence_limit``)."""
+    """Training produced a NaN/inf loss, or a clearly diverging one (see ``n2n.train.compute.divergence_limit``)."""
 
 
 def train_student(
@@ -167,27 +129,6 @@ def train_student(
             if on_step is not None:
                 on_step(step)
     return sum(tail) / max(1, len(tail))
-
-
-def folded(model: nn.Module) -> nn.Module | None:
-    """An eval-mode copy of ``model`` with every batch norm folded into the convolution or linear layer it follows
-    (``torch.fx.experimental.optimization.fuse``), or None when ``model`` cannot be traced or applies one convolution
-    or linear layer at two places (its single copy could only be folded with one of the batch norms after it; a
-    shared activation, such as a ResNet block's one ``ReLU``, is fine).
-
-    Scoring the validation split with the folded copy skips the normalisation pass over every activation: 1.77x
-    faster for six VGG-13 students on MNIST (batch 128, 1 thread, channels-last; benchmarks/candidate_cost.py,
-    section scoring). Logits move by about 1e-6, so folding is kept to scoring (argmax), and the teacher logits that
-    students learn from are computed unfolded.
-    """
-    try:
-        traced = trace(model).eval()
-    except ModelError as err:  # score the model as it is
-        log.debug("scoring without folding batch norms: %s", err)
-        return None
-    if any(len(nodes) > 1 and is_layer(module_of(traced, nodes[0])) for nodes in call_sites(traced).values()):
-        return None
-    return fuse(traced, inplace=True, no_trace=True)
 
 
 @torch.no_grad()
