@@ -115,7 +115,7 @@ def test_an_update_reports_its_candidates_in_rollout_order():
     state = StageState("shrink", RandomPolicy("shrink"), None, EmaBaseline(0.8), torch.Generator().manual_seed(3))
     ctx = SearchContext(a, Edits(), Recorder(), {}, Constraints(), tuple(i / 10 for i in range(1, 11)))
     events = []
-    results = run_update(state, ctx, rollouts=6, emit=events.append)
+    results = run_update(state, ctx, rollouts=6, emit=lambda e: events.append(e.to_dict()))
     assert len(seen) == 1 and len(seen[0]) > 2 and len(set(seen[0])) == len(seen[0])
     candidates = [e for e in events if e["event"] == "candidate"]
     assert [e["rollout"] for e in candidates] == list(range(6))
@@ -157,7 +157,7 @@ def test_an_update_draws_again_for_students_it_has_seen(max_draws):
     for _ in range(3):
         events = []
         before = set(cache)
-        results = run_update(state, ctx, rollouts=2, emit=events.append)
+        results = run_update(state, ctx, rollouts=2, emit=lambda e, events=events: events.append(e.to_dict()))
         draws = [e for e in events if e["event"] == "candidate"]
         new = {r.edits.key() for r in results} - before
         assert len(draws) == len(results) and [e["rollout"] for e in draws] == list(range(len(draws)))

@@ -19,6 +19,7 @@ from torch import nn
 from n2n.compress import Listener, eval_context, finetune_student
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, N2NError, SurgeryError
+from n2n.events import Baseline, Done
 from n2n.files import RunLock, own_dir, write_json
 from n2n.models.io import ModelSpec, read_spec, save_model
 from n2n.preprocess import match_teacher
@@ -95,7 +96,7 @@ def _run_baseline(
         teacher = teacher.eval()
         analysis = analyze(teacher, data.input_shape, fix=cfg.fix, check_removals=False)
         ctx = eval_context(teacher, analysis, data, cfg)
-        emit({"event": "baseline", "kind": kind, "edits": edits.to_dict()})
+        emit(Baseline(kind, edits.to_dict()))
         seconds: dict[str, float] = {}
         student, final = finetune_student(ctx, data, cfg, edits, emit, listener, seconds)
         student_spec = spec.with_edits(edits, data=data.name, baseline=kind, **final)
@@ -115,7 +116,7 @@ def _run_baseline(
             seconds,
             best,
         )
-        emit({"event": "done", "wall_time_s": report["wall_time_s"]})
+        emit(Done(report["wall_time_s"]))
         return report
     finally:
         emit.close()

@@ -19,6 +19,7 @@ from torch import nn
 from n2n._seed import seed_everything
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, DataError, Interrupted, N2NError
+from n2n.events import Done, Finetune, FinetuneStep, Front, Start
 from n2n.files import RunLock, own_dir, read_json_object, write_json
 from n2n.measure import REPORT_TIMING, SEARCH_TIMING, measure_cost, torch_latency_ms
 from n2n.models.io import ModelSpec, save_model
@@ -40,7 +41,7 @@ from n2n.search.checkpoint import (
 )
 from n2n.search.config import CompressConfig
 from n2n.search.front import accuracy_front, pick_front
-from n2n.search.loop import run_stages
+from n2n.search.loop import EventSink, run_stages
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.reward import INVALID_REWARD, Target, objective_cost
 from n2n.search.state import SearchContext, SearchState
@@ -271,17 +272,16 @@ def _compress(
         state = SearchState(index=0, stage=None, ctx=search)
         if ckpt is None:
             emit(
-                {
-                    "event": "start",
-                    "teacher_params": analysis.params,
-                    "teacher_val_accuracy": ctx.teacher_val_accuracy,
-                    "weak_teacher": ctx.teacher_val_accuracy < weak_teacher_below(data.num_classes),
-                    "objective": cfg.objective,
-                    "teacher_cost": ctx.teacher_cost,
-                    "layers": len(analysis.layers),
-                    "stages": cfg.stage_list(),
-                    "updates": cfg.updates,
-                }
+                Start(
+                    teacher_params=analysis.params,
+                    teacher_val_accuracy=ctx.teacher_val_accuracy,
+                    weak_teacher=ctx.teacher_val_accuracy < weak_teacher_below(data.num_classes),
+                    objective=cfg.objective,
+                    teacher_cost=ctx.teacher_cost,
+                    layers=len(analysis.layers),
+                    stages=cfg.stage_list(),
+                    updates=cfg.updates,
+                )
             )
         else:
             with _damaged(out):
@@ -325,7 +325,7 @@ def _compress(
             ],
             out,
         )
-        emit({"event": "front", "students": [{k: v for k, v in row.items() if k != "latency_ms"} for row in front]})
+        emit(Front([{k: v for k, v in row.items() if k != "latency_ms"} for row in front]))
         report = write_reports(
             out,
             analysis,
@@ -343,7 +343,7 @@ def _compress(
             ),
             front=front,
         )
-        emit({"event": "done", "wall_time_s": report["wall_time_s"], "seconds": seconds})
+        emit(Done(report["wall_time_s"], seconds))
         (out / CHECKPOINT).unlink(missing_ok=True)
         return CompressResult(student, spec, report, out)
     except KeyboardInterrupt:
@@ -505,7 +505,7 @@ def finetune_student(
     data: DataBundle,
     cfg: CompressConfig,
     edits: Edits,
-    emit: Listener,
+    emit: EventSink,
     listener: Listener | None,
     seconds: dict[str, float],
     z_train: torch.Tensor | None = None,
@@ -523,8 +523,8 @@ def finetune_student(
     compute = ctx.settings.compute
     student = compute.model(build_student(ctx, edits))
     settings = cfg.finetune_settings()
-    emit({"event": "finetune", "steps": settings.steps(len(data.train)), "params": count_params(student)})
-    on_step = None if listener is None else lambda step: listener({"event": "finetune_step", "step": step})
+    emit(Finetune(settings.steps(len(data.train)), count_params(student)))
+    on_step = None if listener is None else lambda step: listener(FinetuneStep(step).to_dict())
     student, best_acc = finetune(student, data, z_train, settings, compute, on_step)
     seconds["finetune"] = seconds.get("finetune", 0.0) + time.perf_counter() - t0  # the front's too
     return student, {

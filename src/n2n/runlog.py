@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from n2n.errors import N2NError
+from n2n.events import Event
 from n2n.files import write_text
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ def _clean(value: Any) -> Any:
 
 
 class EventLog:
-    """Appends events to ``events.jsonl`` and forwards each to an optional listener (the progress display)."""
+    """The one writer of ``events.jsonl``: appends each event record (``n2n.events``) as a JSON line and forwards
+    its dict to an optional listener (the progress display)."""
 
     def __init__(self, path: Path, listener: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = path
@@ -39,12 +41,18 @@ class EventLog:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        self._file.write(json.dumps(_clean(event)) + "\n")
+    def __call__(self, event: Event) -> None:
+        record = event.to_dict()
+        self._file.write(json.dumps(_clean(record)) + "\n")
         self._file.flush()
         self.count += 1
         if self.listener is not None:
-            self.listener(event)
+            self.listener(record)
+
+    def tell(self, event: Event) -> None:
+        """Forward ``event`` to the listener without writing it (progress the log need not keep)."""
+        if self.listener is not None:
+            self.listener(event.to_dict())
 
     def close(self) -> None:
         self._file.close()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from n2n.errors import N2NError
+from n2n.events import Candidate, Event, Stage, Update
 from n2n.search.candidate import CandidateResult
 from n2n.search.config import CompressConfig
 from n2n.search.policies import RemovalPolicy
@@ -31,7 +32,8 @@ from n2n.surgery import Analysis, Edits
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[dict[str, Any]], None]
+EventSink = Callable[[Event], None]  # the run's EventLog
+Listener = Callable[[dict[str, Any]], None]  # a progress display
 
 
 def run_stages(
@@ -42,7 +44,7 @@ def run_stages(
     save: Callable[[SearchState], None],
     out: Path,
     restore: Callable[[SearchState], None] | None = None,
-    listener: EventSink | None = None,
+    listener: Listener | None = None,
 ) -> CandidateResult | None:
     """Run the stages of ``cfg`` from ``state.index`` on; the best student of the last stage that found one.
 
@@ -65,9 +67,9 @@ def run_stages(
         if restore is not None and index == first:
             restore(state)
             if listener is not None:
-                listener({"event": "stage", "stage": name, "updates": cfg.updates, "completed": stage.update})
+                listener(Stage(name, cfg.updates, completed=stage.update).to_dict())
         else:
-            emit({"event": "stage", "stage": name, "updates": cfg.updates, "layers": len(ctx.analysis.layers)})
+            emit(Stage(name, cfg.updates, layers=len(ctx.analysis.layers)))
             save(state)
         while stage.update < cfg.updates:
             results = run_update(stage, ctx, cfg.rollouts, emit)
@@ -166,28 +168,25 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     fresh = set(todo)
     for k, (result, rew, ok, sample) in enumerate(zip(results, rewards, feasible, samples, strict=False)):
         key = result.edits.key()
-        event = candidate_event(state.name, state.update, k, result, rew, sample.actions.tolist(), key not in fresh)
-        if state.chooser is not None:
-            event["base"] = picks[k]
-        emit(event)
+        base = picks[k] if state.chooser is not None else None
+        emit(candidate_event(state.name, state.update, k, result, rew, sample.actions.tolist(), key not in fresh, base))
         fresh.discard(key)
         if ok:  # a student that breaks a constraint is never a stage's best, in soft mode neither
             state.ranked[key] = max(rew, state.ranked.get(key, rew))
             if rew > state.best_reward:
                 state.best, state.best_reward = result, rew
     emit(
-        {
-            "event": "update",
-            "stage": state.name,
-            "update": state.update,
-            "reward_mean": sum(rewards) / len(rewards),
-            "reward_best": state.best_reward if state.best is not None else None,
-            "baseline": baseline_before,
-            "loss": loss.item(),
-            "entropy": entropies.mean().item(),
-            "probs": _policy_probs(state, features[0]),
-            **({"base_probs": state.chooser.probs()} if state.chooser is not None else {}),
-        }
+        Update(
+            state.name,
+            state.update,
+            reward_mean=sum(rewards) / len(rewards),
+            reward_best=state.best_reward if state.best is not None else None,
+            baseline=baseline_before,
+            loss=loss.item(),
+            entropy=entropies.mean().item(),
+            probs=_policy_probs(state, features[0]),
+            base_probs=state.chooser.probs() if state.chooser is not None else None,
+        )
     )
     state.update += 1
     return results
@@ -214,24 +213,31 @@ def _policy_probs(state: StageState, features: torch.Tensor) -> list[float]:
 
 
 def candidate_event(
-    stage: str, update: int, rollout: int, result: CandidateResult, reward: float, actions: list, cached: bool
-) -> dict[str, Any]:
-    """The ``events.jsonl`` record of one evaluated candidate."""
-    return {
-        "event": "candidate",
-        "stage": stage,
-        "update": update,
-        "rollout": rollout,
-        "actions": [int(a) for a in actions],
-        "edits": result.edits.to_dict(),
-        "params": result.params,
-        "macs": result.macs,
-        "flops": 2 * result.macs,
-        "latency_ms": result.latency_ms,
-        "val_accuracy": result.val_accuracy,
-        "reward": reward,
-        "paper_reward": result.reward,
-        "reason": result.reason,
-        "seconds": round(result.seconds, 4) if not cached else 0.0,
-        "cached": cached,
-    }
+    stage: str,
+    update: int,
+    rollout: int,
+    result: CandidateResult,
+    reward: float,
+    actions: list,
+    cached: bool,
+    base: int | None = None,
+) -> Candidate:
+    """The event-log record of one evaluated candidate (a cached one took no time)."""
+    return Candidate(
+        stage,
+        update,
+        rollout,
+        actions=[int(a) for a in actions],
+        edits=result.edits.to_dict(),
+        params=result.params,
+        macs=result.macs,
+        flops=2 * result.macs,
+        latency_ms=result.latency_ms,
+        val_accuracy=result.val_accuracy,
+        reward=reward,
+        paper_reward=result.reward,
+        reason=result.reason,
+        seconds=round(result.seconds, 4) if not cached else 0.0,
+        cached=cached,
+        base=base,
+    )
