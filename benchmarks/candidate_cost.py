@@ -45,7 +45,6 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from n2n.compress import eval_context
 from n2n.data import load_data
 from n2n.models.io import load_model
 from n2n.search.candidate import (
@@ -59,6 +58,7 @@ from n2n.search.candidate import (
 )
 from n2n.search.config import CompressConfig
 from n2n.search.parallel import ProcessPoolEvaluator
+from n2n.search.setup import eval_context
 from n2n.surgery import Edits, analyze, count_macs
 from n2n.train.compute import HUGE_PAGES_ENV, enable_huge_pages
 from n2n.train.distill import accuracy, mse_distill_loss, predict_logits, train_student

@@ -174,9 +174,9 @@ def test_an_update_draws_again_for_students_it_has_seen(max_draws):
 def test_search_computes_teacher_logits_on_its_subset_and_the_finetune_the_rest():
     import torch
 
-    from n2n.compress import candidate_subset, eval_context, training_logits
     from n2n.data import load_data
     from n2n.search.config import CompressConfig
+    from n2n.search.setup import candidate_subset, eval_context, training_logits
     from n2n.surgery import analyze
     from n2n.train.distill import predict_logits
 

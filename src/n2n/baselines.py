@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from n2n.compress import Listener, eval_context, finetune_student
+from n2n.compress import Listener, finetune_student
 from n2n.data import DataBundle
 from n2n.errors import ConfigError, N2NError, SurgeryError
 from n2n.events import Baseline, Done
@@ -28,6 +28,7 @@ from n2n.runlog import EventLog
 from n2n.search.candidate import CandidateResult
 from n2n.search.config import CompressConfig, read_config
 from n2n.search.reward import reward
+from n2n.search.setup import eval_context
 from n2n.surgery import Analysis, Edits, analyze, apply_edits, count_params
 
 

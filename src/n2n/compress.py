@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -21,17 +20,14 @@ from n2n.data import DataBundle
 from n2n.errors import ConfigError, DataError, Interrupted, N2NError
 from n2n.events import Done, Finetune, FinetuneStep, Front, Start
 from n2n.files import RunLock, own_dir, read_json_object, write_json
-from n2n.measure import REPORT_TIMING, SEARCH_TIMING, measure_cost, torch_latency_ms
+from n2n.measure import REPORT_TIMING, measure_cost
 from n2n.models.io import ModelSpec, save_model
 from n2n.preprocess import match_teacher
 from n2n.report import teacher_floor, weak_teacher_below, write_reports
 from n2n.runlog import EventLog, truncate_events
 from n2n.search.candidate import (
     CandidateResult,
-    CandidateSettings,
     EvalContext,
-    Evaluator,
-    SerialEvaluator,
     build_student,
 )
 from n2n.search.checkpoint import (
@@ -42,11 +38,11 @@ from n2n.search.checkpoint import (
 from n2n.search.config import CompressConfig
 from n2n.search.front import accuracy_front, pick_front
 from n2n.search.loop import EventSink, run_stages
-from n2n.search.parallel import ProcessPoolEvaluator, default_workers
-from n2n.search.reward import INVALID_REWARD, Target, objective_cost
+from n2n.search.reward import INVALID_REWARD
+from n2n.search.setup import eval_context, make_evaluator, stage_targets, training_logits
 from n2n.search.state import SearchContext, SearchState
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
-from n2n.train.distill import accuracy, predict_logits
+from n2n.train.distill import accuracy
 from n2n.train.finetune import finetune
 
 log = logging.getLogger(__name__)
@@ -63,76 +59,7 @@ class CompressResult:
     out_dir: Path
 
 
-def candidate_subset(n_train: int, cfg: CompressConfig) -> torch.Tensor:
-    """Indices of the training examples candidates are distilled on: ``candidate_examples`` of the ``n_train``,
-    drawn with the run's seed."""
-    n = min(cfg.candidate_examples, n_train)
-    return torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[:n]
-
-
-def eval_context(
-    teacher: nn.Module,
-    analysis: Analysis,
-    data: DataBundle,
-    cfg: CompressConfig,
-    z_train: torch.Tensor | None = None,
-) -> EvalContext:
-    """What candidate evaluation reads, as a search run builds it: the distillation subset (`candidate_subset`) with
-    the teacher's logits on it, the validation split, the teacher's validation accuracy and cost, and the candidate
-    settings of ``cfg``.
-
-    Args:
-        z_train: the teacher's logits on all of ``data.train``, when already computed; by default only the subset's
-            are computed (the fine-tune computes the rest when it starts: `training_logits`).
-    """
-    timing = SEARCH_TIMING if cfg.measures_latency else None
-    latency = 0.0 if timing is None else torch_latency_ms(teacher, data.input_shape, 1, timing)
-    compute = cfg.compute()
-    subset = candidate_subset(len(data.train), cfg)
-    n = len(subset)
-    x_train = data.train.x[subset]
-    return EvalContext(
-        teacher=teacher,
-        input_shape=data.input_shape,
-        protected=tuple(analysis.protected()),
-        x_train=x_train,
-        z_train=predict_logits(teacher, x_train, cfg.eval_batch_size, compute) if z_train is None else z_train[subset],
-        x_val=data.val.x,
-        y_val=data.val.y,
-        teacher_params=analysis.params,
-        teacher_val_accuracy=accuracy(teacher, data.val.x, data.val.y, cfg.eval_batch_size, compute),
-        settings=CandidateSettings(
-            steps=cfg.steps if cfg.candidate_epochs is None else math.ceil(cfg.candidate_epochs * n / cfg.batch_size),
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            distill=cfg.distill,
-            temperature=cfg.temperature,
-            reinit=cfg.reinit,
-            max_linear_inputs=cfg.max_linear_inputs,
-            eval_batch_size=cfg.eval_batch_size,
-            seed=cfg.seed,
-            max_step_scale=cfg.max_step_scale,
-            compute=compute,
-        ),
-        teacher_macs=analysis.macs,
-        objective=cfg.objective,
-        teacher_cost=objective_cost(cfg.objective, analysis.params, analysis.macs, latency),
-        latency_timing=timing,
-        teacher_latency_ms=latency,
-    )
-
-
 _PLACEMENT = ("workers", "ray_address", "tensorboard")  # where candidates run and logs go: results do not depend on it
-
-
-def stage_targets(cfg: CompressConfig, teacher: Analysis, teacher_latency_ms: float) -> dict[str, Target]:
-    """The removal stage's nearer target (``--removal-share`` of the way, in log scale) when a shrink stage follows
-    it to reach the rest; no entry (the run's target) otherwise."""
-    stages, target = cfg.stage_list(), cfg.target()
-    if not target.set or stages != ["remove", "shrink"] or cfg.removal_share == 1:
-        return {}
-    return {"remove": target.partway(cfg.removal_share, teacher.params, teacher.macs, teacher_latency_ms)}
 
 
 def _open_run(out: Path, cfg: CompressConfig, resume: bool, overwrite: bool = False) -> Checkpoint | None:
@@ -258,7 +185,7 @@ def _compress(
         search = SearchContext(
             analysis=analysis,
             base=Edits(),
-            evaluator=_evaluator(ctx, cfg),
+            evaluator=make_evaluator(ctx, cfg),
             cache={},
             constraints=cfg.constraints(),
             fractions=tuple(cfg.fractions),
@@ -473,31 +400,7 @@ def _both(first: Listener | None, second: Listener | None) -> Listener | None:
     return both
 
 
-def _evaluator(ctx: EvalContext, cfg: CompressConfig) -> Evaluator:
-    if cfg.ray_address is not None:
-        from n2n.search.ray_eval import RayEvaluator  # imports ray: only when asked for
-
-        return RayEvaluator(ctx, cfg.ray_address, cfg.candidate_threads)
-    workers = cfg.workers or default_workers(cfg.candidate_threads)
-    if workers == 1:
-        return SerialEvaluator(ctx, cfg.candidate_threads)
-    return ProcessPoolEvaluator(ctx, workers, cfg.candidate_threads)
-
-
 TARGETS = ("target_params", "target_flops", "target_latency_ms")
-
-
-def training_logits(ctx: EvalContext, data: DataBundle, cfg: CompressConfig) -> torch.Tensor:
-    """The teacher's logits on all of ``data.train``: those of the candidate subset are ``ctx``'s, the others are
-    computed now (only the fine-tune needs them, so a search does not wait for them)."""
-    subset = candidate_subset(len(data.train), cfg)
-    rest = torch.ones(len(data.train), dtype=torch.bool)
-    rest[subset] = False
-    z = torch.empty(len(data.train), ctx.z_train.shape[1], dtype=ctx.z_train.dtype)
-    z[subset] = ctx.z_train
-    if rest.any():
-        z[rest] = predict_logits(ctx.teacher, data.train.x[rest], cfg.eval_batch_size, ctx.settings.compute)
-    return z
 
 
 def finetune_student(

@@ -1,0 +1,112 @@
+"""How a search run sets up from its settings: the candidates' training subset and what their evaluation reads,
+where they are evaluated, the removal stage's nearer target, and the teacher's logits for the fine-tune."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from n2n.data import DataBundle
+from n2n.measure import SEARCH_TIMING, torch_latency_ms
+from n2n.search.candidate import CandidateSettings, EvalContext, Evaluator, SerialEvaluator
+from n2n.search.config import CompressConfig
+from n2n.search.parallel import ProcessPoolEvaluator, default_workers
+from n2n.search.reward import Target, objective_cost
+from n2n.surgery import Analysis
+from n2n.train.distill import accuracy, predict_logits
+
+
+def candidate_subset(n_train: int, cfg: CompressConfig) -> torch.Tensor:
+    """Indices of the training examples candidates are distilled on: ``candidate_examples`` of the ``n_train``,
+    drawn with the run's seed."""
+    n = min(cfg.candidate_examples, n_train)
+    return torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed))[:n]
+
+
+def eval_context(
+    teacher: nn.Module,
+    analysis: Analysis,
+    data: DataBundle,
+    cfg: CompressConfig,
+    z_train: torch.Tensor | None = None,
+) -> EvalContext:
+    """What candidate evaluation reads, as a search run builds it: the distillation subset (`candidate_subset`) with
+    the teacher's logits on it, the validation split, the teacher's validation accuracy and cost, and the candidate
+    settings of ``cfg``.
+
+    Args:
+        z_train: the teacher's logits on all of ``data.train``, when already computed; by default only the subset's
+            are computed (the fine-tune computes the rest when it starts: `training_logits`).
+    """
+    timing = SEARCH_TIMING if cfg.measures_latency else None
+    latency = 0.0 if timing is None else torch_latency_ms(teacher, data.input_shape, 1, timing)
+    compute = cfg.compute()
+    subset = candidate_subset(len(data.train), cfg)
+    n = len(subset)
+    x_train = data.train.x[subset]
+    return EvalContext(
+        teacher=teacher,
+        input_shape=data.input_shape,
+        protected=tuple(analysis.protected()),
+        x_train=x_train,
+        z_train=predict_logits(teacher, x_train, cfg.eval_batch_size, compute) if z_train is None else z_train[subset],
+        x_val=data.val.x,
+        y_val=data.val.y,
+        teacher_params=analysis.params,
+        teacher_val_accuracy=accuracy(teacher, data.val.x, data.val.y, cfg.eval_batch_size, compute),
+        settings=CandidateSettings(
+            steps=cfg.steps if cfg.candidate_epochs is None else math.ceil(cfg.candidate_epochs * n / cfg.batch_size),
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            distill=cfg.distill,
+            temperature=cfg.temperature,
+            reinit=cfg.reinit,
+            max_linear_inputs=cfg.max_linear_inputs,
+            eval_batch_size=cfg.eval_batch_size,
+            seed=cfg.seed,
+            max_step_scale=cfg.max_step_scale,
+            compute=compute,
+        ),
+        teacher_macs=analysis.macs,
+        objective=cfg.objective,
+        teacher_cost=objective_cost(cfg.objective, analysis.params, analysis.macs, latency),
+        latency_timing=timing,
+        teacher_latency_ms=latency,
+    )
+
+
+def stage_targets(cfg: CompressConfig, teacher: Analysis, teacher_latency_ms: float) -> dict[str, Target]:
+    """The removal stage's nearer target (``--removal-share`` of the way, in log scale) when a shrink stage follows
+    it to reach the rest; no entry (the run's target) otherwise."""
+    stages, target = cfg.stage_list(), cfg.target()
+    if not target.set or stages != ["remove", "shrink"] or cfg.removal_share == 1:
+        return {}
+    return {"remove": target.partway(cfg.removal_share, teacher.params, teacher.macs, teacher_latency_ms)}
+
+
+def make_evaluator(ctx: EvalContext, cfg: CompressConfig) -> Evaluator:
+    """Where candidates are evaluated: a Ray cluster (--ray-address), worker processes, or this process."""
+    if cfg.ray_address is not None:
+        from n2n.search.ray_eval import RayEvaluator  # imports ray: only when asked for
+
+        return RayEvaluator(ctx, cfg.ray_address, cfg.candidate_threads)
+    workers = cfg.workers or default_workers(cfg.candidate_threads)
+    if workers == 1:
+        return SerialEvaluator(ctx, cfg.candidate_threads)
+    return ProcessPoolEvaluator(ctx, workers, cfg.candidate_threads)
+
+
+def training_logits(ctx: EvalContext, data: DataBundle, cfg: CompressConfig) -> torch.Tensor:
+    """The teacher's logits on all of ``data.train``: those of the candidate subset are ``ctx``'s, the others are
+    computed now (only the fine-tune needs them, so a search does not wait for them)."""
+    subset = candidate_subset(len(data.train), cfg)
+    rest = torch.ones(len(data.train), dtype=torch.bool)
+    rest[subset] = False
+    z = torch.empty(len(data.train), ctx.z_train.shape[1], dtype=ctx.z_train.dtype)
+    z[subset] = ctx.z_train
+    if rest.any():
+        z[rest] = predict_logits(ctx.teacher, data.train.x[rest], cfg.eval_batch_size, ctx.settings.compute)
+    return z
