@@ -225,7 +225,7 @@ def _compress(
             with _damaged(out):
                 st.restore_stage(ckpt)
 
-        best = run_stages(state, cfg, emit, analyzed, save, out, None if ckpt is None else restore, listener)
+        best = run_stages(state, cfg, emit, analyzed, save, out, None if ckpt is None else restore)
         if search.target.set:  # the most accurate student that meets the targets, from either stage
             best = max(
                 (r for r in search.cache.values() if _meets(search, r)),

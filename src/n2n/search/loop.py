@@ -15,12 +15,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from n2n.errors import N2NError
 from n2n.events import Candidate, Event, Stage, Update
+from n2n.runlog import EventLog
 from n2n.search.candidate import CandidateResult
 from n2n.search.config import CompressConfig
 from n2n.search.policies import RemovalPolicy
@@ -33,18 +33,16 @@ from n2n.surgery import Analysis, Edits
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[Event], None]  # the run's EventLog
-Listener = Callable[[dict[str, Any]], None]  # a progress display
 
 
 def run_stages(
     state: SearchState,
     cfg: CompressConfig,
-    emit: EventSink,
+    emit: EventLog,
     analyzed: Callable[[Edits], Analysis],
     save: Callable[[SearchState], None],
     out: Path,
     restore: Callable[[SearchState], None] | None = None,
-    listener: Listener | None = None,
 ) -> CandidateResult | None:
     """Run the stages of ``cfg`` from ``state.index`` on; the best student of the last stage that found one.
 
@@ -54,7 +52,6 @@ def run_stages(
         out: the run directory (policies are saved there; errors name its event log).
         restore: for a resumed search, loads the saved learner into ``state.stage`` once the first stage is set up
             again (`SearchState.restore_stage`), so that the stage continues where it stopped.
-        listener: told of a resumed stage (for a progress display; the event log has it already).
     """
     stages, ctx, first = cfg.stage_list(), state.ctx, state.index
     for index in range(first, len(stages)):
@@ -66,8 +63,7 @@ def run_stages(
         stage = state.stage
         if restore is not None and index == first:
             restore(state)
-            if listener is not None:
-                listener(Stage(name, cfg.updates, completed=stage.update).to_dict())
+            emit.tell(Stage(name, cfg.updates, completed=stage.update))  # the log has it: the display only
         else:
             emit(Stage(name, cfg.updates, layers=len(ctx.analysis.layers)))
             save(state)
