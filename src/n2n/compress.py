@@ -39,7 +39,7 @@ from n2n.search.config import CompressConfig
 from n2n.search.front import accuracy_front, pick_front
 from n2n.search.loop import EventSink, run_stages
 from n2n.search.reward import INVALID_REWARD
-from n2n.search.setup import eval_context, make_evaluator, stage_targets, training_logits
+from n2n.search.setup import eval_context, make_evaluator, removal_narrowing, stage_targets, training_logits
 from n2n.search.state import SearchContext, SearchState
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
 from n2n.train.distill import accuracy
@@ -182,6 +182,10 @@ def _compress(
         ctx = eval_context(teacher, analysis, data, cfg)
         seconds["teacher_logits"] = seconds.get("teacher_logits", 0.0) + time.perf_counter() - t0
         check_teacher(ctx.teacher_val_accuracy, data)
+
+        def analyzed(edits: Edits) -> Analysis:  # the layers of the student ``edits`` make, for the next stage
+            return analyze(build_student(ctx, edits), data.input_shape, cfg.fix, check_removals=False)
+
         search = SearchContext(
             analysis=analysis,
             base=Edits(),
@@ -195,6 +199,7 @@ def _compress(
             target=cfg.target(),
             teacher_accuracy=ctx.teacher_val_accuracy,
             stage_targets=stage_targets(cfg, analysis, ctx.teacher_latency_ms),
+            narrow=removal_narrowing(cfg, ctx, analysis, analyzed),
         )
         state = SearchState(index=0, stage=None, ctx=search)
         if ckpt is None:
@@ -214,9 +219,6 @@ def _compress(
             with _damaged(out):
                 state.restore(ckpt, cfg.stage_list())
             log.info("resuming %s at stage %s, update %d", out, ckpt.meta["stage"], ckpt.meta["update"])
-
-        def analyzed(edits: Edits) -> Analysis:  # the layers of the student ``edits`` make, for the next stage
-            return analyze(build_student(ctx, edits), data.input_shape, cfg.fix, check_removals=False)
 
         def save(st: SearchState) -> None:
             st.save(out / CHECKPOINT, emit.count, time.perf_counter() - started)

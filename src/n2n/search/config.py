@@ -153,6 +153,14 @@ class CompressConfig:
         "compression in log scale, and leaves the rest to the shrink stage (deeper, thinner students than removing "
         "layers down to the target); 1: the removal stage aims at the target itself",
     )
+    removal_scoring: str = _opt(
+        "partway",
+        "with a --target-* and both stages: how the removal stage scores a removal. partway: as it is, against the "
+        "nearer target of --removal-share; narrowed: first narrowed uniformly (one keep-fraction for all its layers) "
+        "until it meets the target, so that removals are compared at the size asked for; the shrink stage then sets "
+        "each layer's width",
+        choices=("partway", "narrowed"),
+    )
     front: int = _opt(
         3,
         "students fine-tuned and saved in students/: the chosen one and up to this many minus one more of the "

@@ -23,6 +23,7 @@ from n2n.events import Candidate, Event, Stage, Update
 from n2n.runlog import EventLog
 from n2n.search.candidate import CandidateResult
 from n2n.search.config import CompressConfig
+from n2n.search.narrow import depth_of, uniform_keep
 from n2n.search.policies import RemovalPolicy
 from n2n.search.reinforce import reinforce_loss
 from n2n.search.reward import constrained_reward
@@ -59,7 +60,9 @@ def run_stages(
         if ctx.base.removed:
             ctx.analysis = analyzed(ctx.base)
         ctx.others = tuple((edits, analyzed(edits)) for edits in state.others)
-        state.index, state.stage = index, new_stage(name, cfg, index, 1 + len(state.others))
+        # after a narrowed removal stage, the shrink policy starts around the width that met the target
+        centre = uniform_keep(state.best.edits) if ctx.narrow is not None and state.best is not None else None
+        state.index, state.stage = index, new_stage(name, cfg, index, 1 + len(state.others), centre)
         stage = state.stage
         if restore is not None and index == first:
             restore(state)
@@ -80,9 +83,11 @@ def run_stages(
                 name,
             )
             continue
-        state.best, ctx.base = stage.best, stage.best.edits
+        # the next stage starts from the best students (from their removals alone when they were scored narrowed)
+        start = depth_of if name == "remove" and ctx.narrow is not None else (lambda edits: edits)
+        state.best, ctx.base = stage.best, start(stage.best.edits)
         chosen = stage.best.edits.key()
-        ranked = [ctx.cache[k].edits for k in stage.top(cfg.shrink_bases) if k != chosen]
+        ranked = [start(ctx.cache[k].edits) for k in stage.top(cfg.shrink_bases) if k != chosen]
         state.others = ranked[: cfg.shrink_bases - 1]
     return state.best
 
@@ -121,7 +126,8 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
         samples.append(sample)
         picks.append(b)
         base, analysis = bases[b]
-        edits.append(base.then(stage.to_edits(analysis, sample.actions, ctx.fractions)))
+        edit = base.then(stage.to_edits(analysis, sample.actions, ctx.fractions))
+        edits.append(ctx.narrow(edit) if state.name == "remove" and ctx.narrow is not None else edit)
         if edits[-1].key() not in ctx.cache:
             new.add(edits[-1].key())
 

@@ -1,20 +1,22 @@
 """How a search run sets up from its settings: the candidates' training subset and what their evaluation reads,
-where they are evaluated, the removal stage's nearer target, and the teacher's logits for the fine-tune."""
+where they are evaluated, the removal stage's nearer target or narrowing, and the teacher's logits for the fine-tune."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from n2n.data import DataBundle
 from n2n.measure import SEARCH_TIMING, torch_latency_ms
-from n2n.search.candidate import CandidateSettings, EvalContext, Evaluator, SerialEvaluator
+from n2n.search.candidate import CandidateSettings, EvalContext, Evaluator, SerialEvaluator, build_student
 from n2n.search.config import CompressConfig
+from n2n.search.narrow import Narrowing, size_target
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.reward import Target, objective_cost
-from n2n.surgery import Analysis
+from n2n.surgery import Analysis, Edits
 from n2n.train.distill import accuracy, predict_logits
 
 
@@ -82,9 +84,24 @@ def stage_targets(cfg: CompressConfig, teacher: Analysis, teacher_latency_ms: fl
     """The removal stage's nearer target (``--removal-share`` of the way, in log scale) when a shrink stage follows
     it to reach the rest; no entry (the run's target) otherwise."""
     stages, target = cfg.stage_list(), cfg.target()
-    if not target.set or stages != ["remove", "shrink"] or cfg.removal_share == 1:
+    if not target.set or stages != ["remove", "shrink"] or cfg.removal_share == 1 or narrows(cfg):
         return {}
     return {"remove": target.partway(cfg.removal_share, teacher.params, teacher.macs, teacher_latency_ms)}
+
+
+def narrows(cfg: CompressConfig) -> bool:
+    """Whether the removal stage scores its removals narrowed to the target (``--removal-scoring narrowed``)."""
+    return cfg.removal_scoring == "narrowed" and cfg.target().set and cfg.stage_list() == ["remove", "shrink"]
+
+
+def removal_narrowing(
+    cfg: CompressConfig, ctx: EvalContext, analysis: Analysis, analyzed: Callable[[Edits], Analysis]
+) -> Narrowing | None:
+    """What turns a removal into the removal narrowed to the target, when the removal stage scores that way."""
+    if not narrows(cfg):
+        return None
+    target = size_target(cfg.target(), analysis.macs, ctx.teacher_latency_ms)
+    return Narrowing(lambda edits: build_student(ctx, edits), analyzed, target, ctx.input_shape, min(cfg.fractions))
 
 
 def make_evaluator(ctx: EvalContext, cfg: CompressConfig) -> Evaluator:

@@ -57,7 +57,8 @@ class Stage:
 
     name: str
     decides: str
-    policy: Callable[[CompressConfig], tuple[LearnedPolicy, float]]  # a fresh policy and its learning rate
+    # a fresh policy and its learning rate; the float is where a shrink policy starts centred (None: as the paper)
+    policy: Callable[[CompressConfig, float | None], tuple[LearnedPolicy, float]]
     to_edits: Callable[[Analysis, torch.Tensor, tuple[float, ...]], Edits]
     decidable: Callable[[Analysis], torch.Tensor]  # which layers' actions count
 
@@ -66,14 +67,17 @@ STAGES: dict[str, Stage] = {
     "remove": Stage(
         name="remove",
         decides="keep or remove each layer (Bernoulli per layer, bidirectional LSTM)",
-        policy=lambda cfg: (RemovalPolicy(hidden=cfg.removal_hidden), cfg.removal_lr),
+        policy=lambda cfg, centre: (RemovalPolicy(hidden=cfg.removal_hidden), cfg.removal_lr),
         to_edits=_removals,
         decidable=lambda analysis: analysis.removable(),
     ),
     "shrink": Stage(
         name="shrink",
         decides="the keep-fraction of each remaining layer (categorical over --fractions, autoregressive LSTM)",
-        policy=lambda cfg: (ShrinkPolicy(choices=cfg.fractions, hidden=cfg.shrink_hidden), cfg.shrink_lr),
+        policy=lambda cfg, centre: (
+            ShrinkPolicy(choices=cfg.fractions, hidden=cfg.shrink_hidden, centre=centre),
+            cfg.shrink_lr,
+        ),
         to_edits=_keep_fractions,
         decidable=lambda analysis: analysis.shrinkable(),
     ),
@@ -90,8 +94,9 @@ def actions_to_edits(stage: str, analysis: Analysis, actions: torch.Tensor, frac
 CHOOSER_LR = 0.1
 
 
-def new_stage(name: str, cfg: CompressConfig, index: int, bases: int = 1) -> StageState:
-    """A fresh stage ``name`` (the ``index``-th of the search) that starts from ``bases`` networks."""
+def new_stage(name: str, cfg: CompressConfig, index: int, bases: int = 1, centre: float | None = None) -> StageState:
+    """A fresh stage ``name`` (the ``index``-th of the search) that starts from ``bases`` networks; a shrink
+    policy starts centred on the keep-fraction ``centre`` when one is given (see ``ShrinkPolicy``)."""
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + index)
     chooser = BaseChoice(bases, learn=cfg.search == "rl") if bases > 1 else None
     baseline = make_baseline(cfg.advantage, cfg.baseline_decay, cfg.risk_epsilon)
@@ -99,7 +104,7 @@ def new_stage(name: str, cfg: CompressConfig, index: int, bases: int = 1) -> Sta
         policy = RandomPolicy(name, cfg.fractions)
         return StageState(name, policy, None, baseline, generator, chooser=chooser)
     torch.manual_seed(cfg.seed * 1000 + index)  # policy initialisation must not depend on what ran before it
-    policy, lr = STAGES[name].policy(cfg)
+    policy, lr = STAGES[name].policy(cfg, centre)
     if cfg.init_policy is not None:
         policy = initial_policy(Path(cfg.init_policy), name, policy)
     groups = [{"params": list(policy.parameters()), "lr": lr}]

@@ -8,6 +8,7 @@ checkpoint and ``restore`` reads it back, so resuming is "restore the state, run
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class SearchContext:
     target: Target = Target()  # --target-*: the reward is accuracy under the target (MnasNet's form)
     teacher_accuracy: float = 1.0  # the reward's accuracy normaliser, for the target form
     stage_targets: dict[str, Target] = field(default_factory=dict)  # a stage that aims nearer (--removal-share)
+    narrow: Callable[[Edits], Edits] | None = None  # removal -> removal narrowed to the target (--removal-scoring)
 
     def reward(self, result: CandidateResult, stage: str | None = None) -> float:
         """The reward of ``result`` before constraints: the paper's, or the target form when a target is set

@@ -1,0 +1,111 @@
+"""Scoring a removal at the size the user asked for (``--removal-scoring narrowed``).
+
+A removal student as it comes out of stage 1 is not the size of the final student: the shrink stage narrows it
+afterwards. Scored as it is, the removal stage prefers whatever removal reaches the target's size by itself, which
+means removing the widest layers until few are left: shallow, wide students, which the later stages cannot deepen
+again. Scored narrowed, every removal set is first given one keep-fraction for all its shrinkable layers, the largest
+that meets the target, so the removal stage compares depths at equal size (the "remove nothing" set narrowed this
+way is uniform channel pruning). The shrink stage then starts from the best removal set as removed, and chooses each
+layer's width itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from n2n.search.reward import Target
+from n2n.surgery import Analysis, Edits, count_macs, count_params
+
+log = logging.getLogger(__name__)
+
+#: bisection steps on the keep-fraction: 0.9 / 2**8 < 0.004, finer than a channel of most layers
+STEPS = 8
+
+
+def uniform_fraction(fits: Callable[[float], bool], floor: float, steps: int = STEPS) -> float:
+    """The largest keep-fraction ``f`` in ``[floor, 1]`` with ``fits(f)`` (bisection: ``fits`` must hold for every
+    fraction below one that holds), rounded down to 4 places; ``floor`` when none fits, 1 when 1 does."""
+    if fits(1.0):
+        return 1.0
+    lo, hi = floor, 1.0
+    if not fits(lo):
+        return floor
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return max(floor, math.floor(lo * 10**4) / 10**4)
+
+
+def size_target(target: Target, teacher_macs: int, teacher_latency_ms: float) -> Target:
+    """``target`` in what can be counted without timing: a latency target becomes a FLOPs target of the same share of
+    the teacher's (latency is roughly proportional to compute at one width scale)."""
+    if target.latency_ms is None or teacher_latency_ms <= 0 or teacher_macs <= 0:
+        return Target(params=target.params, flops=target.flops)
+    flops = 2 * teacher_macs * target.latency_ms / teacher_latency_ms
+    return Target(params=target.params, flops=flops if target.flops is None else min(flops, target.flops))
+
+
+class Narrowing:
+    """Turns the edits of a removal into that removal narrowed to ``target`` (see the module docstring).
+
+    Args:
+        build: the student edits of the teacher make (raises when they cannot).
+        analyzed: the layers of the student that edits make (which of them are shrinkable).
+        target: the size to meet, in parameters and FLOPs (`size_target`).
+        input_shape: one input, to count FLOPs.
+        floor: the smallest keep-fraction (the shrink stage's smallest, ``min(--fractions)``).
+    """
+
+    def __init__(
+        self,
+        build: Callable[[Edits], nn.Module],
+        analyzed: Callable[[Edits], Analysis],
+        target: Target,
+        input_shape: Sequence[int],
+        floor: float,
+    ) -> None:
+        self.build, self.analyzed, self.target = build, analyzed, target
+        self.input_shape, self.floor = tuple(input_shape), floor
+        self.memo: dict[str, Edits] = {}  # a pure function of the removal: each is narrowed once per run
+
+    def __call__(self, removal: Edits) -> Edits:
+        key = removal.key()
+        if key not in self.memo:
+            self.memo[key] = self._narrow(removal)
+        return self.memo[key]
+
+    def _narrow(self, removal: Edits) -> Edits:
+        try:
+            layers = [layer.name for layer in self.analyzed(removal).layers if layer.shrinkable]
+        except Exception as err:  # noqa: BLE001 - the evaluation of the removal as it is reports the reason
+            log.debug("cannot narrow %s: %s", removal.key(), err)
+            return removal
+        if not layers:
+            return removal
+
+        def narrowed(f: float) -> Edits:
+            return removal.then(Edits.make(keep={name: f for name in layers}))
+
+        def fits(f: float) -> bool:
+            try:
+                student = self.build(narrowed(f))
+            except Exception:  # noqa: BLE001 - a fraction surgery cannot make counts as too large
+                return False
+            return self.target.met(count_params(student), count_macs(student, self.input_shape))
+
+        return narrowed(uniform_fraction(fits, self.floor))
+
+
+def depth_of(edits: Edits) -> Edits:
+    """The removals of ``edits`` without their narrowing: what the shrink stage starts from."""
+    return Edits.make(removed=edits.removed)
+
+
+def uniform_keep(edits: Edits) -> float | None:
+    """The one keep-fraction of narrowed ``edits`` (None when they keep every channel or differ per layer)."""
+    fractions = {f for _, f in edits.keep}
+    return fractions.pop() if len(fractions) == 1 else None

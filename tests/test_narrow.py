@@ -1,0 +1,194 @@
+"""--removal-scoring narrowed: every removal is scored after one keep-fraction narrows it to the target."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from n2n.cli import main
+from n2n.models.zoo import create_model
+from n2n.runlog import read_events
+from n2n.search.narrow import Narrowing, depth_of, size_target, uniform_fraction, uniform_keep
+from n2n.search.policies import ShrinkPolicy
+from n2n.search.reward import Target
+from n2n.surgery import Edits, analyze, apply_edits, count_macs, count_params
+
+
+@pytest.mark.parametrize("threshold", [0.137, 0.5, 0.9031])
+def test_uniform_fraction_is_the_largest_that_fits(threshold):
+    calls = []
+
+    def fits(f):
+        calls.append(f)
+        return f <= threshold
+
+    f = uniform_fraction(fits, floor=0.1)
+    assert f <= threshold < f + 0.004  # 8 bisection steps on [0.1, 1]
+    assert len(calls) == 10  # 1, the floor, then the steps
+
+
+def test_uniform_fraction_at_the_ends():
+    assert uniform_fraction(lambda f: True, floor=0.1) == 1.0
+    assert uniform_fraction(lambda f: False, floor=0.1) == 0.1  # nothing fits: as narrow as the shrink stage goes
+
+
+def test_a_latency_target_becomes_the_same_share_of_the_teachers_flops():
+    target = size_target(Target(params=5000, latency_ms=2.0), teacher_macs=1000, teacher_latency_ms=8.0)
+    assert (target.params, target.flops, target.latency_ms) == (5000, 500.0, None)
+    both = size_target(Target(flops=300, latency_ms=2.0), teacher_macs=1000, teacher_latency_ms=8.0)
+    assert both.flops == 300  # the tighter of the two
+    unknown = size_target(Target(latency_ms=2.0), teacher_macs=1000, teacher_latency_ms=0.0)
+    assert not unknown.set  # nothing to narrow to: the removal is scored as it is
+
+
+def test_uniform_keep_and_depth_of():
+    narrowed = Edits.make(["a"], {"b": 0.25, "c": 0.25})
+    assert uniform_keep(narrowed) == 0.25 and depth_of(narrowed) == Edits.make(["a"])
+    assert uniform_keep(Edits.make(["a"])) is None
+    assert uniform_keep(Edits.make([], {"b": 0.25, "c": 0.5})) is None
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    return create_model("vgg11", in_channels=1, num_classes=10, input_size=(8, 8), width=0.5).eval()
+
+
+def narrowing(teacher, target):
+    example, shape = torch.rand(2, 1, 8, 8), (1, 8, 8)
+
+    def build(edits):
+        return apply_edits(teacher, edits, example, ("classifier",))
+
+    def analyzed(edits):
+        return analyze(build(edits), shape, check_removals=False)
+
+    return Narrowing(build, analyzed, target, shape, floor=0.1), build, analyzed(Edits()).layers
+
+
+@pytest.mark.parametrize("kind", ["params", "flops"])
+def test_a_removal_is_narrowed_as_little_as_meeting_the_target_allows(teacher, kind):
+    limit = 20_000 if kind == "params" else 400_000
+    narrow, build, layers = narrowing(teacher, Target(**{kind: limit}))
+    removal = Edits.make([layers[-2].name, layers[-3].name])  # the two widest convolutions
+
+    def cost(student):
+        return count_params(student) if kind == "params" else 2 * count_macs(student, (1, 8, 8))
+
+    assert cost(build(removal)) > limit
+    narrowed = narrow(removal)
+    f = uniform_keep(narrowed)
+    assert narrowed.removed == removal.removed and f is not None and 0.1 < f < 1
+    assert {name for name, _ in narrowed.keep} == {layer.name for layer in layers if layer.shrinkable} - set(
+        removal.removed
+    )
+    assert cost(build(narrowed)) <= limit
+    wider = removal.then(Edits.make(keep={name: min(1.0, 1.1 * f) for name, _ in narrowed.keep}))
+    assert cost(build(wider)) > limit  # 10% wider no longer meets it
+    assert narrow(removal) is narrowed  # once per removal
+
+
+def test_a_removal_that_meets_the_target_is_not_narrowed_and_a_broken_one_is_left_to_fail(teacher):
+    narrow, build, layers = narrowing(teacher, Target(params=10**9))
+    removal = Edits.make([layers[0].name])
+    assert narrow(removal) == removal
+    broken = Edits.make(["no.such.layer"])
+    assert narrow(broken) == broken  # its evaluation gives the reason
+
+
+def test_a_centred_shrink_policy_starts_at_its_centre():
+    policy = ShrinkPolicy(centre=0.3)
+    probs = torch.softmax(policy.head.bias, 0)
+    assert policy.choices[int(probs.argmax())] == 0.3
+    assert probs[policy.choices.index(1.0)] < 0.01
+    default = torch.softmax(ShrinkPolicy().head.bias, 0)
+    assert ShrinkPolicy().choices[int(default.argmax())] == 1.0
+
+
+SEARCH = [
+    "--data",
+    "digits",
+    "--workers",
+    "1",
+    "--updates",
+    "3",
+    "--rollouts",
+    "3",
+    "--steps",
+    "10",
+    "--candidate-examples",
+    "300",
+    "--finetune-epochs",
+    "1",
+    "--finetune-min-steps",
+    "30",
+    "--seed",
+    "2",
+    "--target-params",
+    "30000",
+    "--removal-scoring",
+    "narrowed",
+    "--front",
+    "1",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    argv = ["train-teacher", "--arch", "vgg11", "--width", "0.25", "--data", "digits", "--epochs", "3", "--out"]
+    assert main([*argv, str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("narrowed") / "run"
+    assert main(["compress", "--teacher", str(trained), "--out", str(out), *SEARCH]) == 0
+    return out
+
+
+@pytest.mark.slow  # trains a teacher and runs a search
+def test_a_narrowed_search_compares_removals_at_the_target_and_shrinks_the_best_removal(run):
+    events = list(read_events(run / "events.jsonl"))
+    start = events[0]
+    candidates = [e for e in events if e["event"] == "candidate" and not e["reason"]]
+    removals = [e for e in candidates if e["stage"] == "remove"]
+    assert removals and all(e["params"] <= 30000 for e in removals if uniform_keep(Edits.from_dict(e["edits"])))
+    for e in candidates:  # scored at the run's own target in both stages: no nearer removal target
+        factor = 1.0 if e["params"] <= 30000 else (e["params"] / 30000) ** -0.07
+        assert e["reward"] == pytest.approx(e["val_accuracy"] / start["teacher_val_accuracy"] * factor)
+    best = max(removals, key=lambda e: (e["reward"], -e["params"]))
+    shrinks = [e for e in candidates if e["stage"] == "shrink"]
+    assert shrinks and all(e["edits"]["removed"] == best["edits"]["removed"] for e in shrinks)
+    # the shrink stage chooses widths from --fractions, of the removal as removed (not of its narrowed copy)
+    assert all(f in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9) for e in shrinks for _, f in e["edits"]["keep"])
+    report = json.loads((run / "report.json").read_text())
+    assert report["student"]["params"] <= 30000
+
+
+def _comparable(run):
+    return [{k: v for k, v in e.items() if k not in {"seconds", "wall_time_s"}} for e in read_events(run / "events.jsonl")]
+
+
+@pytest.mark.slow  # two searches
+def test_a_narrowed_search_killed_in_its_shrink_stage_resumes_to_the_same_student(trained, run, tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "n2n.cli", "compress", "--teacher", str(trained), "--out", str(out), *SEARCH]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        log = out / "events.jsonl"
+        if log.exists() and any(e["event"] == "update" and e["stage"] == "shrink" for e in read_events(log)):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the search ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["compress", "--resume", str(out)]) == 0
+    assert _comparable(out) == _comparable(run)  # the shrink policy starts centred again after the resume
+    assert (out / "student" / "model.safetensors").read_bytes() == (run / "student" / "model.safetensors").read_bytes()
