@@ -10,7 +10,7 @@ from n2n.cli import main
 from n2n.models.io import load_model
 from n2n.runlog import read_events
 from n2n.search.candidate import CandidateResult
-from n2n.search.front import accuracy_front, pick_front
+from n2n.search.front import accuracy_front, pick_front, top_students
 from n2n.search.loop import SearchContext
 from n2n.search.reward import Constraints, Target
 from n2n.surgery import Edits
@@ -125,6 +125,14 @@ def test_picked_front_students_are_spread_over_sizes_and_apart_from_the_chosen_o
     assert all(r.params != 500 for r in pick_front(weak, chosen, k=8))  # 40 points below the chosen: not offered
 
 
+def test_finalists_are_the_best_scored_students_that_pass():
+    results = [result("a", 100, 0.9), result("b", 50, 0.95), result("c", 80, 0.95), result("d", 10, 0.99, reason="x")]
+    results.append(result("e", 200, 0.97))
+    picked = top_students(results, lambda r: r.params <= 100, lambda r: r.val_accuracy, 2)
+    assert [r.edits.removed[0] for r in picked] == ["b", "c"]  # tie: the smaller first; d is invalid, e too large
+    assert top_students(results, lambda r: False, lambda r: r.val_accuracy, 2) == []
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
@@ -231,3 +239,21 @@ def test_an_unreachable_target_saves_nothing_and_says_how_to_reach_it(teacher, t
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "met --target-params 10" in last and "--target-exponent" in last
     assert not (run / "student").exists() and not (run / "students").exists()
+
+
+@pytest.mark.slow  # trains a teacher and runs a search
+def test_finalists_are_fine_tuned_and_the_most_accurate_on_validation_is_the_student(teacher, tmp_path):
+    run = tmp_path / "run"
+    argv = ["compress", "--teacher", str(teacher), "--data", "digits", "--out", str(run), *TINY]
+    assert main([*argv, "--target-params", "60000", "--finalists", "3", "--front", "1", "--seed", "4"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    finalists = report["finalists"]
+    assert len(finalists) == 3 and sum(row["chosen"] for row in finalists) == 1
+    assert all(row["params"] <= 60000 for row in finalists)
+    searched = [row["search_val_accuracy"] for row in finalists]
+    assert searched == sorted(searched, reverse=True)  # the search's order: best first
+    chosen = next(row for row in finalists if row["chosen"])
+    assert chosen["val_accuracy"] == max(row["val_accuracy"] for row in finalists)
+    assert report["student"]["edits"] == chosen["edits"] and report["student"]["test_accuracy"] == chosen["test_accuracy"]
+    assert sum(e["event"] == "finetune" for e in read_events(run / "events.jsonl")) == 3  # each once
+    assert "## Finalists" in (run / "report.md").read_text()

@@ -36,7 +36,7 @@ from n2n.search.checkpoint import (
     read_checkpoint,
 )
 from n2n.search.config import CompressConfig
-from n2n.search.front import accuracy_front, pick_front
+from n2n.search.front import accuracy_front, pick_front, top_students
 from n2n.search.loop import EventSink, run_stages
 from n2n.search.reward import INVALID_REWARD
 from n2n.search.setup import eval_context, make_evaluator, removal_narrowing, stage_targets, training_logits
@@ -239,21 +239,23 @@ def _compress(
         t0 = time.perf_counter()
         z_train = training_logits(ctx, data, cfg)  # once, for the chosen student and the front's
         seconds["finetune"] = seconds.get("finetune", 0.0) + time.perf_counter() - t0
-        student, final = finetune_student(ctx, data, cfg, best.edits, emit, listener, seconds, z_train)
+        tuned: dict[str, tuple[CandidateResult, nn.Module, dict[str, Any]]] = {}
+
+        def tune(r: CandidateResult) -> tuple[CandidateResult, nn.Module, dict[str, Any]]:  # each student once
+            if r.edits.key() not in tuned:
+                tuned[r.edits.key()] = (r, *finetune_student(ctx, data, cfg, r.edits, emit, listener, seconds, z_train))
+            return tuned[r.edits.key()]
+
+        finalists = [best]
+        if search.target.set and cfg.finalists > 1:  # under a target only accuracy counts: the fine-tuned decides
+            finalists = top_students(search.cache.values(), lambda r: _meets(search, r), search.reward, cfg.finalists)
+        best, student, final = max(
+            (tune(r) for r in finalists), key=lambda t: (t[2]["val_accuracy"], -t[2]["params"], -finalists.index(t[0]))
+        )
         spec = teacher_spec.with_edits(best.edits, data=data.name, **final)
         save_model(student, spec, own_dir(out / "student"))
         others = pick_front(accuracy_front(search.cache.values(), lambda r: _meets(search, r)), best, cfg.front)
-        front = _save_front(
-            ctx,
-            data,
-            cfg,
-            teacher_spec,
-            [
-                (best, student, final),
-                *((r, *finetune_student(ctx, data, cfg, r.edits, emit, listener, seconds, z_train)) for r in others),
-            ],
-            out,
-        )
+        front = _save_front(ctx, data, cfg, teacher_spec, [tune(best), *(tune(r) for r in others)], out)
         emit(Front([{k: v for k, v in row.items() if k != "latency_ms"} for row in front]))
         report = write_reports(
             out,
@@ -271,6 +273,9 @@ def _compress(
                 final["params"], final["val_accuracy"], final["macs"], best.latency_ms if cfg.measures_latency else None
             ),
             front=front,
+            finalists=[_finalist_row(r, f, r.edits.key() == best.edits.key()) for r, _, f in map(tune, finalists)]
+            if len(finalists) > 1
+            else None,
         )
         emit(Done(report["wall_time_s"], seconds))
         (out / CHECKPOINT).unlink(missing_ok=True)
@@ -362,6 +367,18 @@ def _save_front(
             }
         )
     return rows
+
+
+def _finalist_row(result: CandidateResult, final: dict[str, Any], chosen: bool) -> dict[str, Any]:
+    """A finalist's line in the report: its search accuracy and how it came out of the fine-tune."""
+    return {
+        "chosen": chosen,
+        "params": final["params"],
+        "search_val_accuracy": result.val_accuracy,
+        "val_accuracy": final["val_accuracy"],
+        "test_accuracy": final["test_accuracy"],
+        "edits": result.edits.to_dict(),
+    }
 
 
 def _no_student(search: SearchContext, cfg: CompressConfig, out: Path) -> str:

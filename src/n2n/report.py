@@ -60,12 +60,13 @@ def write_reports(
     latency: bool = True,
     constraints: list[dict[str, Any]] | None = None,
     front: list[dict[str, Any]] | None = None,
+    finalists: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``report.html`` (with ``plots/``) into ``out``; returns the report.
 
     ``cost`` holds teacher and student measured side by side (parameters, MACs, file size, latency on this machine
     unless ``latency`` is False) with the teacher/student ratios. ``front`` lists the fine-tuned students saved in
-    ``students/`` (the chosen one among them).
+    ``students/`` (the chosen one among them); ``finalists`` the students fine-tuned to choose from (``--finalists``).
     """
     teacher_test = accuracy(teacher, data.test.x, data.test.y)
     s_params = count_params(student)
@@ -98,6 +99,7 @@ def write_reports(
         "cost": compare_costs(teacher, student, tuple(data.input_shape), latency=latency, timing=REPORT_TIMING),
         "constraints": constraints or [],
         "front": front or [],
+        **({"finalists": finalists} if finalists else {}),
         "weak_teacher": teacher_val_accuracy < weak_teacher_below(data.num_classes),
     }
     write_json(out / "report.json", report)
@@ -140,6 +142,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         *cost_markdown(report["cost"]),
         *constraints_markdown(report),
         *front_markdown(report),
+        *finalists_markdown(report),
         "## Layers",
         "",
         "| layer | type | teacher width | student width | teacher params | student params | status |",
@@ -170,6 +173,28 @@ def constraints_markdown(report: dict[str, Any]) -> list[str]:
             lines.append(f"| {row['option']} | {row['limit']:,.4g} | {value} | {'yes' if row['held'] else 'no'} |")
         lines.append("")
     return lines
+
+
+def finalists_markdown(report: dict[str, Any]) -> list[str]:
+    """The students fine-tuned to choose the student from (``--finalists``), in the search's order."""
+    rows = report.get("finalists") or []
+    if not rows:
+        return []
+    lines = [
+        "## Finalists",
+        "",
+        "The search's best students under the target, each fine-tuned; the student is the most accurate on the "
+        "validation split.",
+        "",
+        "| params | search val accuracy | val accuracy | test accuracy | chosen |",
+        "|---:|---:|---:|---:|:-:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['params']:,} | {row['search_val_accuracy']:.2%} | {row['val_accuracy']:.2%} | "
+            f"{row['test_accuracy']:.2%} | {'yes' if row['chosen'] else ''} |"
+        )
+    return [*lines, ""]
 
 
 def front_markdown(report: dict[str, Any]) -> list[str]:

@@ -161,6 +161,12 @@ class CompressConfig:
         "each layer's width",
         choices=("partway", "narrowed"),
     )
+    finalists: int = _opt(
+        1,
+        "with a --target-*: fine-tune this many of the search's best students under the target and keep the one "
+        "most accurate on the validation split after fine-tuning (the search's short distillation ranks students "
+        "that close in accuracy by noise); 1: the search's best",
+    )
     front: int = _opt(
         3,
         "students fine-tuned and saved in students/: the chosen one and up to this many minus one more of the "
@@ -353,6 +359,8 @@ class CompressConfig:
             raise ConfigError(f"--removal-share must be in (0, 1]; got {self.removal_share}")
         if not 1 <= self.front <= MAX_FRONT:
             raise ConfigError(f"--front must be an integer from 1 to {MAX_FRONT}; got {self.front}")
+        if not 1 <= self.finalists <= MAX_FRONT:
+            raise ConfigError(f"--finalists must be an integer from 1 to {MAX_FRONT}; got {self.finalists}")
         if self.max_latency_ms is not None and not self.max_latency_ms > 0:
             raise ConfigError(f"--max-latency-ms must be > 0; got {self.max_latency_ms}")
         if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:

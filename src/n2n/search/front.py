@@ -63,3 +63,15 @@ def pick_front(
         picked.append(far)
         pool.remove(far)
     return sorted(picked[1:], key=lambda r: r.params)
+
+
+def top_students(
+    results: Iterable[CandidateResult],
+    ok: Callable[[CandidateResult], bool],
+    score: Callable[[CandidateResult], float],
+    k: int,
+) -> list[CandidateResult]:
+    """The ``k`` valid students for which ``ok`` holds with the highest ``score``, best first (ties: the smaller,
+    then by key): the finalists a search fine-tunes before it chooses (``--finalists``)."""
+    ranked = sorted((r for r in results if r.valid and ok(r)), key=lambda r: (-score(r), r.params, r.edits.key()))
+    return ranked[:k]
