@@ -15,7 +15,7 @@ from typing import Any
 
 from n2n.data.augment import list_policies
 from n2n.errors import ConfigError
-from n2n.search.config import CompressConfig
+from n2n.search.config import CompressConfig, setting_choices, settings_by_group
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Option:
 
     flags: tuple[str, ...]
     kwargs: Mapping[str, Any]
+    group: str | None = None  # the --help section it is listed in (None: the command's own options)
 
     @property
     def dest(self) -> str:
@@ -31,8 +32,8 @@ class Option:
         return self.kwargs.get("dest") or self.flags[0].lstrip("-").replace("-", "_")
 
 
-def option(*flags: str, **kwargs: Any) -> Option:
-    return Option(flags, kwargs)
+def option(*flags: str, group: str | None = None, **kwargs: Any) -> Option:
+    return Option(flags, kwargs, group)
 
 
 NORMALIZE = option(
@@ -115,22 +116,31 @@ MODEL = option("model_dir", metavar="model", help="saved model directory (a teac
 
 # ---------------------------------------------------------------- CompressConfig
 def _config_options() -> tuple[Option, ...]:
-    defaults = CompressConfig()
-    return tuple(_config_option(f, getattr(defaults, f.name)) for f in fields(CompressConfig))
+    """One option per CompressConfig field, group by group."""
+    defaults, by_name = CompressConfig(), {f.name: f for f in fields(CompressConfig)}
+    return tuple(
+        _config_option(by_name[name], getattr(defaults, name))
+        for names in settings_by_group().values()
+        for name in names
+    )
 
 
 def _config_option(f: Field, default: Any) -> Option:
     """The option of one CompressConfig field, with its help text and default."""
     flag = "--" + f.name.replace("_", "-")
     help_text = f"{f.metadata['help']} (default: {default})"
+    group = f"{f.metadata['group']} settings"
     if f.name == "fix":
-        return option(flag, action="append", default=None, metavar="PATTERN", help=help_text + "; repeatable")
+        return option(
+            flag, action="append", default=None, metavar="PATTERN", help=help_text + "; repeatable", group=group
+        )
     if f.name == "fractions":
-        return option(flag, type=_fraction_list, default=None, metavar="F,F,...", help=help_text)
+        return option(flag, type=_fraction_list, default=None, metavar="F,F,...", help=help_text, group=group)
     if isinstance(default, bool):
-        return option(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        return option(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text, group=group)
     kind = _scalar_type(f.type, default)
-    return option(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+    choices = setting_choices(f.name)
+    return option(flag, type=kind, default=None, choices=choices, help=help_text, group=group)
 
 
 def _scalar_type(annotation: Any, default: Any) -> type:

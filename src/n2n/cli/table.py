@@ -271,8 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, entry in COMMANDS.items():
         p = sub.add_parser(name, help=entry.help)
+        sections: dict[str, argparse._ArgumentGroup] = {}
         for opt in entry.options:
-            p.add_argument(*opt.flags, **opt.kwargs)
+            if opt.group is not None and opt.group not in sections:
+                sections[opt.group] = p.add_argument_group(opt.group)
+            (p if opt.group is None else sections[opt.group]).add_argument(*opt.flags, **opt.kwargs)
     return parser
 
 

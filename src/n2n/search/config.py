@@ -6,13 +6,12 @@ import importlib.util
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from n2n.errors import ConfigError
 from n2n.files import check_writable_dir, read_json_object
-from n2n.search.reinforce import ADVANTAGES
 from n2n.search.reward import Constraints, Target
-from n2n.train.compute import DEVICES, PRECISIONS, Compute, resolve_device, resolve_precision
+from n2n.train.compute import Compute, resolve_device, resolve_precision
 from n2n.train.finetune import FinetuneSettings
 
 STAGES = ("remove", "shrink")
@@ -50,188 +49,254 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - mirrors 
 class CompressConfig:
     """Settings of ``n2n compress``. Every field is also a command-line option (underscores become dashes)."""
 
-    stages: str = _opt(
-        "both", "stages to run: remove (stage 1), shrink (stage 2) or both", choices=("remove", "shrink", "both")
+    # -- search: what is searched, how long, from where
+    stages: Literal["remove", "shrink", "both"] = _opt(
+        "both",
+        "stages to run: remove (stage 1), shrink (stage 2) or both",
+        group="search",
     )
-    protocol: str = _opt(
+    protocol: Literal["n2n", "paper"] = _opt(
         "n2n",
         "n2n: inherited weights, short distillation (our CPU default); paper: the paper's search settings (students "
         "re-initialised, 5 epochs of MSE distillation per candidate, Adam lr 5e-4, 100 updates, removal lr 0.003); "
         "options given explicitly override the preset",
-        choices=("n2n", "paper"),
+        group="search",
     )
-    search: str = _opt(
+    search: Literal["rl", "random"] = _opt(
         "rl",
         "rl: the N2N policies learn from rewards; random: uniform random actions with the same "
         "budget (the baseline a learned search must beat)",
-        choices=("rl", "random"),
+        group="search",
     )
-    updates: int = _opt(12, "policy updates per stage")
-    rollouts: int = _opt(5, "candidate students sampled per policy update")
-    seed: int = _opt(0, "seed for everything random (sampling, training, data order)")
-    workers: int = _opt(
-        0,
-        "candidates evaluated in parallel by worker processes (0: as many as CPUs / "
-        "--candidate-threads; 1: serial in this process)",
-    )
-    candidate_threads: int = _opt(
-        1,
-        "threads each candidate trains with; results depend on it (not on --workers), so keep it fixed to compare runs",
-    )
-    ray_address: str | None = _opt(
+    updates: int = _opt(12, "policy updates per stage", group="search")
+    rollouts: int = _opt(5, "candidate students sampled per policy update", group="search")
+    seed: int = _opt(0, "seed for everything random (sampling, training, data order)", group="search")
+    init_policy: str | None = _opt(
         None,
-        "evaluate candidates as tasks on an existing Ray cluster: the head node's HOST:PORT, or auto for the "
-        "cluster started on this machine with `ray start --head` (needs pip install 'n2n[ray]'; --workers is unused)",
+        "run directory of an earlier search whose trained policies start this one "
+        "(they work on any teacher: policies read per-layer features)",
+        group="search",
     )
-    steps: int = _opt(
-        60, "distillation steps (mini-batches) per candidate as costly as the teacher (see --max-step-scale)"
+
+    # -- policy: the two policies and their policy-gradient step
+    removal_lr: float = _opt(0.01, "Adam learning rate of the removal policy", group="policy")
+    shrink_lr: float = _opt(0.01, "Adam learning rate of the shrink policy", group="policy")
+    removal_hidden: int = _opt(30, "hidden units of the removal policy's bidirectional LSTM (2 layers)", group="policy")
+    shrink_hidden: int = _opt(50, "hidden units of the shrink policy's LSTM (2 layers)", group="policy")
+    advantage: Literal["batch", "ema", "risk"] = _opt(
+        "ema",
+        "policy-gradient advantage: ema (R minus a moving-average baseline, the paper), batch ((R - batch mean) / "
+        "batch std) or risk (only samples in the top --risk-epsilon of the stage so far push, Petersen et al. 2021)",
+        group="policy",
     )
-    candidate_epochs: float | None = _opt(
-        None, "train each candidate for this many epochs over its examples instead of --steps mini-batches"
+    baseline_decay: float = _opt(0.8, "decay of the exponential moving average reward baseline b", group="policy")
+    risk_epsilon: float = _opt(
+        0.2, "with --advantage risk: the top fraction of rewards that trains the policy", group="policy"
     )
-    max_step_scale: float = _opt(
-        4.0,
-        "equal compute per candidate: a student with k times fewer FLOPs than the teacher trains min(k, this) "
-        "times --steps, so small students are not under-trained and ranked too low (1: every candidate trains "
-        "--steps)",
-    )
-    batch_size: int = _opt(128, "mini-batch size for candidate training and the fine-tune")
-    lr: float = _opt(1e-3, "Adam learning rate of candidate training")
-    weight_decay: float = _opt(5e-4, "Adam weight decay of candidate training")
-    candidate_examples: int = _opt(10000, "training examples candidates are distilled on (a seeded subset)")
-    distill: str = _opt("mse", "distillation loss: mse (paper) or kl (temperature-scaled)", choices=("mse", "kl"))
-    temperature: float = _opt(4.0, "temperature of the kl distillation loss")
-    reinit: bool = _opt(False, "re-initialise candidates randomly instead of inheriting the teacher's weights (paper)")
-    fractions: tuple[float, ...] = _opt(PAPER_FRACTIONS, "keep-fractions the shrink policy chooses from")
-    removal_lr: float = _opt(0.01, "Adam learning rate of the removal policy")
-    shrink_lr: float = _opt(0.01, "Adam learning rate of the shrink policy")
-    removal_hidden: int = _opt(30, "hidden units of the removal policy's bidirectional LSTM (2 layers)")
-    shrink_hidden: int = _opt(50, "hidden units of the shrink policy's LSTM (2 layers)")
-    baseline_decay: float = _opt(0.8, "decay of the exponential moving average reward baseline b")
-    entropy_coef: float = _opt(0.0, "entropy bonus weight in the policy loss")
+    entropy_coef: float = _opt(0.0, "entropy bonus weight in the policy loss", group="policy")
     max_draws: int = _opt(
         1,
         "draw up to this many times --rollouts students per update to find --rollouts new ones: a student evaluated "
         "before costs nothing (its cached reward still trains the policy); 1 draws exactly --rollouts (the paper)",
+        group="policy",
     )
     shrink_bases: int = _opt(
         1,
         "stage 2 shrinks the best K stage-1 students, not only the best: each rollout first picks which one to shrink "
         "(a learned choice; random search picks uniformly), so a student that ranked second after removal but "
         "shrinks better is not lost; 1 shrinks the best only (the paper)",
+        group="policy",
     )
-    advantage: str = _opt(
-        "ema",
-        "policy-gradient advantage: ema (R minus a moving-average baseline, the paper), batch ((R - batch mean) / "
-        "batch std) or risk (only samples in the top --risk-epsilon of the stage so far push, Petersen et al. 2021)",
-        choices=ADVANTAGES,
+    fractions: tuple[float, ...] = _opt(
+        PAPER_FRACTIONS, "keep-fractions the shrink policy chooses from", group="policy"
     )
-    risk_epsilon: float = _opt(0.2, "with --advantage risk: the top fraction of rewards that trains the policy")
-    max_params: int | None = _opt(None, "constraint: student parameters at most this")
-    min_accuracy: float | None = _opt(None, "constraint: student validation accuracy at least this (fraction)")
-    max_flops: int | None = _opt(None, "constraint: student FLOPs (2 x multiply-accumulates) per input at most this")
-    max_latency_ms: float | None = _opt(
-        None, "constraint: student latency (batch 1, PyTorch eager, measured per candidate) at most this many ms"
+
+    # -- candidates: how each candidate student is trained and scored
+    steps: int = _opt(
+        60,
+        "distillation steps (mini-batches) per candidate as costly as the teacher (see --max-step-scale)",
+        group="candidates",
     )
+    max_step_scale: float = _opt(
+        4.0,
+        "equal compute per candidate: a student with k times fewer FLOPs than the teacher trains min(k, this) "
+        "times --steps, so small students are not under-trained and ranked too low (1: every candidate trains "
+        "--steps)",
+        group="candidates",
+    )
+    candidate_epochs: float | None = _opt(
+        None,
+        "train each candidate for this many epochs over its examples instead of --steps mini-batches",
+        group="candidates",
+    )
+    candidate_examples: int = _opt(
+        10000, "training examples candidates are distilled on (a seeded subset)", group="candidates"
+    )
+    batch_size: int = _opt(128, "mini-batch size for candidate training and the fine-tune", group="candidates")
+    lr: float = _opt(1e-3, "Adam learning rate of candidate training", group="candidates")
+    weight_decay: float = _opt(5e-4, "Adam weight decay of candidate training", group="candidates")
+    distill: Literal["mse", "kl"] = _opt(
+        "mse", "distillation loss: mse (paper) or kl (temperature-scaled)", group="candidates"
+    )
+    temperature: float = _opt(4.0, "temperature of the kl distillation loss", group="candidates")
+    reinit: bool = _opt(
+        False,
+        "re-initialise candidates randomly instead of inheriting the teacher's weights (paper)",
+        group="candidates",
+    )
+
+    # -- size: the size you want, and the students you get
     target_params: int | None = _opt(
         None,
         "the size you want: the result is the most accurate student with at most this many parameters (compression "
         "pays only until the target is met; see --target-exponent)",
+        group="size",
     )
-    target_flops: int | None = _opt(None, "as --target-params, for FLOPs (2 x multiply-accumulates) per input")
+    target_flops: int | None = _opt(
+        None, "as --target-params, for FLOPs (2 x multiply-accumulates) per input", group="size"
+    )
     target_latency_ms: float | None = _opt(
-        None, "as --target-params, for batch-1 latency in ms (PyTorch eager, measured per candidate)"
+        None,
+        "as --target-params, for batch-1 latency in ms (PyTorch eager, measured per candidate)",
+        group="size",
     )
     target_exponent: float = _opt(
         -0.07,
         "with a --target-*: the reward of a student over its target is accuracy x (cost / target) ** this (MnasNet's "
         "soft form; more negative pushes harder to the target)",
+        group="size",
     )
     removal_share: float = _opt(
         0.5,
         "with a --target-*: the removal stage aims at teacher x (target / teacher) ** this, this share of the "
         "compression in log scale, and leaves the rest to the shrink stage (deeper, thinner students than removing "
         "layers down to the target); 1: the removal stage aims at the target itself",
+        group="size",
     )
-    removal_scoring: str = _opt(
+    removal_scoring: Literal["partway", "narrowed"] = _opt(
         "partway",
         "with a --target-* and both stages: how the removal stage scores a removal. partway: as it is, against the "
         "nearer target of --removal-share; narrowed: first narrowed uniformly (one keep-fraction for all its layers) "
         "until it meets the target, so that removals are compared at the size asked for; the shrink stage then sets "
         "each layer's width",
-        choices=("partway", "narrowed"),
+        group="size",
     )
     finalists: int = _opt(
         1,
         "with a --target-*: fine-tune this many of the search's best students under the target and keep the one "
         "most accurate on the validation split after fine-tuning (the search's short distillation ranks students "
         "that close in accuracy by noise); 1: the search's best",
+        group="size",
     )
     front: int = _opt(
         3,
         "students fine-tuned and saved in students/: the chosen one and up to this many minus one more of the "
         "search's accuracy-size front, at distinct sizes, so you can pick a point without a second search (1: only "
         "the chosen student)",
+        group="size",
     )
-    objective: str = _opt(
+
+    # -- constraints: limits every student must meet, and what counts as cost
+    max_params: int | None = _opt(None, "constraint: student parameters at most this", group="constraints")
+    max_flops: int | None = _opt(
+        None, "constraint: student FLOPs (2 x multiply-accumulates) per input at most this", group="constraints"
+    )
+    max_latency_ms: float | None = _opt(
+        None,
+        "constraint: student latency (batch 1, PyTorch eager, measured per candidate) at most this many ms",
+        group="constraints",
+    )
+    min_accuracy: float | None = _opt(
+        None, "constraint: student validation accuracy at least this (fraction)", group="constraints"
+    )
+    constraint_mode: Literal["hard", "soft"] = _opt(
+        "hard",
+        "hard: R=-1 when violated; soft: the paper's annealed penalty",
+        group="constraints",
+    )
+    objective: Literal["params", "flops", "latency"] = _opt(
         "params",
         "what the reward's compression C = 1 - cost_student / cost_teacher measures: params (the paper), flops, or "
         "latency (batch 1, PyTorch eager, measured once per candidate architecture; noisy, so a latency run is not "
         "bit-reproducible)",
-        choices=("params", "flops", "latency"),
+        group="constraints",
     )
-    constraint_mode: str = _opt(
-        "hard", "hard: R=-1 when violated; soft: the paper's annealed penalty", choices=("hard", "soft")
+    fix: tuple[str, ...] = _opt((), "glob patterns of layer names held out of both stages", group="constraints")
+    max_linear_inputs: int = _opt(
+        50000, "reject students with a linear layer taking more inputs (paper: 50,000)", group="constraints"
     )
-    max_linear_inputs: int = _opt(50000, "reject students with a linear layer taking more inputs (paper: 50,000)")
-    finetune_epochs: int = _opt(5, "epochs of the final fine-tune (CE + kd_weight * distillation)")
+
+    # -- fine-tune: the final training of the chosen students
+    finetune_epochs: int = _opt(5, "epochs of the final fine-tune (CE + kd_weight * distillation)", group="fine-tune")
+    finetune_lr: float = _opt(
+        3e-3, "peak Adam learning rate of the final fine-tune (see --finetune-schedule)", group="fine-tune"
+    )
+    finetune_schedule: Literal["onecycle", "cosine"] = _opt(
+        "onecycle",
+        "learning-rate schedule of the fine-tune: onecycle (warm-up to --finetune-lr over 30%% of the steps, then "
+        "cosine annealing; PyTorch's OneCycleLR) or cosine (from --finetune-lr down to 0)",
+        group="fine-tune",
+    )
+    finetune_distill: Literal["kl", "mse"] = _opt(
+        "kl",
+        "distillation term of the fine-tune: kl (Hinton's, at --temperature) or mse (on logits, as candidates)",
+        group="fine-tune",
+    )
+    kd_weight: float = _opt(1.0, "lambda: weight of the distillation term in the final fine-tune", group="fine-tune")
     finetune_min_steps: int = _opt(
         1000,
         "the fine-tune runs at least this many steps (when --finetune-epochs > 0), "
         "so small data sets get enough training",
+        group="fine-tune",
     )
-    finetune_lr: float = _opt(3e-3, "peak Adam learning rate of the final fine-tune (see --finetune-schedule)")
-    finetune_schedule: str = _opt(
-        "onecycle",
-        "learning-rate schedule of the fine-tune: onecycle (warm-up to --finetune-lr over 30%% of the steps, then "
-        "cosine annealing; PyTorch's OneCycleLR) or cosine (from --finetune-lr down to 0)",
-        choices=("onecycle", "cosine"),
+
+    # -- compute: where candidates run (results depend only on --candidate-threads)
+    workers: int = _opt(
+        0,
+        "candidates evaluated in parallel by worker processes (0: as many as CPUs / "
+        "--candidate-threads; 1: serial in this process)",
+        group="compute",
     )
-    finetune_distill: str = _opt(
-        "kl",
-        "distillation term of the fine-tune: kl (Hinton's, at --temperature) or mse (on logits, as candidates)",
-        choices=("kl", "mse"),
+    candidate_threads: int = _opt(
+        1,
+        "threads each candidate trains with; results depend on it (not on --workers), so keep it fixed to compare runs",
+        group="compute",
     )
-    kd_weight: float = _opt(1.0, "lambda: weight of the distillation term in the final fine-tune")
+    ray_address: str | None = _opt(
+        None,
+        "evaluate candidates as tasks on an existing Ray cluster: the head node's HOST:PORT, or auto for the "
+        "cluster started on this machine with `ray start --head` (needs pip install 'n2n[ray]'; --workers is unused)",
+        group="compute",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = _opt(
+        "auto",
+        "where students train and are evaluated: auto (cuda if available, else mps, else cpu), cpu, cuda, mps",
+        group="compute",
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
+        "auto",
+        "autocast mixed precision of student training: auto (bf16 or fp16 on CUDA; fp32 on CPU, where bf16 "
+        "measured slower without AVX512-BF16/AMX), fp32, bf16, fp16",
+        group="compute",
+    )
+    channels_last: bool = _opt(
+        True,
+        "channels-last (NHWC) memory format for students (measured 1.5x faster candidate training on CPU)",
+        group="compute",
+    )
     eval_batch_size: int | None = _opt(
         None,
         "batch size for teacher logits and scoring students (default: 128 on CPUs, where cache-sized batches scored "
         "1.62x faster than 1024; 1024 on GPUs)",
+        group="compute",
     )
-    device: str = _opt(
-        "auto",
-        "where students train and are evaluated: auto (cuda if available, else mps, else cpu), cpu, cuda, mps",
-        choices=DEVICES,
-    )
-    precision: str = _opt(
-        "auto",
-        "autocast mixed precision of student training: auto (bf16 or fp16 on CUDA; fp32 on CPU, where bf16 "
-        "measured slower without AVX512-BF16/AMX), fp32, bf16, fp16",
-        choices=("auto", *PRECISIONS),
-    )
-    channels_last: bool = _opt(
-        True, "channels-last (NHWC) memory format for students (measured 1.5x faster candidate training on CPU)"
-    )
-    fix: tuple[str, ...] = _opt((), "glob patterns of layer names held out of both stages")
-    init_policy: str | None = _opt(
-        None,
-        "run directory of an earlier search whose trained policies start this one "
-        "(they work on any teacher: policies read per-layer features)",
-    )
+
+    # -- output: what is written besides the run directory
     tensorboard: str | None = _opt(
         None,
         "TensorBoard log directory: the search's scalars (reward/mean, reward/best, policy/entropy, candidate/val_acc, "
         "candidate/params) are written there as it runs (needs `pip install 'n2n[tensorboard]'`)",
+        group="output",
     )
 
     @property
@@ -277,10 +342,14 @@ class CompressConfig:
         device = resolve_device(self.device)
         return Compute(device, resolve_precision(self.precision, device), self.channels_last)
 
-    def validate(self) -> CompressConfig:
-        """Check every value; raises ConfigError naming the option and what is allowed."""
+    def __post_init__(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        """Every check of the values alone (no files, devices or network), run whenever settings are made, so
+        that invalid settings cannot exist; raises ConfigError naming the option and what is allowed."""
         for f in fields(self):
-            choices = f.metadata.get("choices")
+            choices = setting_choices(f.name)
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(
                     f"--{_flag(f.name)} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}"
@@ -294,11 +363,9 @@ class CompressConfig:
         if self.workers < 0:
             raise ConfigError(f"--workers must be >= 0 (0: automatic); got {self.workers}")
         if self.ray_address is not None:
-            from n2n.search.ray_eval import check_address, import_ray, probe_address
+            from n2n.search.ray_eval import check_address
 
             check_address(self.ray_address)
-            import_ray()
-            probe_address(self.ray_address)
         positive = (
             "candidate_threads",
             "updates",
@@ -367,9 +434,19 @@ class CompressConfig:
             raise ConfigError(f"--min-accuracy must be a fraction in (0, 1]; got {self.min_accuracy}")
         if self.candidate_epochs is not None and not self.candidate_epochs > 0:
             raise ConfigError(f"--candidate-epochs must be > 0; got {self.candidate_epochs}")
-        self.compute()
         if self.init_policy is not None and self.search == "random":
             raise ConfigError("--init-policy starts a learned search; it cannot be combined with --search random")
+
+    def validate(self) -> CompressConfig:
+        """The checks that need the outside world, run once at the edge (the command line, `compress`): the device
+        is there, the Ray cluster answers, the TensorBoard directory is writable and the package installed, the
+        policies of --init-policy are readable. Returns these settings; raises ConfigError."""
+        self.compute()
+        if self.ray_address is not None:
+            from n2n.search.ray_eval import import_ray, probe_address
+
+            import_ray()
+            probe_address(self.ray_address)
         if self.tensorboard is not None:
             check_writable_dir(self.tensorboard, "--tensorboard")
         if self.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
@@ -411,6 +488,34 @@ class CompressConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: the groups of settings, in the order `n2n compress --help` and the README show them
+GROUPS = ("search", "policy", "candidates", "size", "constraints", "fine-tune", "compute", "output")
+
+
+def settings_by_group() -> dict[str, list[str]]:
+    """Each group's settings, in declaration order."""
+    grouped: dict[str, list[str]] = {group: [] for group in GROUPS}
+    for f in fields(CompressConfig):
+        grouped[f.metadata["group"]].append(f.name)
+    return grouped
+
+
+def setting_choices(name: str) -> tuple[str, ...] | None:
+    """The values setting ``name`` allows, from its ``Literal`` type (None for a setting without choices)."""
+    hint = _hints()[name]
+    return get_args(hint) if get_origin(hint) is Literal else None
+
+
+def _hints() -> dict[str, Any]:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = get_type_hints(CompressConfig)
+    return _HINTS
+
+
+_HINTS: dict[str, Any] | None = None
 
 
 def _flag(name: str) -> str:
