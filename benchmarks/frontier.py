@@ -7,6 +7,8 @@ At each size in ``--sizes`` and for each seed, with the same teacher, data and f
 - ``random``: the same with ``--search random`` (the same number of evaluations);
 - ``uniform``: ``n2n baseline uniform --target-params N`` (one keep-fraction for every layer through Torch-Pruning's
   dependency graph), with n2n's fine-tune;
+- ``hand@n2n``: the same hand-designed CNN sized to the parameters n2n's student came out at (a student under its
+  target is compared with a CNN of its own size as well as with one of the target's);
 - ``hand``: the hand-designed CNN of ``_small_cnn.py`` sized to N (within 5%), trained from scratch with
   cross-entropy for as many steps as n2n's fine-tune (its epochs, or more on a small data set where
   ``--finetune-min-steps`` sets the length) and for 5 epochs (``hand-5ep``, only when those differ);
@@ -32,6 +34,7 @@ import argparse
 import json
 import math
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -81,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", required=True, help="directory for the n2n run directories")
     p.add_argument("--json", required=True, help="where to write every figure")
     p.add_argument("--plot", help="where to write the accuracy-against-parameters plot (PNG)")
+    p.add_argument(
+        "--n2n-args",
+        default="",
+        help="extra options for n2n's and random search's `n2n compress` (e.g. '--removal-scoring partway'), for an "
+        "A/B of a setting; recorded in each point's command",
+    )
     p.add_argument("--quick", action="store_true", help="smoke-test budgets (figures mean nothing)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
     p.add_argument(
@@ -141,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if method not in methods and not (method == "n2n" and "n2n-arch" in methods):
                     continue
                 run = runs / f"{method}-{size}-s{seed}"
-                cmd = command(common, ["compress"], run, seed, size, ["--front", "1", "--search", search, *extra])
+                more = ["--front", "1", "--search", search, *shlex.split(args.n2n_args), *extra]
+                cmd = command(common, ["compress"], run, seed, size, more)
                 done = args.reuse and (run / "report.json").is_file()
                 seconds = None if done else run_quietly(cmd)
                 report = json.loads((run / "report.json").read_text())
@@ -158,6 +168,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         evaluations=report["evaluations"],
                         command=" ".join(["n2n", *cmd[len(N2N) :]]),
                     )
+                if method == "n2n" and "hand" in methods:  # the hand CNN at the size n2n's student came out at
+                    n = sum(p.numel() for p in student.parameters())
+                    model = SmallCNN(fit_widths(n, input_shape[0], data.num_classes), input_shape[0], data.num_classes)
+                    figures = train_from_scratch(model, data, epochs=epochs, seed=seed)
+                    record("hand@n2n", size, seed, model, figures, seconds=figures["seconds"], epochs=epochs)
                 if method == "n2n" and "n2n-arch" in methods:
                     fresh, _ = load_model(run / "student")
                     figures = train_from_scratch(fresh, data, epochs=epochs, seed=seed)
