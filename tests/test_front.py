@@ -178,6 +178,10 @@ def test_a_target_gives_the_most_accurate_student_under_it_and_the_front_is_save
                 str(target),
                 "--front",
                 "3",
+                "--removal-scoring",
+                "partway",
+                "--finalists",
+                "1",
             ]
         )
         == 0

@@ -168,13 +168,13 @@ class CompressConfig:
     )
     removal_share: float = _opt(
         0.5,
-        "with a --target-*: the removal stage aims at teacher x (target / teacher) ** this, this share of the "
-        "compression in log scale, and leaves the rest to the shrink stage (deeper, thinner students than removing "
-        "layers down to the target); 1: the removal stage aims at the target itself",
+        "with a --target-* and --removal-scoring partway: the removal stage aims at teacher x (target / teacher) ** "
+        "this, this share of the compression in log scale, and leaves the rest to the shrink stage; 1: the removal "
+        "stage aims at the target itself",
         group="size",
     )
     removal_scoring: Literal["partway", "narrowed"] = _opt(
-        "partway",
+        "narrowed",
         "with a --target-* and both stages: how the removal stage scores a removal. partway: as it is, against the "
         "nearer target of --removal-share; narrowed: first narrowed uniformly (one keep-fraction for all its layers) "
         "until it meets the target, so that removals are compared at the size asked for; the shrink stage then sets "
@@ -182,10 +182,10 @@ class CompressConfig:
         group="size",
     )
     finalists: int = _opt(
-        1,
+        3,
         "with a --target-*: fine-tune this many of the search's best students under the target and keep the one "
         "most accurate on the validation split after fine-tuning (the search's short distillation ranks students "
-        "that close in accuracy by noise); 1: the search's best",
+        "that close in accuracy by noise); each costs one fine-tune; 1: the search's best",
         group="size",
     )
     front: int = _opt(
