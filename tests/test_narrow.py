@@ -162,7 +162,7 @@ def test_a_narrowed_search_compares_removals_at_the_target_and_shrinks_the_best_
     for e in candidates:  # scored at the run's own target in both stages: no nearer removal target
         factor = 1.0 if e["params"] <= 30000 else (e["params"] / 30000) ** -0.07
         assert e["reward"] == pytest.approx(e["val_accuracy"] / start["teacher_val_accuracy"] * factor)
-    best = max(removals, key=lambda e: (e["reward"], -e["params"]))
+    best = max(removals, key=lambda e: e["reward"])  # the first of equal rewards, as the stage keeps it
     shrinks = [e for e in candidates if e["stage"] == "shrink"]
     assert shrinks and all(e["edits"]["removed"] == best["edits"]["removed"] for e in shrinks)
     # the shrink stage chooses widths from --fractions, of the removal as removed (not of its narrowed copy)
