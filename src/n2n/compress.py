@@ -228,12 +228,10 @@ def _compress(
                 st.restore_stage(ckpt)
 
         best = run_stages(state, cfg, emit, analyzed, save, out, None if ckpt is None else restore)
-        if search.target.set:  # the most accurate student that meets the targets, from either stage
-            best = max(
-                (r for r in search.cache.values() if _meets(search, r)),
-                key=lambda r: (search.reward(r), -r.params, r.edits.key()),
-                default=None,
-            )
+        finalists = [] if best is None else [best]
+        if search.target.set:  # the most accurate students that meet the targets, from either stage, best first
+            finalists = top_students(search.cache.values(), lambda r: _meets(search, r), search.reward, cfg.finalists)
+            best = finalists[0] if finalists else None
         if best is None:
             raise N2NError(_no_student(search, cfg, out))
         t0 = time.perf_counter()
@@ -246,9 +244,7 @@ def _compress(
                 tuned[r.edits.key()] = (r, *finetune_student(ctx, data, cfg, r.edits, emit, listener, seconds, z_train))
             return tuned[r.edits.key()]
 
-        finalists = [best]
-        if search.target.set and cfg.finalists > 1:  # under a target only accuracy counts: the fine-tuned decides
-            finalists = top_students(search.cache.values(), lambda r: _meets(search, r), search.reward, cfg.finalists)
+        # under a target only accuracy counts: the finalists' fine-tuned validation accuracy decides
         best, student, final = max(
             (tune(r) for r in finalists), key=lambda t: (t[2]["val_accuracy"], -t[2]["params"], -finalists.index(t[0]))
         )

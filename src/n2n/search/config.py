@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from dataclasses import dataclass, field, fields
@@ -508,14 +509,9 @@ def setting_choices(name: str) -> tuple[str, ...] | None:
     return get_args(hint) if get_origin(hint) is Literal else None
 
 
+@functools.cache
 def _hints() -> dict[str, Any]:
-    global _HINTS
-    if _HINTS is None:
-        _HINTS = get_type_hints(CompressConfig)
-    return _HINTS
-
-
-_HINTS: dict[str, Any] | None = None
+    return get_type_hints(CompressConfig)
 
 
 def _flag(name: str) -> str:

@@ -72,6 +72,8 @@ def top_students(
     k: int,
 ) -> list[CandidateResult]:
     """The ``k`` valid students for which ``ok`` holds with the highest ``score``, best first (ties: the smaller,
-    then by key): the finalists a search fine-tunes before it chooses (``--finalists``)."""
-    ranked = sorted((r for r in results if r.valid and ok(r)), key=lambda r: (-score(r), r.params, r.edits.key()))
+    then the later key): the student a search with a target chooses, and the finalists it fine-tunes first."""
+    ranked = sorted(
+        (r for r in results if r.valid and ok(r)), key=lambda r: (score(r), -r.params, r.edits.key()), reverse=True
+    )
     return ranked[:k]
