@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2n.surgery.transforms import relus_in_place
 from n2n.train.compute import Compute
-from n2n.train.distill import accuracy
+from n2n.train.evaluate import accuracy
+from n2n.train.finetune import KeepBest
+from n2n.train.fit import epoch_batches, fit
 
 #: how the baselines compute: float32, channels-last on the CPU (what n2n's fine-tune uses on a CPU)
 COMPUTE = Compute("cpu", "fp32", channels_last=True)
@@ -148,44 +149,37 @@ def train_from_scratch(
         for m in model.modules():
             if m is not model and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-    model = compute.model(model).train()
+    model = compute.model(model)
     n = data.train.x.shape[0]
-    per_epoch = n // batch_size  # full batches only
-    steps = epochs * per_epoch
+    steps = epochs * (n // batch_size)  # full batches only
     opt = torch.optim.Adam(model.parameters(), lr=peak_lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak_lr, total_steps=steps)
     gen = torch.Generator().manual_seed(seed)
     every = max(1, steps // evals)
-    best_acc, best_state, best_step, curve = -1.0, None, 0, []
+    best, best_step, curve = KeepBest(ties=True), 0, []
+
+    def step_done(step: int) -> None:
+        nonlocal best_step
+        if (step + 1) % every == 0 or step + 1 == steps:
+            acc = accuracy(model, data.val.x, data.val.y, compute=compute)
+            curve.append((step + 1, acc))
+            if acc >= best.accuracy:
+                best_step = step + 1
+            best.offer(model, acc)
+
+    def augmented(x: torch.Tensor) -> torch.Tensor:
+        return x if augment is None else augment(x, gen)
+
     t0 = time.perf_counter()
-    step = 0
-    with relus_in_place(model):
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=gen)
-            for b in range(per_epoch):
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                x = data.train.x[idx]
-                if augment is not None:
-                    x = augment(x, gen)
-                loss = F.cross_entropy(model(compute.batch(x)), data.train.y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                if step % every == 0 or step == steps:
-                    acc = accuracy(model, data.val.x, data.val.y, compute=compute)
-                    curve.append((step, acc))
-                    if acc >= best_acc:
-                        best_acc, best_step = acc, step
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    model.train()
-    model.load_state_dict(best_state)
+    order = epoch_batches(n, batch_size, epochs, gen, drop_last=True)
+    batches = ((augmented(data.train.x[i]), data.train.y[i]) for i in order)
+    fit(model, batches, F.cross_entropy, opt, sched, compute=compute, on_step=step_done)
+    best.restore(model)
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "steps": steps,
-        "val_accuracy": best_acc,
+        "val_accuracy": best.accuracy,
         "best_step": best_step,
         "test_accuracy": accuracy(model, data.test.x, data.test.y),
         "val_curve": curve,

@@ -61,7 +61,9 @@ from n2n.search.parallel import ProcessPoolEvaluator
 from n2n.search.setup import eval_context
 from n2n.surgery import Edits, analyze, count_macs
 from n2n.train.compute import HUGE_PAGES_ENV, enable_huge_pages
-from n2n.train.distill import accuracy, mse_distill_loss, predict_logits, train_student
+from n2n.train.evaluate import accuracy, predict_logits
+from n2n.train.fit import train_student
+from n2n.train.losses import mse_distill_loss
 
 HERE = Path(__file__).resolve().parent
 

@@ -39,6 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True)
     p.add_argument("--data-dir")
     p.add_argument("--k", type=int, default=3, help="finalists to fine-tune")
+    p.add_argument(
+        "--teacher",
+        help="another saved teacher of the same architecture to apply the students' edits to and distil from "
+        "(default: the run's own): what a stronger teacher would give the same architectures, without a search",
+    )
     p.add_argument("--json", required=True, help="where to write the figures")
     return p.parse_args(argv)
 
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     target = cfg.target()
     if not target.set:
         raise SystemExit(f"{run} was searched without a --target-*: finalists are chosen among students under one")
-    teacher, spec = load_model(run / "teacher")
+    teacher, spec = load_model(Path(args.teacher) if args.teacher else run / "teacher")
     teacher.eval()
     spec, data = match_teacher(spec, load_data(args.data, args.data_dir, seed=cfg.seed))
     analysis = analyze(teacher, data.input_shape, fix=cfg.fix)
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "finalists",
         "command": " ".join(["python", "benchmarks/finalists.py", *sys.argv[1:]]),
         "run": str(run),
+        "teacher": str(args.teacher or run / "teacher"),
         "target": {"params": target.params, "flops": target.flops, "latency_ms": target.latency_ms},
         "finalists": rows,
         "search_pick_test_accuracy": rows[0]["test_accuracy"],

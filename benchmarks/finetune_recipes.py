@@ -47,15 +47,10 @@ from n2n.data import load_data  # noqa: E402
 from n2n.models.io import load_model  # noqa: E402
 from n2n.search.candidate import _reinitialise, build_student  # noqa: E402
 from n2n.surgery import Edits, analyze, count_params  # noqa: E402
-from n2n.train.distill import (  # noqa: E402
-    Diverged,
-    accuracy,
-    distill_loss,
-    folded,
-    predict_logits,
-    relus_in_place,
-    train_student,
-)
+from n2n.surgery.transforms import folded, relus_in_place  # noqa: E402
+from n2n.train.evaluate import accuracy, predict_logits  # noqa: E402
+from n2n.train.fit import Diverged, train_student  # noqa: E402
+from n2n.train.losses import distill_loss  # noqa: E402
 
 #: the students: edits relative to the teacher (vgg13 x0.5 on MNIST; layer names are its ``features.<i>`` convs)
 _S109K_REMOVED = ["features.14", "features.17", "features.21", "features.28", "features.3", "features.31", "features.7"]

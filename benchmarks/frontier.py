@@ -95,8 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--reuse",
         action="store_true",
-        help="keep n2n runs already finished in --runs (their report.json) instead of running them again, so an "
-        "interrupted benchmark continues; their wall time is the one their report recorded",
+        help="keep n2n, random and uniform runs already finished in --runs (their report.json) instead of running "
+        "them again, so an interrupted benchmark continues; their wall time is the one their report recorded",
     )
     return p.parse_args(argv)
 
@@ -139,6 +139,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         write(args, points, sizes, seeds, teacher_params, time.perf_counter() - started)
 
+    trained: dict[tuple, tuple[torch.nn.Module, dict]] = {}
+
+    def hand_cnn(widths: tuple[int, int, int], n_epochs: int, seed: int) -> tuple[torch.nn.Module, dict]:
+        """A hand CNN trained from scratch, once per (widths, epochs, seed): hand@n2n often has hand's widths."""
+        if (widths, n_epochs, seed) not in trained:
+            model = SmallCNN(widths, input_shape[0], data.num_classes)
+            trained[widths, n_epochs, seed] = model, train_from_scratch(model, data, epochs=n_epochs, seed=seed)
+        return trained[widths, n_epochs, seed]
+
     for seed in seeds:
         data = load_data(args.data, args.data_dir, seed=seed)
         input_shape = tuple(data.input_shape)
@@ -170,9 +179,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     )
                 if method == "n2n" and "hand" in methods:  # the hand CNN at the size n2n's student came out at
                     n = sum(p.numel() for p in student.parameters())
-                    model = SmallCNN(fit_widths(n, input_shape[0], data.num_classes), input_shape[0], data.num_classes)
-                    figures = train_from_scratch(model, data, epochs=epochs, seed=seed)
-                    record("hand@n2n", size, seed, model, figures, seconds=figures["seconds"], epochs=epochs)
+                    widths = fit_widths(n, input_shape[0], data.num_classes)
+                    model, figures = hand_cnn(widths, epochs, seed)
+                    record(
+                        "hand@n2n",
+                        size,
+                        seed,
+                        model,
+                        figures,
+                        seconds=figures["seconds"],
+                        epochs=epochs,
+                        widths=list(widths),
+                    )
                 if method == "n2n" and "n2n-arch" in methods:
                     fresh, _ = load_model(run / "student")
                     figures = train_from_scratch(fresh, data, epochs=epochs, seed=seed)
@@ -180,8 +198,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "uniform" in methods:
                 run = runs / f"uniform-{size}-s{seed}"
                 cmd = command(common, ["baseline", "uniform"], run, seed, size, extra)
-                seconds = run_quietly(cmd)
+                done = args.reuse and (run / "report.json").is_file()
+                seconds = None if done else run_quietly(cmd)
                 report = json.loads((run / "report.json").read_text())
+                seconds = report.get("wall_time_s") if seconds is None else seconds
                 record(
                     "uniform",
                     size,
@@ -196,8 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for label, n in (("hand", epochs), ("hand-5ep", 5)):
                     if label == "hand-5ep" and (n == epochs or args.quick):
                         continue
-                    model = SmallCNN(widths, input_shape[0], data.num_classes)
-                    figures = train_from_scratch(model, data, epochs=n, seed=seed)
+                    model, figures = hand_cnn(widths, n, seed)
                     record(label, size, seed, model, figures, seconds=figures["seconds"], epochs=n, widths=list(widths))
     result = write(args, points, sizes, seeds, teacher_params, time.perf_counter() - started)
     print_table(result)

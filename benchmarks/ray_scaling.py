@@ -36,7 +36,7 @@ from n2n.search.setup import eval_context
 from n2n.search.stages import actions_to_edits
 from n2n.surgery import Edits, analyze
 from n2n.teacher import train_teacher
-from n2n.train.distill import predict_logits
+from n2n.train.evaluate import predict_logits
 
 HERE = Path(__file__).resolve().parent
 

@@ -178,7 +178,7 @@ def test_search_computes_teacher_logits_on_its_subset_and_the_finetune_the_rest(
     from n2n.search.config import CompressConfig
     from n2n.search.setup import candidate_subset, eval_context, training_logits
     from n2n.surgery import analyze
-    from n2n.train.distill import predict_logits
+    from n2n.train.evaluate import predict_logits
 
     data = load_data("digits", None, seed=0)
     teacher = _chain().eval()
@@ -215,7 +215,7 @@ def test_train_student_schedules_run_every_step_and_lower_the_loss(schedule, mon
     import torch
     from torch import nn
 
-    from n2n.train.distill import train_student
+    from n2n.train.fit import train_student
 
     lrs = []
     step = torch.optim.Adam.step
@@ -254,7 +254,7 @@ def test_train_student_refuses_an_unknown_schedule():
     import torch
     from torch import nn
 
-    from n2n.train.distill import train_student
+    from n2n.train.fit import train_student
 
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
         train_student(

@@ -14,6 +14,7 @@ from torch import nn
 
 from n2n.errors import ConfigError
 from n2n.search.config import CompressConfig
+from n2n.surgery.transforms import folded, relus_in_place
 from n2n.train.compute import (
     DIVERGE_PATIENCE,
     HUGE_PAGES_ENV,
@@ -24,15 +25,9 @@ from n2n.train.compute import (
     resolve_device,
     resolve_precision,
 )
-from n2n.train.distill import (
-    Diverged,
-    accuracy,
-    folded,
-    mse_distill_loss,
-    predict_logits,
-    relus_in_place,
-    train_student,
-)
+from n2n.train.evaluate import accuracy, predict_logits
+from n2n.train.fit import Diverged, train_student
+from n2n.train.losses import mse_distill_loss
 
 
 @pytest.fixture
@@ -233,7 +228,7 @@ class _Shared(nn.Module):
 def test_scoring_folds_batch_norms_into_a_copy_and_keeps_the_argmax(monkeypatch):
     """accuracy() scores with conv+BN folded (a faster copy); the caller's model keeps its layers, mode and
     logits, the folded logits agree to float rounding, and a model fx cannot trace is scored unfolded."""
-    import n2n.train.distill as distill
+    import n2n.train.evaluate as evaluate
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
@@ -251,7 +246,7 @@ def test_scoring_folds_batch_norms_into_a_copy_and_keeps_the_argmax(monkeypatch)
     assert not torch.equal(twin.get_submodule("0").weight, model.get_submodule("0").weight)
     y = plain.argmax(dim=1)
     calls = []
-    monkeypatch.setattr(distill, "folded", lambda m: calls.append(m) or folded(m))
+    monkeypatch.setattr(evaluate, "folded", lambda m: calls.append(m) or folded(m))
     assert accuracy(model, x, y) == 1.0 and calls == [model]
     relu = nn.ReLU()  # one activation module applied twice, as in a ResNet block: still folded
     block = nn.Sequential(
@@ -323,9 +318,9 @@ def test_relus_work_in_place_only_where_safe_and_training_is_unchanged(monkeypat
 
     train(model)
     assert seen == [True] * 5 and not model.act.inplace
-    import n2n.train.distill as distill
+    import n2n.train.fit as fit
 
-    monkeypatch.setattr(distill, "relus_in_place", lambda m: contextlib.nullcontext(0))
+    monkeypatch.setattr(fit, "relus_in_place", lambda m: contextlib.nullcontext(0))
     train(reference)  # every ReLU out of place
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.equal(a, b)

@@ -87,3 +87,17 @@ def test_reporting_knows_the_stages_in_the_order_the_search_runs_them():
     from n2n.search.stages import STAGES as TABLE
 
     assert STAGE_ORDER == STAGES == tuple(TABLE)
+
+
+def test_networks_are_trained_by_one_loop():
+    """Every network n2n trains (teacher, candidates, fine-tune) goes through ``n2n.train.fit``; the only other
+    backward pass is the policy-gradient update of the search's own policies."""
+    allowed = {"n2n.train.fit", "n2n.search.loop"}
+    callers = {
+        module_name(p)
+        for p in MODULES
+        for node in ast.walk(ast.parse(p.read_text(), filename=str(p)))
+        if isinstance(node, ast.Attribute) and node.attr == "backward"
+    }
+    assert callers <= allowed, f"backward() outside the training loop: {sorted(callers - allowed)}"
+    assert "n2n.train.fit" in callers

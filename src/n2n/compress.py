@@ -42,7 +42,7 @@ from n2n.search.reward import INVALID_REWARD
 from n2n.search.setup import eval_context, make_evaluator, removal_narrowing, stage_targets, training_logits
 from n2n.search.state import SearchContext, SearchState
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
-from n2n.train.distill import accuracy
+from n2n.train.evaluate import accuracy
 from n2n.train.finetune import finetune
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from n2n.data import DataBundle
 from n2n.data.normalize import Normalization, candidates, fixed_normalization, renormalize
 from n2n.models.io import ModelSpec
 from n2n.train.compute import CPU, Compute
-from n2n.train.distill import accuracy
+from n2n.train.evaluate import accuracy
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from n2n.models.io import ModelSpec
 from n2n.reporting.rundata import FRONT_HEADER, front_rows
 from n2n.search.candidate import CandidateResult
 from n2n.surgery import Analysis, count_macs, count_params
-from n2n.train.distill import accuracy
+from n2n.train.evaluate import accuracy
 
 log = logging.getLogger(__name__)
 

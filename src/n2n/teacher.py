@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from n2n._seed import seed_everything
@@ -16,8 +17,9 @@ from n2n.models.io import ModelSpec
 from n2n.models.zoo import create_model
 from n2n.recipes import OPTIMIZERS, Recipe, lr_factor, resolve_recipe
 from n2n.train.compute import CPU, Compute
-from n2n.train.distill import accuracy
+from n2n.train.evaluate import accuracy
 from n2n.train.finetune import KeepBest
+from n2n.train.fit import epoch_batches, fit
 
 log = logging.getLogger(__name__)
 
@@ -54,33 +56,23 @@ def train_classifier(
     compute.model(model)
     gen = torch.Generator().manual_seed(seed)
     x, y = data.train.x, data.train.y
-    batch_size = recipe.batch_size
-    steps_per_epoch = math.ceil(len(y) / batch_size)
+    steps_per_epoch = math.ceil(len(y) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
     opt = OPTIMIZERS[recipe.optimizer](model.parameters(), recipe)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(recipe, s, steps_per_epoch))
-    loss_fn = nn.CrossEntropyLoss()
-    scaler = compute.scaler()
-    best, step = KeepBest(), 0
-    for epoch in range(recipe.epochs):
-        model.train()
-        order = torch.randperm(len(y), generator=gen)
-        for i in range(steps_per_epoch):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            with compute.autocast():
-                out = model(compute.batch(augment_batch(x[idx], data.augment, gen))).float()
-            loss = loss_fn(out, compute.batch(y[idx]))
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            if on_step is not None:
-                on_step(step, total)
-        acc = accuracy(model, data.val.x, data.val.y, compute=compute)
-        log.info("epoch %d: validation accuracy %.4f", epoch + 1, acc)
-        best.offer(model, acc)
+    best = KeepBest()
+
+    def step_done(step: int) -> None:
+        if on_step is not None:
+            on_step(step + 1, total)
+        if (step + 1) % steps_per_epoch == 0:
+            acc = accuracy(model, data.val.x, data.val.y, compute=compute)
+            log.info("epoch %d: validation accuracy %.4f", (step + 1) // steps_per_epoch, acc)
+            best.offer(model, acc)
+
+    order = epoch_batches(len(y), recipe.batch_size, recipe.epochs, gen)
+    batches = ((augment_batch(x[i], data.augment, gen), y[i]) for i in order)  # augmented as each batch is drawn
+    fit(model, batches, F.cross_entropy, opt, sched, compute=compute, on_step=step_done)
     best.restore(model)
     return model.to("cpu", memory_format=torch.contiguous_format).eval()
 

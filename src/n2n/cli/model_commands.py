@@ -192,7 +192,7 @@ def evaluate_cmd(
     from n2n.data import load_data, parse_normalize
     from n2n.measure import measure_cost, speedups
     from n2n.models.io import load_model
-    from n2n.train.distill import accuracy
+    from n2n.train.evaluate import accuracy
 
     data = data or "digits"
     choice = parse_normalize(normalize)

@@ -22,7 +22,9 @@ from n2n.measure import TimingSettings, torch_latency_ms
 from n2n.search.reward import INVALID_REWARD, objective_cost, reward
 from n2n.surgery import Edits, apply_edits, count_macs, count_params, forward_counts
 from n2n.train.compute import CPU, Compute
-from n2n.train.distill import Diverged, accuracy, distill_loss, train_student
+from n2n.train.evaluate import accuracy
+from n2n.train.fit import Diverged, train_student
+from n2n.train.losses import distill_loss
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from n2n.search.narrow import Narrowing, size_target
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.reward import Target, objective_cost
 from n2n.surgery import Analysis, Edits
-from n2n.train.distill import accuracy, predict_logits
+from n2n.train.evaluate import accuracy, predict_logits
 
 
 def candidate_subset(n_train: int, cfg: CompressConfig) -> torch.Tensor:

@@ -13,7 +13,9 @@ from torch import nn
 
 from n2n.data import DataBundle
 from n2n.train.compute import CPU, Compute
-from n2n.train.distill import Diverged, accuracy, distill_loss, train_student
+from n2n.train.evaluate import accuracy
+from n2n.train.fit import Diverged, train_student
+from n2n.train.losses import distill_loss
 
 log = logging.getLogger(__name__)
 
