@@ -56,9 +56,9 @@ from n2n.search.candidate import (
     costliest_first,
     evaluate_candidate,
 )
-from n2n.search.config import CompressConfig
 from n2n.search.parallel import ProcessPoolEvaluator
 from n2n.search.setup import eval_context
+from n2n.settings import CompressConfig
 from n2n.surgery import Edits, analyze, count_macs
 from n2n.train.compute import HUGE_PAGES_ENV, enable_huge_pages
 from n2n.train.evaluate import accuracy, predict_logits

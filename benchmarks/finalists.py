@@ -27,9 +27,9 @@ from n2n.models.io import load_model
 from n2n.preprocess import match_teacher
 from n2n.runlog import read_events
 from n2n.search.candidate import CandidateResult
-from n2n.search.config import read_config
 from n2n.search.front import top_students
 from n2n.search.setup import eval_context, training_logits
+from n2n.settings_file import read_config
 from n2n.surgery import Edits, analyze
 
 

@@ -320,8 +320,8 @@ def check_trainer(student_fn, data, z_train, teacher_fast, steps: int = 30) -> f
 def check_n2n(teacher, data, edits: Edits) -> dict[str, Any]:
     """``n2n.compress.finetune_student`` itself, default settings, on ``edits`` (one thread, serial)."""
     from n2n.compress import finetune_student
-    from n2n.search.config import CompressConfig
     from n2n.search.setup import eval_context
+    from n2n.settings import CompressConfig
 
     cfg = CompressConfig(workers=1, candidate_threads=1).validate()
     t0 = time.perf_counter()

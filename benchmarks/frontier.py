@@ -51,7 +51,7 @@ from _small_cnn import SmallCNN, fit_widths, train_from_scratch  # noqa: E402
 from n2n.data import load_data  # noqa: E402
 from n2n.measure import TimingSettings, measure_cost  # noqa: E402
 from n2n.models.io import load_model  # noqa: E402
-from n2n.search.config import CompressConfig  # noqa: E402
+from n2n.settings import CompressConfig  # noqa: E402
 
 METHODS = ("n2n", "random", "uniform", "hand", "n2n-arch")
 #: one thread, as a deployed model on a small device would run; enough repeats for a stable median

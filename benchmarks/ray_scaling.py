@@ -28,12 +28,12 @@ import torch
 
 from n2n.data import load_data
 from n2n.search.candidate import CandidateResult, Evaluator, SerialEvaluator
-from n2n.search.config import CompressConfig
 from n2n.search.policies import RandomPolicy
 from n2n.search.ray_eval import RayEvaluator
 from n2n.search.ray_local import RAY_ENV, LocalRayCluster
 from n2n.search.setup import eval_context
 from n2n.search.stages import actions_to_edits
+from n2n.settings import CompressConfig
 from n2n.surgery import Edits, analyze
 from n2n.teacher import train_teacher
 from n2n.train.evaluate import predict_logits

@@ -175,8 +175,8 @@ def test_search_computes_teacher_logits_on_its_subset_and_the_finetune_the_rest(
     import torch
 
     from n2n.data import load_data
-    from n2n.search.config import CompressConfig
     from n2n.search.setup import candidate_subset, eval_context, training_logits
+    from n2n.settings import CompressConfig
     from n2n.surgery import analyze
     from n2n.train.evaluate import predict_logits
 

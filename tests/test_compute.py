@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from n2n.errors import ConfigError
-from n2n.search.config import CompressConfig
+from n2n.settings import CompressConfig
 from n2n.surgery.transforms import folded, relus_in_place
 from n2n.train.compute import (
     DIVERGE_PATIENCE,

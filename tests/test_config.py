@@ -7,8 +7,9 @@ import pytest
 
 from n2n.cli import build_parser
 from n2n.errors import ConfigError
-from n2n.search.config import GROUPS, CompressConfig, setting_choices, settings_by_group
 from n2n.search.reinforce import ADVANTAGES
+from n2n.settings import GROUPS, CompressConfig, setting_choices, settings_by_group
+from n2n.settings_file import config_from_mapping
 from n2n.train.compute import DEVICES, PRECISIONS
 
 
@@ -47,7 +48,7 @@ def test_invalid_settings_cannot_be_made(values, message):
     with pytest.raises(ConfigError):  # nor by changing valid ones
         replace(CompressConfig(), **values)
     with pytest.raises(ConfigError):  # nor from a settings file
-        CompressConfig.from_mapping({k.replace("_", "-"): v for k, v in values.items()}, where="settings.yaml")
+        config_from_mapping({k.replace("_", "-"): v for k, v in values.items()}, where="settings.yaml")
 
 
 def test_the_outside_world_is_checked_at_the_edge_not_when_settings_are_made(tmp_path):

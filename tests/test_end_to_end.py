@@ -209,7 +209,7 @@ def test_two_workers_give_the_serial_results(teacher_dir, tmp_path):
 
 @pytest.mark.slow
 def test_paper_protocol_preset(teacher_dir, tmp_path):
-    from n2n.search.config import PAPER_PROTOCOL
+    from n2n.settings import PAPER_PROTOCOL
 
     run = tmp_path / "paper"
     code = main(

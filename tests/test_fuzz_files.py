@@ -167,7 +167,8 @@ def test_mutated_run_json(tmp_path_factory, data):
 @FUZZ
 @given(data=st.data())
 def test_mutated_config_json(tmp_path_factory, data):
-    from n2n.search.config import CompressConfig, read_config
+    from n2n.settings import CompressConfig
+    from n2n.settings_file import read_config
 
     path = tmp_path_factory.mktemp("c") / "config.json"
     path.write_text(data.draw(mutated_json(json.loads(json.dumps(CompressConfig().to_dict())))))
@@ -181,12 +182,12 @@ def test_mutated_config_json(tmp_path_factory, data):
 def test_mutated_yaml_settings(tmp_path_factory, data):
     import yaml
 
-    from n2n.cli import _read_config_file
+    from n2n.cli.options import read_config_file
 
     path = tmp_path_factory.mktemp("y") / "settings.yaml"
     text = yaml.safe_dump({"updates": 3, "rollouts": 2, "lr": 0.001, "fractions": [0.5, 1.0], "fix": ["a*"]})
     path.write_bytes(data.draw(mutated_bytes(text.encode())))
-    _expect_n2n_error_or_result(_read_config_file, str(path))
+    _expect_n2n_error_or_result(read_config_file, str(path))
 
 
 # ------------------------------------------------------------------ policies and checkpoints

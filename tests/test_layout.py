@@ -11,7 +11,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "n2n"
 #: package -> the n2n packages and modules it must not import
 FORBIDDEN = {
     "n2n.surgery": ("n2n.search", "n2n.train", "n2n.compress", "n2n.baselines", "n2n.cli", "n2n.report"),
-    "n2n.train": ("n2n.search", "n2n.compress", "n2n.baselines", "n2n.cli", "n2n.report"),
+    "n2n.train": ("n2n.search", "n2n.settings", "n2n.compress", "n2n.baselines", "n2n.cli", "n2n.report"),
+    "n2n.search": ("n2n.compress", "n2n.baselines", "n2n.cli", "n2n.report", "n2n.reporting"),
     "n2n.models": ("n2n.search", "n2n.train", "n2n.compress", "n2n.cli", "n2n.report"),
     "n2n.data": ("n2n.search", "n2n.train", "n2n.surgery", "n2n.models", "n2n.compress", "n2n.cli", "n2n.report"),
 }
@@ -83,8 +84,8 @@ def test_no_module_imports_another_modules_private_names():
 
 def test_reporting_knows_the_stages_in_the_order_the_search_runs_them():
     from n2n.reporting.tensorboard import STAGE_ORDER
-    from n2n.search.config import STAGES
     from n2n.search.stages import STAGES as TABLE
+    from n2n.settings import STAGES
 
     assert STAGE_ORDER == STAGES == tuple(TABLE)
 

@@ -11,8 +11,8 @@ import torch
 from n2n.cli import main
 from n2n.errors import ConfigError, N2NError
 from n2n.runlog import read_events
-from n2n.search.config import CompressConfig
 from n2n.search.ray_eval import check_address, task_options
+from n2n.settings import CompressConfig
 from n2n.surgery import Edits
 
 pytestmark = pytest.mark.slow

@@ -152,7 +152,7 @@ def test_tensorboard_without_its_package_is_a_one_line_config_error(monkeypatch)
     import importlib.util
 
     from n2n.errors import ConfigError
-    from n2n.search.config import CompressConfig
+    from n2n.settings import CompressConfig
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))

@@ -15,7 +15,7 @@ from n2n.compress import CompressResult, compress
 from n2n.data import DataBundle, list_datasets, load_data
 from n2n.errors import ConfigError, DataError, ModelError, N2NError, SurgeryError
 from n2n.models import ModelSpec, create_model, list_models, load_model, save_model
-from n2n.search.config import CompressConfig
+from n2n.settings import CompressConfig
 from n2n.surgery import Edits, analyze
 from n2n.teacher import train_teacher
 

@@ -26,9 +26,10 @@ from n2n.preprocess import match_teacher
 from n2n.report import write_reports
 from n2n.runlog import EventLog
 from n2n.search.candidate import CandidateResult
-from n2n.search.config import CompressConfig, read_config
 from n2n.search.reward import reward
 from n2n.search.setup import eval_context
+from n2n.settings import CompressConfig
+from n2n.settings_file import read_config
 from n2n.surgery import Analysis, Edits, analyze, apply_edits, count_params
 
 

@@ -35,12 +35,12 @@ from n2n.search.checkpoint import (
     Checkpoint,
     read_checkpoint,
 )
-from n2n.search.config import CompressConfig
 from n2n.search.front import accuracy_front, pick_front, top_students
 from n2n.search.loop import EventSink, run_stages
 from n2n.search.reward import INVALID_REWARD
 from n2n.search.setup import eval_context, make_evaluator, removal_narrowing, stage_targets, training_logits
 from n2n.search.state import SearchContext, SearchState
+from n2n.settings import CompressConfig
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
 from n2n.train.evaluate import accuracy
 from n2n.train.finetune import finetune

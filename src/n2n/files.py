@@ -162,3 +162,16 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
+
+
+def check_safetensors(path: Path, option: str) -> None:
+    """Raise ConfigError unless ``path`` is a readable safetensors file (header and every tensor)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                f.get_tensor(key)
+    except (OSError, SafetensorError, RuntimeError, ValueError) as err:
+        message = " ".join(str(err).split())[:200]
+        raise ConfigError(f"{option}: {path} is not a readable safetensors file ({message})") from None

@@ -341,7 +341,7 @@ def _rebuild_finished(
     from n2n.data import load_recorded, read_source
     from n2n.models.io import check_edits, load_model
     from n2n.preprocess import match_teacher
-    from n2n.search.config import read_config
+    from n2n.settings_file import read_config
     from n2n.surgery import analyze
 
     source = read_source(run / "run.json")

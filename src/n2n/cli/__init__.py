@@ -10,7 +10,6 @@ in :mod:`n2n.cli.options`), and its ``main`` parses, runs the command the table 
 
 from n2n.cli.commands import baseline_cmd, compress_cmd, demo_cmd, report_cmd, resume_cmd, train_teacher_cmd
 from n2n.cli.model_commands import analysis_report, evaluate_cmd, export_cmd, inspect_cmd
-from n2n.cli.options import read_config_file as _read_config_file  # noqa: F401  (its old name, for the tests)
 from n2n.cli.table import COMMANDS, Command, build_parser, main
 
 __all__ = [

@@ -110,7 +110,6 @@ def compress_cmd(
     check_writable_dir(out)
     from n2n.data import load_data, parse_normalize
 
-    config.validate()
     choice = parse_normalize(normalize)
     bundle = load_data(data or "digits", data_dir, seed=config.seed, max_train=max_train, options=data_options)
     model, spec = _resolve_teacher(teacher, bundle, weights, teacher_kwargs, trust_pickle, trust_code)
@@ -228,7 +227,7 @@ def resume_cmd(run_dir: str, trust_code: bool = False, tensorboard: str | None =
     from n2n.data import read_source
     from n2n.files import inside
     from n2n.models.io import load_model
-    from n2n.search.config import read_config
+    from n2n.settings_file import read_config
 
     run = Path(run_dir)
     if not (run / "run.json").is_file() or not (run / "config.json").is_file():
@@ -244,7 +243,7 @@ def resume_cmd(run_dir: str, trust_code: bool = False, tensorboard: str | None =
         )
     check_writable_dir(run, "--resume")
     model, spec = load_model(run / "teacher", trust_code=trust_code)
-    return run_compress(model, spec, source, run_dir, config.validate(), resume=True)
+    return run_compress(model, spec, source, run_dir, config, resume=True)  # compress() validates it
 
 
 def run_compress(

@@ -15,7 +15,8 @@ from typing import Any
 
 from n2n.data.augment import list_policies
 from n2n.errors import ConfigError
-from n2n.search.config import CompressConfig, setting_choices, settings_by_group
+from n2n.settings import CompressConfig, setting_choices, settings_by_group
+from n2n.settings_file import config_from_mapping
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ def config_from(args: argparse.Namespace) -> CompressConfig:
     if "fix" in given:
         given["fix"] = tuple(given["fix"])
     values.update(given)  # options on the command line override the file
-    checked = CompressConfig.from_mapping(values, where="settings")  # types checked, names normalised
+    checked = config_from_mapping(values, where="settings")  # types checked, names normalised
     explicit = {k: getattr(checked, k) for k in (str(key).replace("-", "_") for key in values) if k != "protocol"}
     return CompressConfig.preset(checked.protocol, **explicit).validate()
 
@@ -204,7 +205,7 @@ def read_config_file(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path} must map setting names to values (e.g. 'updates: 20')")
-    checked = CompressConfig.from_mapping(values, where=f"--config {path}").to_dict()
+    checked = config_from_mapping(values, where=f"--config {path}").to_dict()
     return {name: checked[name] for name in (str(key).replace("-", "_") for key in values)}
 
 

@@ -37,7 +37,7 @@ from n2n.cli.options import (
 )
 from n2n.errors import ConfigError, Interrupted, N2NError
 from n2n.recipes import list_recipes
-from n2n.search.config import CompressConfig
+from n2n.settings import CompressConfig
 from n2n.train.compute import enable_huge_pages
 
 

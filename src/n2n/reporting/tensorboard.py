@@ -10,7 +10,7 @@ from typing import Any
 
 from n2n.errors import ConfigError
 
-#: the stages in the order a search runs them (``n2n.search.config.STAGES``; reporting reads events, not the search)
+#: the stages in the order a search runs them (``n2n.settings.STAGES``; reporting reads events, not the search)
 STAGE_ORDER = ("remove", "shrink")
 
 

@@ -146,10 +146,9 @@ def _steps(ctx: EvalContext, student_macs: int) -> int:
     return candidate_steps(s.steps, ctx.teacher_macs, student_macs, s.max_step_scale)
 
 
-#: multiply-accumulates one activation element costs, for scheduling (:func:`evaluation_cost`). Fitted on six
-#: students of an MNIST VGG-13 x0.5 (2.9M-21.9M MACs) timed on one CPU thread: with it the estimate ranks their
-#: evaluation times exactly (correlation 0.997); with MACs alone the small students, which spend most of their step
-#: in memory-bound layers, are ranked wrongly (0.977).
+#: multiply-accumulates one activation element costs, for scheduling (:func:`evaluation_cost`): small students spend
+#: most of their step in memory-bound layers, which MACs alone do not count (fitted on timed students; the fit is in
+#: docs/benchmarks.md, "Compute-path choices").
 ACTIVATION_MACS = 20
 
 

@@ -22,13 +22,13 @@ from n2n.errors import N2NError
 from n2n.events import Candidate, Event, Stage, Update
 from n2n.runlog import EventLog
 from n2n.search.candidate import CandidateResult
-from n2n.search.config import CompressConfig
 from n2n.search.narrow import depth_of, uniform_keep
 from n2n.search.policies import RemovalPolicy
 from n2n.search.reinforce import reinforce_loss
 from n2n.search.reward import constrained_reward
 from n2n.search.stages import STAGES, new_stage, save_policy
 from n2n.search.state import SearchContext, SearchState, StageState
+from n2n.settings import CompressConfig
 from n2n.surgery import Analysis, Edits
 
 log = logging.getLogger(__name__)

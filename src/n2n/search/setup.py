@@ -12,10 +12,10 @@ from torch import nn
 from n2n.data import DataBundle
 from n2n.measure import SEARCH_TIMING, torch_latency_ms
 from n2n.search.candidate import CandidateSettings, EvalContext, Evaluator, SerialEvaluator, build_student
-from n2n.search.config import CompressConfig
 from n2n.search.narrow import Narrowing, size_target
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.reward import Target, objective_cost
+from n2n.settings import CompressConfig
 from n2n.surgery import Analysis, Edits
 from n2n.train.evaluate import accuracy, predict_logits
 

@@ -19,11 +19,11 @@ from safetensors.torch import load_file, save_file
 
 from n2n.errors import ConfigError
 from n2n.files import atomic_write, write_json
-from n2n.search.config import CompressConfig
 from n2n.search.policies import BaseChoice, RandomPolicy, RemovalPolicy, ShrinkPolicy
 from n2n.search.policy_io import policy_record, read_policy_record
 from n2n.search.reinforce import make_baseline
 from n2n.search.state import StageState
+from n2n.settings import CompressConfig
 from n2n.surgery import Analysis, Edits
 
 log = logging.getLogger(__name__)

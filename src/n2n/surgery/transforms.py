@@ -28,9 +28,9 @@ def relus_in_place(model: nn.Module) -> Iterator[int]:
 
     A ReLU qualifies when it is called at one place only, and its input is the output of a convolution, linear layer
     or batch norm (whose backward does not read it) that nothing else reads. The usual conv-BN-ReLU block then
-    skips one allocation and one write of its largest activation: candidate training was 4.4% faster for two
-    VGG-13 students on MNIST (benchmarks/candidate_cost.py). Other models, and ReLUs that feed a skip connection,
-    a second ReLU or a shared module, are left alone.
+    skips one allocation and one write of its largest activation (measured in docs/benchmarks.md, "Compute-path
+    choices"). Other models, and ReLUs that feed a skip connection, a second ReLU or a shared module, are left
+    alone.
     """
     chosen: list[nn.ReLU] = []
     if isinstance(model, fx.GraphModule):
@@ -58,10 +58,9 @@ def folded(model: nn.Module) -> nn.Module | None:
     or linear layer at two places (its single copy could only be folded with one of the batch norms after it; a
     shared activation, such as a ResNet block's one ``ReLU``, is fine).
 
-    Scoring the validation split with the folded copy skips the normalisation pass over every activation: 1.77x
-    faster for six VGG-13 students on MNIST (batch 128, 1 thread, channels-last; benchmarks/candidate_cost.py,
-    section scoring). Logits move by about 1e-6, so folding is kept to scoring (argmax), and the teacher logits that
-    students learn from are computed unfolded.
+    Scoring the validation split with the folded copy skips the normalisation pass over every activation (see
+    docs/benchmarks.md, "Compute-path choices"). Logits move by about 1e-6, so folding is kept to scoring (argmax),
+    and the teacher logits that students learn from are computed unfolded.
     """
     try:
         traced = trace(model).eval()

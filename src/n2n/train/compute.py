@@ -23,9 +23,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 #: autocast dtype of each ``--precision`` (None: plain float32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: batch size of inference (teacher logits, scoring) per device type. On CPUs a batch whose activations fit in cache
-#: wins: scoring 6,000 MNIST images with six VGG-13 students was 1.62x faster in batches of 128 than of 1024 (1 thread,
-#: channels-last; 64-256 within 6% of each other; benchmarks/candidate_cost.py --sections scoring). GPUs want large
-#: batches.
+#: wins (docs/benchmarks.md, "Compute-path choices"); GPUs want large batches.
 EVAL_BATCH = {"cpu": 128}
 DEFAULT_EVAL_BATCH = 1024
 #: PyTorch's CPU allocator asks the kernel for transparent huge pages for its buffers of 2 MB or more when this
@@ -42,12 +40,9 @@ def enable_huge_pages() -> None:
     unless the variable is already set (``THP_MEM_ALLOC_ENABLE=0`` turns it off).
 
     PyTorch reads the variable once, at the process's first allocation of 2 MB or more, so the command line calls
-    this first thing; worker processes inherit it, and Ray tasks get it in their runtime environment. Candidate
-    evaluation was 4.7% faster with it, in two processes timed side by side on the same six students (2 cores,
-    kernel THP mode "madvise"); results are bit-identical. Two 2-worker pools, one with it and one without, timed in
-    turn on the same six students: 1.02x as many evaluations per minute with it (benchmarks/candidate_cost.py
-    --sections pool_huge_pages); a first such run gave 1.21x. A library caller who wants it sets the variable before
-    creating large tensors.
+    this first thing; worker processes inherit it, and Ray tasks get it in their runtime environment. Fewer TLB
+    misses make candidate evaluation a little faster, with bit-identical results (docs/benchmarks.md, "Compute-path
+    choices"). A library caller who wants it sets the variable before creating large tensors.
     """
     os.environ.setdefault(HUGE_PAGES_ENV, "1")
 
@@ -80,7 +75,7 @@ def resolve_device(name: str) -> str:
 
 def resolve_precision(name: str, device: str) -> str:
     """The precision ``--precision name`` stands for on ``device``: auto is fp32 on CPU and MPS (bfloat16 autocast
-    measured slower on CPUs without AVX512-BF16/AMX, see benchmarks/candidate_cost.py), and bf16 on CUDA GPUs
+    is slower on CPUs without AVX512-BF16/AMX), and bf16 on CUDA GPUs
     that support it, else fp16."""
     if name != "auto":
         return name

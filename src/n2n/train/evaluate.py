@@ -23,7 +23,7 @@ def predict_logits(
     model = compute.copy_of(model) if twin is None else compute.model(twin)
     was_training = model.training
     model.eval()
-    try:  # the folded copy is ours: its ReLUs may work in place (4.5% faster scoring)
+    try:  # the folded copy is ours: its ReLUs may work in place (one write fewer per activation)
         with compute.autocast(), relus_in_place(twin) if twin is not None else contextlib.nullcontext():
             batches = [model(compute.batch(x[i : i + batch_size])) for i in range(0, x.shape[0], batch_size)]
         return torch.cat(batches).float().cpu()

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from n2n.errors import ConfigError
-from n2n.files import check_writable_dir, read_json_object
+from n2n.files import check_safetensors, check_writable_dir
+from n2n.search.policies import PAPER_FRACTIONS
 from n2n.search.reward import Constraints, Target
 from n2n.train.compute import Compute, resolve_device, resolve_precision
 from n2n.train.finetune import FinetuneSettings
@@ -18,7 +19,6 @@ from n2n.train.finetune import FinetuneSettings
 STAGES = ("remove", "shrink")
 MAX_FRONT = 16  # students fine-tuned at the end of a search: each costs a full fine-tune
 MAX_HIDDEN = 4096  # LSTM hidden units: far above the paper's 30 and 50, far below what exhausts memory
-PAPER_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 #: ``--protocol paper``: the search settings of Ashok et al. (2018), section 4 and appendix.
 PAPER_PROTOCOL = {
@@ -276,19 +276,19 @@ class CompressConfig:
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
         "auto",
-        "autocast mixed precision of student training: auto (bf16 or fp16 on CUDA; fp32 on CPU, where bf16 "
-        "measured slower without AVX512-BF16/AMX), fp32, bf16, fp16",
+        "autocast mixed precision of student training: auto (bf16 or fp16 on CUDA; fp32 on CPU, where bf16 is "
+        "slower without AVX512-BF16/AMX), fp32, bf16, fp16",
         group="compute",
     )
     channels_last: bool = _opt(
         True,
-        "channels-last (NHWC) memory format for students (measured 1.5x faster candidate training on CPU)",
+        "channels-last (NHWC) memory format for students (faster convolutions on CPU and GPU)",
         group="compute",
     )
     eval_batch_size: int | None = _opt(
         None,
-        "batch size for teacher logits and scoring students (default: 128 on CPUs, where cache-sized batches scored "
-        "1.62x faster than 1024; 1024 on GPUs)",
+        "batch size for teacher logits and scoring students (default: 128 on CPUs, where batches whose activations "
+        "fit in cache are faster; 1024 on GPUs)",
         group="compute",
     )
 
@@ -475,18 +475,6 @@ class CompressConfig:
         base = dict(PAPER_PROTOCOL) if protocol == "paper" else {}
         return cls(**{**base, "protocol": protocol, **overrides})
 
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any], where: str = "config") -> CompressConfig:
-        """Settings from a mapping (a YAML file, ``config.json``): keys may use dashes; types are checked."""
-        known = {f.name: f for f in fields(cls)}
-        settings: dict[str, Any] = {}
-        for key, value in values.items():
-            name = str(key).replace("-", "_")
-            if name not in known:
-                raise ConfigError(f"{where}: unknown setting {key!r}; known settings: {', '.join(known)}")
-            settings[name] = _coerce(name, value, getattr(cls(), name), str(known[name].type), where)
-        return cls(**settings)
-
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -516,48 +504,3 @@ def _hints() -> dict[str, Any]:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
-
-
-def _coerce(name: str, value: Any, default: Any, annotation: str, where: str) -> Any:
-    """``value`` as the type of setting ``name`` (its default's type), or a ConfigError naming both."""
-    if value is None:
-        if default is not None:
-            raise ConfigError(f"{where}: {name} needs a value (it is empty); remove the line to use the default")
-        return None
-    if isinstance(default, tuple) or name in ("fix", "fractions"):
-        items = value if isinstance(value, list | tuple) else [value]
-        kind = float if name == "fractions" else str
-        try:
-            return tuple(kind(v) for v in items)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {name} must be a list of {kind.__name__} values; got {value!r}") from None
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {name} must be true or false; got {value!r}")
-        return value
-    kind = type(default) if default is not None else next(t for t in (int, float, str) if t.__name__ in annotation)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{where}: {name} must be {kind.__name__}; got {value!r}")
-    return value
-
-
-def read_config(path: str | Path) -> CompressConfig:
-    """The settings a run recorded in its ``config.json``, checked (a baseline's extra ``baseline`` key is ignored)."""
-    values = read_json_object(path, "settings file", ConfigError)
-    values = {k: v for k, v in values.items() if k != "baseline"}
-    return CompressConfig.from_mapping(values, where=str(path))
-
-
-def check_safetensors(path: Path, option: str) -> None:
-    """Raise ConfigError unless ``path`` is a readable safetensors file (header and every tensor)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
-                f.get_tensor(key)
-    except (OSError, SafetensorError, RuntimeError, ValueError) as err:
-        message = " ".join(str(err).split())[:200]
-        raise ConfigError(f"{option}: {path} is not a readable safetensors file ({message})") from None
