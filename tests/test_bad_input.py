@@ -255,7 +255,7 @@ CASES = [
         "teacher-device-unknown",
         ["train-teacher", "--arch", "lenet5", "--device", "tpu", "--out", "o"],
         None,
-        "--device must be one of auto, cpu, cuda, mps",
+        "invalid choice: 'tpu' (choose from 'auto', 'cpu', 'cuda', 'mps')",
     ),
     (
         "teacher-device-unavailable",

@@ -72,3 +72,14 @@ def test_compress_help_lists_the_settings_group_by_group():
         if group.title.endswith(" settings"):
             listed = [a.dest for a in group._group_actions]
             assert listed == settings_by_group()[group.title.removesuffix(" settings")]
+
+
+def test_settings_cannot_be_changed_after_they_are_checked():
+    """Settings are frozen: an invalid value cannot be assigned past __post_init__'s checks (use replace)."""
+    import dataclasses
+
+    cfg = CompressConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.updates = -1
+    with pytest.raises(ConfigError):
+        dataclasses.replace(cfg, updates=-1)

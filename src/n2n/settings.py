@@ -46,7 +46,7 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - mirrors 
     return field(default=default, metadata={"help": help, **extra})
 
 
-@dataclass
+@dataclass(frozen=True)
 class CompressConfig:
     """Settings of ``n2n compress``. Every field is also a command-line option (underscores become dashes)."""
 

@@ -84,6 +84,34 @@ def progress_display() -> Progress:
     )
 
 
+def analysis_table(title: str, layers: list[dict[str, Any]]) -> Table:
+    """``n2n inspect``'s table: one row per layer of :func:`n2n.cli.model_commands.analysis_report`."""
+    table = Table(title=title)
+    for col, justify in (
+        ("#", "right"),
+        ("layer", "left"),
+        ("type", "left"),
+        ("output", "left"),
+        ("params", "right"),
+        ("FLOPs", "right"),
+        ("remove", "left"),
+        ("shrink", "left"),
+    ):
+        table.add_column(col, justify=justify)
+    for row in layers:
+        table.add_row(
+            str(row["index"]),
+            row["name"],
+            row["type"],
+            "x".join(map(str, row["output_shape"])),
+            f"{row['params']:,}",
+            f"{row['flops']:,}",
+            row["remove"],
+            row["shrink"],
+        )
+    return table
+
+
 def print_table(table: Table) -> None:
     """``table`` on standard output; piped output gets one row per line instead of the terminal's wrapping."""
     Console(width=None if sys.stdout.isatty() else 200).print(table)

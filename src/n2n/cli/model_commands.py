@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from rich.table import Table
 
-from n2n.cli.display import console, cost_table, print_table
+from n2n.cli.display import analysis_table, console, cost_table, print_table
 from n2n.errors import ConfigError, N2NError
 from n2n.files import check_writable_dir
 
@@ -55,33 +54,13 @@ def inspect_cmd(
     if as_json:
         print(json.dumps(result, indent=2))
         return result
-    table = Table(
-        title=f"{teacher}: {analysis.params:,} parameters, {2 * analysis.macs:,} FLOPs, "
-        f"input {tuple(spec.input_shape)}, {analysis.num_outputs} outputs"
-    )
-    for col, justify in (
-        ("#", "right"),
-        ("layer", "left"),
-        ("type", "left"),
-        ("output", "left"),
-        ("params", "right"),
-        ("FLOPs", "right"),
-        ("remove", "left"),
-        ("shrink", "left"),
-    ):
-        table.add_column(col, justify=justify)
-    for row in result["layers"]:
-        table.add_row(
-            str(row["index"]),
-            row["name"],
-            row["type"],
-            "x".join(map(str, row["output_shape"])),
-            f"{row['params']:,}",
-            f"{row['flops']:,}",
-            row["remove"],
-            row["shrink"],
+    print_table(
+        analysis_table(
+            f"{teacher}: {analysis.params:,} parameters, {2 * analysis.macs:,} FLOPs, "
+            f"input {tuple(spec.input_shape)}, {analysis.num_outputs} outputs",
+            result["layers"],
         )
-    print_table(table)
+    )
     counts = result["summary"]
     console.print(
         f"{counts['removable']} of {counts['layers']} layers removable, {counts['shrinkable']} shrink "

@@ -38,7 +38,7 @@ from n2n.cli.options import (
 from n2n.errors import ConfigError, Interrupted, N2NError
 from n2n.recipes import list_recipes
 from n2n.settings import CompressConfig
-from n2n.train.compute import enable_huge_pages
+from n2n.train.compute import DEVICES, enable_huge_pages
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,7 @@ COMMANDS: dict[str, Command] = {
             option(
                 "--device",
                 default="auto",
+                choices=DEVICES,
                 help="where to train: auto (cuda if available, else mps, else cpu), cpu, cuda, mps (default: auto)",
             ),
             *DATA,
