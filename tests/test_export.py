@@ -163,3 +163,22 @@ def test_missing_onnx_is_a_one_line_install_hint(monkeypatch, tmp_path):
     monkeypatch.setattr("importlib.import_module", lambda name: no_onnx(name))
     with pytest.raises(N2NError, match=r"onnx is not installed: `pip install 'n2n\[export\]'`"):
         export_model(_zoo("vgg11"), SHAPE, "onnx", tmp_path / "m.onnx")
+
+
+def test_a_student_without_its_strided_stem_exports_to_onnx(tmp_path):
+    """Removing a strided layer leaves an adaptive pool (the Bypass) whose input size the ONNX exporter loses; it is
+    written as the fixed-window pool it is at the model's input size, and the file matches the student."""
+    pytest.importorskip("onnxruntime")
+    from n2n.export import fixed_pools
+
+    torch.manual_seed(0)
+    teacher = create_model("resnet18", in_channels=3, num_classes=10, input_size=[32, 32], width=0.25).eval()
+    student = apply_edits(teacher, Edits(removed=("layer2.0.conv1", "stem.0")), torch.randn(1, 3, 32, 32)).eval()
+    pools = fixed_pools(student, (3, 32, 32))
+    assert not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in pools.modules())
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(pools(x), student(x), atol=1e-5, rtol=1e-5)
+    result = export_model(student, (3, 32, 32), "onnx", tmp_path / "student.onnx")
+    assert result.path.is_file() and max(result.max_abs_diff.values()) < 1e-4
+    uneven = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(4))  # 26 -> 4: windows differ, left adaptive
+    assert isinstance(fixed_pools(uneven, (1, 28, 28))[1], nn.AdaptiveAvgPool2d)

@@ -9,6 +9,7 @@ tolerance.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from torch import nn
 from n2n.data.normalize import Normalization
 from n2n.errors import ConfigError, ModelError, N2NError
 from n2n.files import atomic_write
+from n2n.surgery.repair import Bypass
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +44,62 @@ def _require(*modules: str) -> None:
             ) from None
 
 
+_ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_FIXED = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+
+
+def fixed_pools(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """A copy of ``model`` whose adaptive average pools (``nn.AdaptiveAvgPool*d`` and the surgery's resampling
+    :class:`~n2n.surgery.repair.Bypass`) are fixed-window average pools wherever their input size, at
+    ``input_shape``, is a whole multiple of their output size: the same numbers, and an operator the ONNX exporter
+    takes without knowing the input's size (it cannot export an adaptive pool whose input size it lost, as after
+    a removed strided stem). ``model`` itself is unchanged; other modules are shared with the copy's structure.
+    """
+    seen: dict[str, set[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+
+    def record(name: str, args: tuple, out: torch.Tensor) -> None:
+        seen.setdefault(name, set()).add((tuple(args[0].shape[2:]), tuple(out.shape[2:])))
+
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, name=name: record(name, args, out))
+        for name, m in model.named_modules()
+        if name and (isinstance(m, _ADAPTIVE) or (isinstance(m, Bypass) and m.out_size is not None))
+    ]
+    if not hooks:
+        return model
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    fixed = copy.deepcopy(model)
+    for name, sizes in seen.items():
+        if len(sizes) != 1:  # one module at several places with different sizes: left adaptive
+            continue
+        ((size_in, size_out),) = sizes
+        if len(size_in) != len(size_out) or any(o == 0 or i % o for i, o in zip(size_in, size_out, strict=True)):
+            continue
+        kernel = tuple(i // o for i, o in zip(size_in, size_out, strict=True))
+        fixed.set_submodule(name, _FIXED[len(kernel)](kernel, kernel) if any(k > 1 for k in kernel) else nn.Identity())
+    return fixed
+
+
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
     """Write ``model`` as ONNX (opset 17) with a dynamic batch dimension; returns the path.
 
     Uses the TorchScript-based exporter (``dynamo=False``): it traces the forward with an example input of batch 2,
-    as the surgery's fx graphs and most classifiers trace without graph breaks.
+    as the surgery's fx graphs and most classifiers trace without graph breaks. Adaptive average pools are written
+    as the fixed-window pools they are at ``input_shape`` (:func:`fixed_pools`).
     """
     _require("onnx")
     path = Path(path)
     example = torch.zeros(2, *input_shape)
     with torch.no_grad():
         torch.onnx.export(
-            model.eval(),
+            fixed_pools(model, input_shape).eval(),
             (example,),
             str(path),
             input_names=["input"],
