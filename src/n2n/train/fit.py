@@ -79,7 +79,7 @@ def fit(
     """
     compute.model(model).train()
     scaler = compute.scaler()
-    losses: list[float] = []
+    losses: list[float | torch.Tensor] = []  # tensors without the guard: no host sync per step on a GPU
     limit, streak = math.inf, 0
     with relus_in_place(model):
         for step, batch in enumerate(batches):
@@ -87,8 +87,8 @@ def fit(
             with compute.autocast():
                 out = model(inputs).float()
             loss = loss_fn(out, *targets)
-            value = loss.item()
             if guard:
+                value = loss.item()
                 if not math.isfinite(value):
                     raise Diverged(f"loss became {value} at step {step}")
                 if step == 0:
@@ -103,10 +103,10 @@ def fit(
             scaler.update()
             if scheduler is not None:
                 scheduler.step()
-            losses.append(value)
+            losses.append(value if guard else loss.detach())
             if on_step is not None:
                 on_step(step)
-    return losses
+    return [v if isinstance(v, float) else v.item() for v in losses]
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
