@@ -16,3 +16,24 @@ def run_quietly(argv: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+def commit() -> str | None:
+    """The git commit of the n2n code this interpreter runs (with ``+changes`` when its tree differs), or None
+    outside a git checkout; set ``N2N_COMMIT`` to state it for a copy of the code that is not one."""
+    import os
+    from pathlib import Path
+
+    import n2n
+
+    if os.environ.get("N2N_COMMIT"):
+        return os.environ["N2N_COMMIT"]
+    where = Path(n2n.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=where, capture_output=True, text=True)
+    except OSError:
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")

@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _n2n import N2N, run_quietly  # noqa: E402
+from _n2n import N2N, commit, run_quietly  # noqa: E402
 from _small_cnn import SmallCNN, fit_widths, train_from_scratch  # noqa: E402
 
 from n2n.data import load_data  # noqa: E402
@@ -269,6 +269,7 @@ def write(args: argparse.Namespace, points: list, sizes: list, seeds: list, teac
     result = {
         "benchmark": "frontier",
         "command": " ".join(["python", "benchmarks/frontier.py", *sys.argv[1:]]),
+        "commit": commit(),
         "teacher": args.teacher,
         "teacher_params": teacher_params,
         "data": args.data,
