@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="another saved teacher of the same architecture to apply the students' edits to and distil from "
         "(default: the run's own): what a stronger teacher would give the same architectures, without a search",
     )
+    p.add_argument(
+        "--finetune-epochs",
+        type=int,
+        help="fine-tune this many epochs instead of the run's setting (what a longer distillation gives the same "
+        "students)",
+    )
     p.add_argument("--json", required=True, help="where to write the figures")
     return p.parse_args(argv)
 
@@ -64,6 +71,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     run = Path(args.run)
     cfg = read_config(run / "config.json").validate()
+    if args.finetune_epochs is not None:
+        cfg = replace(cfg, finetune_epochs=args.finetune_epochs)
     target = cfg.target()
     if not target.set:
         raise SystemExit(f"{run} was searched without a --target-*: finalists are chosen among students under one")
@@ -106,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": " ".join(["python", "benchmarks/finalists.py", *sys.argv[1:]]),
         "run": str(run),
         "teacher": str(args.teacher or run / "teacher"),
+        "finetune_epochs": cfg.finetune_epochs,
         "target": {"params": target.params, "flops": target.flops, "latency_ms": target.latency_ms},
         "finalists": rows,
         "search_pick_test_accuracy": rows[0]["test_accuracy"],
