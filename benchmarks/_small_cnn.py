@@ -163,9 +163,8 @@ def train_from_scratch(
         if (step + 1) % every == 0 or step + 1 == steps:
             acc = accuracy(model, data.val.x, data.val.y, compute=compute)
             curve.append((step + 1, acc))
-            if acc >= best.accuracy:
+            if best.offer(model, acc):
                 best_step = step + 1
-            best.offer(model, acc)
 
     def augmented(x: torch.Tensor) -> torch.Tensor:
         return x if augment is None else augment(x, gen)

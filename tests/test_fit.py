@@ -52,3 +52,12 @@ def test_fit_with_the_guard_stops_a_diverging_run():
     free = nn.Linear(3, 2)
     losses = fit(free, [(x, t)] * 50, loss, torch.optim.SGD(free.parameters(), lr=50.0))  # unguarded: runs on
     assert len(losses) == 50 and not losses[-1] < 10 * losses[0]  # diverged (or NaN) and went on
+
+
+def test_keep_best_says_whether_it_kept_the_weights():
+    from n2n.train.finetune import KeepBest
+
+    model = nn.Linear(2, 1)
+    best, later = KeepBest(), KeepBest(ties=True)
+    assert best.offer(model, 0.5) and not best.offer(model, 0.5) and not best.offer(model, 0.4)
+    assert later.offer(model, 0.5) and later.offer(model, 0.5) and best.offer(model, 0.6)

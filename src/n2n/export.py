@@ -53,7 +53,7 @@ def fixed_pools(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     :class:`~n2n.surgery.repair.Bypass`) are fixed-window average pools wherever their input size, at
     ``input_shape``, is a whole multiple of their output size: the same numbers, and an operator the ONNX exporter
     takes without knowing the input's size (it cannot export an adaptive pool whose input size it lost, as after
-    a removed strided stem). ``model`` itself is unchanged; other modules are shared with the copy's structure.
+    a removed strided stem). ``model`` itself is unchanged (and returned as it is when it has no such pool).
     """
     seen: dict[str, set[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
 

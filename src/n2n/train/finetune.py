@@ -53,9 +53,12 @@ class KeepBest:
         self.state: dict[str, torch.Tensor] | None = None
         self.ties = ties
 
-    def offer(self, model: nn.Module, acc: float) -> None:
+    def offer(self, model: nn.Module, acc: float) -> bool:
+        """Keep ``model``'s weights if ``acc`` is the best so far; returns whether they were kept."""
         if acc > self.accuracy or (self.ties and acc == self.accuracy):
             self.accuracy, self.state = acc, {k: v.clone() for k, v in model.state_dict().items()}
+            return True
+        return False
 
     def restore(self, model: nn.Module) -> None:
         if self.state is not None:
