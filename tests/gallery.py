@@ -370,6 +370,26 @@ class TokenNet(nn.Module):
         return self.head(x[:, 0])
 
 
+class ShuffleBlockNet(nn.Module):
+    """ShuffleNet v2 in miniature: the channels split in two, one half through conv-BN-ReLU, concatenated with the
+    other half and shuffled; the in-place ReLU writes into one of the split's views once its conv is removed."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        self.branch = nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        self.last = nn.Sequential(nn.Conv2d(16, 24, 1), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(24, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        halves = x.chunk(2, dim=1)
+        x = torch.cat([halves[0], self.branch(halves[1])], 1)
+        n, c, h, w = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)  # channel shuffle
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.last(x), 1), 1))
+
+
 GALLERY = {
     "mobilenetv2": MobileNetV2Like,
     "senet": SENet,
@@ -385,6 +405,7 @@ GALLERY = {
     "depthwisefirst": DepthwiseFirst,
     "grouped": GroupedConvNet,
     "tokens": TokenNet,
+    "shuffle": ShuffleBlockNet,
 }
 
 

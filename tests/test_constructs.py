@@ -66,6 +66,13 @@ def test_an_inplace_relu_left_on_a_shared_input_becomes_out_of_place(removed):
     assert torch.equal(x, before), "the network wrote into its input"
 
 
+def test_an_inplace_relu_left_on_one_view_of_a_channel_split_becomes_out_of_place():
+    x = _x()
+    student = remove_layers(_net("shuffle"), ["branch.0"], x).train()
+    student(x).sum().backward()  # raised "Output 1 of SplitBackward0 is a view and is being modified inplace"
+    assert count_params(student) < count_params(_net("shuffle"))
+
+
 def test_norm_subclasses_outside_torch_nn_keep_their_type_and_shrink():
     from gallery import ChannelLayerNorm, NormAct
 

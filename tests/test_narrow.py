@@ -12,7 +12,7 @@ import torch
 from n2n.cli import main
 from n2n.models.zoo import create_model
 from n2n.runlog import read_events
-from n2n.search.narrow import Narrowing, depth_of, size_target, uniform_fraction, uniform_keep
+from n2n.search.narrow import Narrowing, depth_of, size_target, uniform_fraction, uniform_keep, widen_to_target
 from n2n.search.policies import ShrinkPolicy
 from n2n.search.reward import Target
 from n2n.surgery import Edits, analyze, apply_edits, count_macs, count_params
@@ -100,6 +100,35 @@ def test_a_removal_that_meets_the_target_is_not_narrowed_and_a_broken_one_is_lef
     assert narrow(broken) == broken  # its evaluation gives the reason
 
 
+def test_a_student_under_its_target_is_widened_in_proportion_as_far_as_the_target_allows(teacher):
+    _, build, layers = narrowing(teacher, Target())
+    names = [layer.name for layer in layers if layer.shrinkable]
+    small = Edits.make([names[0]], {names[4]: 0.2, names[5]: 0.4, names[6]: 0.6})  # the widest layers
+    limit = int(count_params(build(small)) * 1.2)
+
+    def fits(params, macs):
+        return params <= limit
+
+    grown = widen_to_target(small, build, fits, (1, 8, 8))
+    assert grown is not None and grown.removed == small.removed
+    keep, before = dict(grown.keep), dict(small.keep)
+    scale = keep[names[4]] / 0.2
+    assert scale > 1
+    for name, f in before.items():  # one factor for every layer, capped at 1 (a layer at 1 leaves keep)
+        assert keep.get(name, 1.0) == pytest.approx(min(1.0, f * scale), abs=2e-4)
+    assert count_params(build(small)) < count_params(build(grown)) <= limit
+    wider = Edits.make(small.removed, {name: min(1.0, f * scale * 1.05) for name, f in before.items()})
+    assert count_params(build(wider)) > limit  # 5% wider no longer fits
+
+
+def test_a_student_that_cannot_grow_is_not_widened(teacher):
+    _, build, layers = narrowing(teacher, Target())
+    names = [layer.name for layer in layers if layer.shrinkable]
+    small = Edits.make([], {names[1]: 0.5})
+    assert widen_to_target(small, build, lambda params, macs: params <= count_params(build(small)), (1, 8, 8)) is None
+    assert widen_to_target(Edits.make([names[0]]), build, lambda params, macs: True, (1, 8, 8)) is None  # no widths
+
+
 def test_a_centred_shrink_policy_starts_at_its_centre():
     policy = ShrinkPolicy(centre=0.3)
     probs = torch.softmax(policy.head.bias, 0)
@@ -172,7 +201,9 @@ def test_a_narrowed_search_compares_removals_at_the_target_and_shrinks_the_best_
 
 
 def _comparable(run):
-    return [{k: v for k, v in e.items() if k not in {"seconds", "wall_time_s"}} for e in read_events(run / "events.jsonl")]
+    return [
+        {k: v for k, v in e.items() if k not in {"seconds", "wall_time_s"}} for e in read_events(run / "events.jsonl")
+    ]
 
 
 @pytest.mark.slow  # two searches
@@ -192,3 +223,39 @@ def test_a_narrowed_search_killed_in_its_shrink_stage_resumes_to_the_same_studen
     assert main(["compress", "--resume", str(out)]) == 0
     assert _comparable(out) == _comparable(run)  # the shrink policy starts centred again after the resume
     assert (out / "student" / "model.safetensors").read_bytes() == (run / "student" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow  # a search
+def test_widen_fine_tunes_the_best_student_grown_to_the_target_as_one_more_finalist(trained, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "compress",
+                "--teacher",
+                str(trained),
+                "--out",
+                str(out),
+                *SEARCH,
+                "--finalists",
+                "1",
+                "--widen",
+                "--fractions",
+                "0.25,0.5,1",
+                "--stages",
+                "shrink",
+                "--target-params",
+                "320000",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((out / "report.json").read_text())
+    searched, grown = report["finalists"]
+    assert not searched["widened"] and grown["widened"]
+    assert searched["params"] < grown["params"] <= 320000
+    assert dict(grown["edits"]["keep"]).keys() <= dict(searched["edits"]["keep"]).keys()  # the same layers, wider
+    assert all(f >= dict(searched["edits"]["keep"])[name] for name, f in grown["edits"]["keep"])
+    chosen = max((searched, grown), key=lambda row: row["val_accuracy"])  # ties: the search's own
+    assert chosen["chosen"] and report["student"]["params"] == chosen["params"]
+    assert "(widened)" in (out / "report.md").read_text()

@@ -37,6 +37,7 @@ from n2n.search.checkpoint import (
 )
 from n2n.search.front import accuracy_front, pick_front, top_students
 from n2n.search.loop import EventSink, run_stages
+from n2n.search.narrow import size_target, widen_to_target
 from n2n.search.reward import INVALID_REWARD
 from n2n.search.setup import eval_context, make_evaluator, removal_narrowing, stage_targets, training_logits
 from n2n.search.state import SearchContext, SearchState
@@ -228,10 +229,14 @@ def _compress(
                 st.restore_stage(ckpt)
 
         best = run_stages(state, cfg, emit, analyzed, save, out, None if ckpt is None else restore)
-        finalists = [] if best is None else [best]
+        finalists, widened = ([] if best is None else [best]), None
         if search.target.set:  # the most accurate students that meet the targets, from either stage, best first
             finalists = top_students(search.cache.values(), lambda r: _meets(search, r), search.reward, cfg.finalists)
             best = finalists[0] if finalists else None
+            grown = _widened(search, ctx, best) if cfg.widen and best is not None else None
+            if grown is not None and all(grown.edits.key() != r.edits.key() for r in finalists):
+                finalists.append(grown)
+                widened = grown.edits.key()
         if best is None:
             raise N2NError(_no_student(search, cfg, out))
         t0 = time.perf_counter()
@@ -269,7 +274,10 @@ def _compress(
                 final["params"], final["val_accuracy"], final["macs"], best.latency_ms if cfg.measures_latency else None
             ),
             front=front,
-            finalists=[_finalist_row(r, f, r.edits.key() == best.edits.key()) for r, _, f in map(tune, finalists)]
+            finalists=[
+                _finalist_row(r, f, r.edits.key() == best.edits.key(), r.edits.key() == widened)
+                for r, _, f in map(tune, finalists)
+            ]
             if len(finalists) > 1
             else None,
         )
@@ -328,6 +336,27 @@ def _meets(search: SearchContext, r: CandidateResult) -> bool:
     )
 
 
+def _widened(search: SearchContext, ctx: EvalContext, best: CandidateResult) -> CandidateResult | None:
+    """The search's best student widened to the target (``--widen``), evaluated as a candidate: a student that
+    stopped under the size the user allows gets the rest as width, in the proportions the search chose. None when it
+    cannot grow, or the grown student does not meet every target and constraint."""
+    target = size_target(search.target, search.analysis.macs, ctx.teacher_latency_ms)
+
+    def fits(params: int, macs: int) -> bool:
+        return target.met(params, macs) and not search.constraints.violated(params, 1.0, macs)
+
+    edits = widen_to_target(best.edits, lambda e: build_student(ctx, e), fits, ctx.input_shape)
+    if edits is None:
+        return None
+    if edits.key() not in search.cache:
+        t0 = time.perf_counter()
+        search.cache[edits.key()] = search.evaluator.evaluate([edits])[0]
+        search.seconds["candidates"] = search.seconds.get("candidates", 0.0) + time.perf_counter() - t0
+    grown = search.cache[edits.key()]
+    log.info("widened to the target: %s parameters (from %s)", f"{grown.params:,}", f"{best.params:,}")
+    return grown if _meets(search, grown) else None
+
+
 def _save_front(
     ctx: EvalContext,
     data: DataBundle,
@@ -365,10 +394,11 @@ def _save_front(
     return rows
 
 
-def _finalist_row(result: CandidateResult, final: dict[str, Any], chosen: bool) -> dict[str, Any]:
+def _finalist_row(result: CandidateResult, final: dict[str, Any], chosen: bool, widened: bool) -> dict[str, Any]:
     """A finalist's line in the report: its search accuracy and how it came out of the fine-tune."""
     return {
         "chosen": chosen,
+        "widened": widened,
         "params": final["params"],
         "search_val_accuracy": result.val_accuracy,
         "val_accuracy": final["val_accuracy"],

@@ -184,14 +184,20 @@ def finalists_markdown(report: dict[str, Any]) -> list[str]:
         "## Finalists",
         "",
         "The search's best students under the target, each fine-tuned; the student is the most accurate on the "
-        "validation split.",
+        "validation split"
+        + (
+            " (widened: the best one grown to the target, `--widen`)."
+            if any(row.get("widened") for row in rows)
+            else "."
+        ),
         "",
         "| params | search val accuracy | val accuracy | test accuracy | chosen |",
         "|---:|---:|---:|---:|:-:|",
     ]
     for row in rows:
+        params = f"{row['params']:,}" + (" (widened)" if row.get("widened") else "")
         lines.append(
-            f"| {row['params']:,} | {row['search_val_accuracy']:.2%} | {row['val_accuracy']:.2%} | "
+            f"| {params} | {row['search_val_accuracy']:.2%} | {row['val_accuracy']:.2%} | "
             f"{row['test_accuracy']:.2%} | {'yes' if row['chosen'] else ''} |"
         )
     return [*lines, ""]

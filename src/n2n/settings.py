@@ -189,6 +189,13 @@ class CompressConfig:
         "that close in accuracy by noise); each costs one fine-tune; 1: the search's best",
         group="size",
     )
+    widen: bool = _opt(
+        False,
+        "with a --target-*: also fine-tune the search's best student widened to the target (every keep-fraction "
+        "scaled up by one factor, the largest that still meets it) as one more finalist; the validation split "
+        "decides; costs one candidate and one fine-tune",
+        group="size",
+    )
     front: int = _opt(
         3,
         "students fine-tuned and saved in students/: the chosen one and up to this many minus one more of the "

@@ -100,6 +100,35 @@ class Narrowing:
         return narrowed(uniform_fraction(fits, self.floor))
 
 
+def widen_to_target(
+    edits: Edits, build: Callable[[Edits], nn.Module], fits: Callable[[int, int], bool], input_shape: Sequence[int]
+) -> Edits | None:
+    """``edits`` with every keep-fraction scaled up by one common factor (each capped at 1), the largest for which
+    ``fits(params, macs)`` still holds: the student grown back to the size the user allows, its layers in the
+    proportions the search chose. None when it cannot grow (nothing shrunk, or no larger fraction fits)."""
+    if not edits.keep:
+        return None
+    top = 1 / min(f for _, f in edits.keep)
+
+    def widened(t: float) -> Edits:
+        scale = 1 + t * (top - 1)
+        return Edits.make(edits.removed, {name: min(1.0, f * scale) for name, f in edits.keep})
+
+    def grows(t: float) -> bool:
+        try:
+            student = build(widened(t))
+        except Exception:  # noqa: BLE001 - a width surgery cannot make counts as too large
+            return False
+        return fits(count_params(student), count_macs(student, tuple(input_shape)))
+
+    grown = widened(uniform_fraction(grows, 0.0))
+    try:  # a fraction a little larger often rounds to the same channels: that is no wider student
+        wider = count_params(build(grown)) > count_params(build(edits))
+    except Exception:  # noqa: BLE001 - edits the surgery cannot make have nothing to widen
+        return None
+    return grown if wider else None
+
+
 def depth_of(edits: Edits) -> Edits:
     """The removals of ``edits`` without their narrowing: what the shrink stage starts from."""
     return Edits.make(removed=edits.removed)

@@ -93,12 +93,24 @@ def _drop_repeated_relus(gm: fx.GraphModule) -> None:
 _ALIASING_MODULES = (nn.Identity, Bypass, nn.Flatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _INPLACE_METHODS = {"relu_": "relu", "sigmoid_": "sigmoid", "tanh_": "tanh", "clamp_": "clamp", "hardtanh_": "hardtanh"}
 _ALIASING_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "squeeze", "unsqueeze"}
+#: calls that return several views of their input (ShuffleNet's channel split): autograd refuses in-place ops on any
+_MULTI_VIEW = {"chunk", "split", "tensor_split", "unbind", "split_with_sizes"}
+
+
+def _multi_view(node: fx.Node) -> bool:
+    """Whether ``node`` picks one output of a call returning several views (``x.chunk(2, 1)[1]``)."""
+    if node.op != "call_function" or node.target is not operator.getitem or not isinstance(node.args[0], fx.Node):
+        return False
+    source = node.args[0]
+    name = source.target if source.op == "call_method" else getattr(source.target, "__name__", "")
+    return source.op in ("call_method", "call_function") and name in _MULTI_VIEW
 
 
 def _aliases_shared(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """True when ``node``'s value is (a view of) the network's input or of a tensor another node also reads."""
+    """True when ``node``'s value is (a view of) the network's input, of a tensor another node also reads, or one of
+    several views a split returned."""
     while True:
-        if node.op == "placeholder" or len(node.users) > 1:
+        if node.op == "placeholder" or len(node.users) > 1 or _multi_view(node):
             return True
         aliasing = isinstance(module_of(gm, node), _ALIASING_MODULES) or (
             node.op == "call_method" and node.target in _ALIASING_METHODS
