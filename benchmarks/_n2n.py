@@ -37,3 +37,17 @@ def commit() -> str | None:
     if head.returncode:
         return None
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def machine() -> dict:
+    """What a benchmark's figures were measured on: Python, torch, its threads, the processor."""
+    import platform
+
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+    }

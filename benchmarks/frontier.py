@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import shlex
 import statistics
 import sys
@@ -45,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _n2n import N2N, commit, run_quietly  # noqa: E402
+from _n2n import N2N, commit, machine, run_quietly  # noqa: E402
 from _small_cnn import SmallCNN, fit_widths, train_from_scratch  # noqa: E402
 
 from n2n.data import load_data  # noqa: E402
@@ -276,12 +275,7 @@ def write(args: argparse.Namespace, points: list, sizes: list, seeds: list, teac
         "sizes": sizes,
         "seeds": seeds,
         "quick": args.quick,
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine(),
         "wall_time_s": wall,
         "points": points,
         "summary": summarise(points),

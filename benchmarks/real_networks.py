@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _n2n import N2N, commit, run_quietly  # noqa: E402
+from _n2n import N2N, commit, machine, run_quietly  # noqa: E402
 
 MODELS = "torchvision:resnet18,torchvision:mobilenet_v2,timm:mobilenetv3_small_100"
 QUICK = ["--updates", "2", "--rollouts", "3", "--steps", "5", "--finetune-epochs", "1", "--finetune-min-steps", "20"]
@@ -221,12 +220,7 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any
         "commit": commit(),
         "data": args.data,
         "quick": args.quick,
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine(),
         "rows": rows,
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
