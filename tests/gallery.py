@@ -390,6 +390,30 @@ class ShuffleBlockNet(nn.Module):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.last(x), 1), 1))
 
 
+class GhostBlockNet(nn.Module):
+    """GhostNet in miniature: a ghost module (a conv, a cheap depthwise conv of its output, both concatenated and
+    sliced to the block's width) added to the stem's output. Torch-Pruning maps k channels cut from the stem onto k to
+    2k channels of the ghost module, depending on which k: the stem is not shrinkable (its student's shape would
+    depend on its weights); the convolutions after the block are."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.primary = nn.Sequential(nn.Conv2d(16, 8, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.cheap = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU())
+        self.inner = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU())
+        self.last = nn.Sequential(nn.Conv2d(24, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.classifier = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x1 = self.primary(x)
+        ghost = torch.cat([x1, self.cheap(x1)], 1)
+        x = x + ghost[:, :16]
+        x = self.last(self.inner(x))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 GALLERY = {
     "mobilenetv2": MobileNetV2Like,
     "senet": SENet,
@@ -406,6 +430,7 @@ GALLERY = {
     "grouped": GroupedConvNet,
     "tokens": TokenNet,
     "shuffle": ShuffleBlockNet,
+    "ghost": GhostBlockNet,
 }
 
 

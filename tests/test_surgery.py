@@ -8,7 +8,8 @@ from torch import nn
 from n2n.errors import ModelError, SurgeryError
 from n2n.models import create_model
 from n2n.surgery import Bypass, Edits, analyze, apply_edits, count_params, remove_layers, shrink_layers
-from n2n.surgery._fx import module_of
+from n2n.surgery._fx import module_of, propagate, trace
+from n2n.surgery.repair import repair
 from n2n.surgery.shrink import keep_count
 
 SLOW = pytest.mark.slow  # 20-100 s each on 2 cores: the deep networks' sampled edits run in the full suite only
@@ -185,3 +186,18 @@ def test_removal_drops_a_relu_left_right_after_another():
     assert torch.equal(gm.get_submodule("0").weight.grad, reference[0].weight.grad)
     kept = remove_layers(model, ["7"], x[:2])  # ReLU 9 now follows ReLU 6 directly
     assert [str(n.target) for n in kept.graph.nodes if isinstance(module_of(kept, n), nn.ReLU)] == ["2", "6"]
+
+
+def test_propagation_holds_only_the_values_asked_for():
+    # maxvit_t at 224x224 held every activation of its thousands of nodes, twice during a removal: over 9 GB
+    torch.manual_seed(0)
+    gm = trace(create_model("resnet18", in_channels=1, num_classes=10, input_size=16, width=0.125).eval())
+    x = torch.randn(2, 1, 16, 16)
+    full = propagate(gm, x)
+    convs = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(module_of(gm, n), nn.Conv2d)][:2]
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    kept = propagate(gm, x, keep=convs)
+    assert set(kept) == {*convs, output} and len(full) > len(kept) + 10
+    assert all(torch.equal(kept[n], full[n]) for n in kept)
+    repaired = repair(gm, x)
+    assert set(repaired) == {output} and torch.equal(repaired[output], full[output])

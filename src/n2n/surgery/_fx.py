@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import operator
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -128,15 +129,40 @@ def run_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
     raise ValueError(f"unexpected fx node op {node.op!r}")
 
 
+def last_uses(nodes: list[fx.Node]) -> dict[fx.Node, int]:
+    """Node -> the position in ``nodes`` of the last node that reads its value (its own position when none does)."""
+    position = {node: i for i, node in enumerate(nodes)}
+    last = dict(position)
+    for i, node in enumerate(nodes):
+        for source in node.all_input_nodes:
+            last[source] = max(last.get(source, i), i)
+    return last
+
+
+def forget_dead(env: dict[fx.Node, Any], node: fx.Node, i: int, last: dict[fx.Node, int], keep: Any) -> None:
+    """Drop from ``env`` the inputs of ``node`` (at position ``i``) that no later node reads, unless in ``keep``
+    (None keeps every value): a large network's activations need not all be held at once."""
+    if keep is None:
+        return
+    for source in node.all_input_nodes:
+        if last.get(source, len(last)) <= i and source not in keep:
+            env.pop(source, None)
+
+
 @torch.no_grad()
-def propagate(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
-    """Run ``gm`` on ``x`` node by node and return every node's value (eval mode, no grad)."""
+def propagate(gm: fx.GraphModule, x: torch.Tensor, keep: Collection[fx.Node] | None = None) -> dict[fx.Node, Any]:
+    """Run ``gm`` on ``x`` node by node and return every node's value (eval mode, no grad); with ``keep``, only the
+    values of those nodes and of the output are returned, and each other value is dropped once no node needs it."""
     was_training = gm.training
     gm.eval()
     env: dict[fx.Node, Any] = {}
+    nodes = list(gm.graph.nodes)
+    last = last_uses(nodes)
+    keep = None if keep is None else {*keep, *(n for n in nodes if n.op == "output")}
     try:
-        for node in gm.graph.nodes:
+        for i, node in enumerate(nodes):
             env[node] = placeholder_value(node, x) if node.op == "placeholder" else run_node(gm, node, env)
+            forget_dead(env, node, i, last, keep)
     finally:
         gm.train(was_training)
     return env

@@ -14,7 +14,7 @@ from n2n.errors import SurgeryError
 from n2n.surgery._fx import is_layer, propagate, residual_merges, trace
 from n2n.surgery.count import count_macs, count_params, layer_macs
 from n2n.surgery.remove import call_sites, remove_layers
-from n2n.surgery.shrink import coupled_layers, dependency_graph, group_layers, shrink_layers
+from n2n.surgery.shrink import UNEVEN, coupled_layers, dependency_graph, group_layers, shrink_layers, uneven_mapping
 
 #: The per-layer features the policies read, in order (see :func:`layer_features`); saved with every policy.
 FEATURE_NAMES = (
@@ -178,16 +178,16 @@ def analyze(
     input_shape = tuple(int(d) for d in input_shape)
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
     gm = trace(model)
-    env = propagate(gm, example)
-    output = env[next(n for n in gm.graph.nodes if n.op == "output")]
-    if not isinstance(output, torch.Tensor) or output.dim() != 2:
-        raise SurgeryError("", "the network must return one (batch, classes) tensor of logits")
     sites = call_sites(gm)
     layer_nodes = [n for n in gm.graph.nodes if n.op == "call_module" and is_layer(gm.get_submodule(n.target))]
     first_site = {}
     for node in layer_nodes:
         first_site.setdefault(str(node.target), node)
     layer_nodes = list(first_site.values())
+    env = propagate(gm, example, keep=layer_nodes)
+    output = env[next(n for n in gm.graph.nodes if n.op == "output")]
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        raise SurgeryError("", "the network must return one (batch, classes) tensor of logits")
     heads = _heads(gm, layer_nodes)
     skips = _skip_positions(gm)
     try:
@@ -220,6 +220,9 @@ def analyze(
             coupled = tuple(c for c in coupled_layers(dg, model, name) if c in fixed) if not fixed[name] else (name,)
             group = group_layers(dg, model, name) if not fixed[name] else {}
             shrink_reason = fixed[name] or _shrink_failure(name, coupled, fixed, order, out_channels, group)
+            if not shrink_reason:
+                uneven = uneven_mapping(dg, model, name)
+                shrink_reason = f"{UNEVEN}: {uneven}" if uneven else ""
         except SurgeryError as err:  # no dependency graph, or Torch-Pruning ran out of time or memory on this group:
             coupled, shrink_reason = (name,), err.reason  # it would on the next groups too, so none is tried after it
             no_graph = no_graph or err.reason

@@ -161,10 +161,11 @@ def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor)
     names = set(names)
     if not names:
         return gm
-    env = propagate(gm, example)
+    sites = call_sites(gm)
+    named = [node for name in names for node in sites.get(name, [])]
+    env = propagate(gm, example, keep={*named, *(a for n in named for a in n.args[:1] if isinstance(a, fx.Node))})
     output = next(n for n in gm.graph.nodes if n.op == "output")
     expected = tuple(env[output].shape)
-    sites = call_sites(gm)
     for name in sorted(names):
         nodes = sites.get(name, [])
         if not nodes or not is_layer(gm.get_submodule(name)):
@@ -181,6 +182,7 @@ def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor)
         set_module(gm, name, Bypass(tuple(x_out.shape[2:]) if resample else None))
         if norm is not None:
             set_module(gm, str(norm.target), nn.Identity())
+    del env  # the repair below runs the network again: do not hold two sets of its activations
     _drop_emptied_branches(gm, names)
     _drop_repeated_relus(gm)
     _detach_inplace_ops(gm)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from n2n.errors import SurgeryError
-from n2n.surgery._fx import ELEMENTWISE_BINARY, load_args, placeholder_value, run_node
+from n2n.surgery._fx import ELEMENTWISE_BINARY, forget_dead, last_uses, load_args, placeholder_value, run_node
 
 
 class Bypass(nn.Module):
@@ -201,15 +201,19 @@ def _pad_operand(gm: fx.GraphModule, node: fx.Node, index: int, channels: int) -
 
 
 @torch.no_grad()
-def repair(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
-    """Adapt ``gm`` in place so that it runs on ``x``; returns every node's value on ``x``.
+def repair(gm: fx.GraphModule, x: torch.Tensor, keep: Collection[fx.Node] = ()) -> dict[fx.Node, Any]:
+    """Adapt ``gm`` in place so that it runs on ``x``; returns the values on ``x`` of the output and of the nodes in
+    ``keep`` (every other value is dropped once no node needs it).
 
     Raises:
         SurgeryError: naming the node where the network cannot be made to fit.
     """
     gm.eval()
     env: dict[fx.Node, Any] = {}
-    for node in list(gm.graph.nodes):
+    nodes = list(gm.graph.nodes)
+    last = last_uses(nodes)
+    keep = {*keep, *(n for n in nodes if n.op == "output")}
+    for i, node in enumerate(nodes):
         if node.op == "placeholder":
             env[node] = placeholder_value(node, x)
             continue
@@ -231,6 +235,7 @@ def repair(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
         except (RuntimeError, ValueError, IndexError) as err:
             where = str(node.target) if node.op == "call_module" else node.name
             raise SurgeryError(where, f"shapes no longer fit: {str(err).splitlines()[0]}") from None
+        forget_dead(env, node, i, last, keep)
     return env
 
 

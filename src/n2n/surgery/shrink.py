@@ -40,6 +40,13 @@ TORCH_PRUNING_SECONDS = 120.0
 TORCH_PRUNING_BYTES = 4 * 2**30
 
 
+#: why a layer whose channels Torch-Pruning maps unevenly onto a coupled layer is not shrunk
+UNEVEN = (
+    "the number of channels cutting it removes from a coupled layer depends on which channels are cut (a split or "
+    "slice Torch-Pruning maps unevenly: GhostNet's ghost modules, a fused qkv projection)"
+)
+
+
 class _Expired(BaseException):
     """Raised by the alarm inside Torch-Pruning; a BaseException, so that no ``except Exception`` in it swallows it."""
 
@@ -130,6 +137,49 @@ def group_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> dict[st
     return {n: dep.target.module for dep, n in _group_of(dg, model, name) if isinstance(dep.target.module, LAYER_TYPES)}
 
 
+def _cut_counts(group: tp.Group) -> dict[tuple[str, str], int]:
+    """(layer, handler) -> how many of its channels ``group`` cuts, for every convolution and linear layer in it."""
+    counts: dict[tuple[str, str], int] = {}
+    for dep, idxs in group:
+        if isinstance(dep.target.module, LAYER_TYPES):
+            key = (dep.target.name, getattr(dep.handler, "__name__", str(dep.handler)))
+            counts[key] = max(counts.get(key, 0), len(set(idxs)))
+    return counts
+
+
+def _first_uneven(reference: dict[tuple[str, str], int], other: dict[tuple[str, str], int]) -> str:
+    """Where two groups cutting as many channels differ: "a or b of LAYER" for the first such layer, else ""."""
+    for key in [*reference, *(k for k in other if k not in reference)]:
+        if reference.get(key) != other.get(key):
+            return f"{reference.get(key, 0)} or {other.get(key, 0)} channels of {key[0].split(' ')[0]}"
+    return ""
+
+
+def uneven_mapping(dg: tp.DependencyGraph, model: nn.Module, name: str) -> str:
+    """Where cutting k channels of ``name`` cuts a coupled layer (or itself) by a number that depends on *which* k
+    are cut ("" when every layer's count depends on k alone).
+
+    Torch-Pruning maps indices through concatenations and slices; where a network concatenates two tensors derived
+    from one another and slices the result (GhostNet's ghost modules), the same k indices cut 2k channels of one
+    layer or fewer, depending on how they pair up. The student's shape would then depend on the teacher's weights
+    (which channels are weakest), and a saved student could not be rebuilt from its edits: such layers are not
+    offered for shrinking.
+    """
+    module = model.get_submodule(name)
+    channels = _out_channels(module)
+    half = channels // 2
+    if half < 1:
+        return ""
+    probes = [list(range(half)), list(range(0, 2 * half, 2)), list(range(channels - half, channels))]
+    with time_limit(TORCH_PRUNING_SECONDS, name, "find the layers coupled to it"):
+        counts = [_cut_counts(dg.get_pruning_group(module, _prune_fn(module), idxs=idxs)) for idxs in probes]
+    for other in counts[1:]:
+        uneven = _first_uneven(counts[0], other)
+        if uneven:
+            return f"cutting {half} channels cuts {uneven}"
+    return ""
+
+
 def keep_count(channels: int, fraction: float) -> int:
     """Channels kept for a keep-fraction: ``max(1, round(fraction * channels))``."""
     return max(1, min(channels, round(fraction * channels)))
@@ -187,6 +237,10 @@ def shrink_layers(
                 scores = imp(group)
                 cut = torch.argsort(scores)[:n_cut].tolist()
                 group = dg.get_pruning_group(module, _prune_fn(module), idxs=cut)
+                reference = dg.get_pruning_group(module, _prune_fn(module), idxs=list(range(n_cut)))
+                uneven = _first_uneven(_cut_counts(reference), _cut_counts(group))
+                if uneven:  # the shape would depend on the weights: a saved student could not be rebuilt
+                    raise SurgeryError(name, f"{UNEVEN}: cutting {n_cut} channels cuts {uneven}")
                 if not dg.check_pruning_group(group):
                     raise SurgeryError(name, "cutting its channels would empty a coupled layer")
                 group.prune()
