@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
+import ctypes.util
 import inspect
 import operator
 from collections.abc import Collection
@@ -166,6 +169,28 @@ def propagate(gm: fx.GraphModule, x: torch.Tensor, keep: Collection[fx.Node] | N
     finally:
         gm.train(was_training)
     return env
+
+
+def _libc() -> Any:
+    with contextlib.suppress(OSError, TypeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        if hasattr(libc, "malloc_trim"):
+            return libc
+    return None
+
+
+_LIBC = _libc()
+
+
+def release_memory() -> None:
+    """Give the memory freed since the last call back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    glibc raises its mmap threshold each time a large block is freed, so the activations of one forward pass after
+    another land in its heap and stay there: ``analyze`` runs two forward passes per layer, and on maxvit_t at
+    224x224 the process grew by about 1 GB every ten layers without this (2.3 GB with it).
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def ancestors(node: fx.Node) -> set[fx.Node]:
