@@ -11,7 +11,7 @@ import torch
 from torch import fx, nn
 
 from n2n.errors import SurgeryError
-from n2n.surgery._fx import is_layer, propagate, release_memory, residual_merges, trace
+from n2n.surgery._fx import free_copies, is_layer, propagate, residual_merges, trace
 from n2n.surgery.count import count_macs, count_params, layer_macs
 from n2n.surgery.remove import call_sites, remove_layers
 from n2n.surgery.shrink import UNEVEN, coupled_layers, dependency_graph, group_layers, shrink_layers, uneven_mapping
@@ -213,7 +213,7 @@ def analyze(
         module = gm.get_submodule(name)
         out = env[node]
         remove_reason = fixed[name] or (_removal_failure(model, name, example, params) if check_removals else "")
-        release_memory()  # each removal check ran the network twice
+        free_copies()  # each removal check traced a copy of the network
         out_channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
         try:
             if no_graph and not fixed[name]:
