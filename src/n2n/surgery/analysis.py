@@ -213,7 +213,7 @@ def analyze(
         module = gm.get_submodule(name)
         out = env[node]
         remove_reason = fixed[name] or (_removal_failure(model, name, example, params) if check_removals else "")
-        free_copies()  # each removal check traced a copy of the network
+        free_copies(model)  # each removal check traced a copy of the network
         out_channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
         try:
             if no_graph and not fixed[name]:

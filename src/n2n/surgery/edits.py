@@ -54,7 +54,7 @@ def apply_edits(model: nn.Module, edits: Edits, example: torch.Tensor, protected
     student = remove_layers(model, edits.removed, example)
     if edits.keep:
         student = shrink_layers(student, dict(edits.keep), example, protected)
-        free_copies()  # the stage-1 copy shrink_layers worked from
+        free_copies(model)  # the stage-1 copy shrink_layers worked from
     if edits.removed or edits.keep:
         before, after = count_params(model), count_params(student)
         if after >= before:  # e.g. removing a bottleneck layer widens the layer after it

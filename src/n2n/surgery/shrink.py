@@ -167,16 +167,19 @@ def uneven_mapping(dg: tp.DependencyGraph, model: nn.Module, name: str) -> str:
     """
     module = model.get_submodule(name)
     channels = _out_channels(module)
-    half = channels // 2
-    if half < 1:
+    if channels < 3:
         return ""
-    probes = [list(range(half)), list(range(0, 2 * half, 2)), list(range(channels - half, channels))]
+    # pairs of channels (few indices: Torch-Pruning's index lists grow with them, to GBs on maxvit_t): two neighbours,
+    # the last two (a slice that drops the tail), and channels a half, a third or a quarter apart (the two halves of
+    # a ghost module, the q, k and v of a fused projection)
+    probes = [[0, 1], [channels - 2, channels - 1]]
+    probes += [[0, channels // d] for d in (2, 3, 4) if channels % d == 0 and channels // d > 1]
     with time_limit(TORCH_PRUNING_SECONDS, name, "find the layers coupled to it"):
         counts = [_cut_counts(dg.get_pruning_group(module, _prune_fn(module), idxs=idxs)) for idxs in probes]
     for other in counts[1:]:
         uneven = _first_uneven(counts[0], other)
         if uneven:
-            return f"cutting {half} channels cuts {uneven}"
+            return f"cutting 2 channels cuts {uneven}"
     return ""
 
 
