@@ -132,11 +132,10 @@ def run_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
 
 def last_uses(nodes: list[fx.Node]) -> dict[fx.Node, int]:
     """Node -> the position in ``nodes`` of the last node that reads its value (its own position when none does)."""
-    position = {node: i for i, node in enumerate(nodes)}
-    last = dict(position)
+    last = {node: i for i, node in enumerate(nodes)}
     for i, node in enumerate(nodes):
         for source in node.all_input_nodes:
-            last[source] = max(last.get(source, i), i)
+            last[source] = i  # nodes run in order: the latest reader is the last one seen
     return last
 
 
@@ -158,7 +157,7 @@ def propagate(gm: fx.GraphModule, x: torch.Tensor, keep: Collection[fx.Node] | N
     gm.eval()
     env: dict[fx.Node, Any] = {}
     nodes = list(gm.graph.nodes)
-    last = last_uses(nodes)
+    last = last_uses(nodes) if keep is not None else {}
     keep = None if keep is None else {*keep, *(n for n in nodes if n.op == "output")}
     try:
         for i, node in enumerate(nodes):

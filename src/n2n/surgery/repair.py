@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -201,9 +201,9 @@ def _pad_operand(gm: fx.GraphModule, node: fx.Node, index: int, channels: int) -
 
 
 @torch.no_grad()
-def repair(gm: fx.GraphModule, x: torch.Tensor, keep: Collection[fx.Node] = ()) -> dict[fx.Node, Any]:
-    """Adapt ``gm`` in place so that it runs on ``x``; returns the values on ``x`` of the output and of the nodes in
-    ``keep`` (every other value is dropped once no node needs it).
+def repair(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, Any]:
+    """Adapt ``gm`` in place so that it runs on ``x``; returns the output node's value on ``x`` (every other value is
+    dropped once no node needs it).
 
     Raises:
         SurgeryError: naming the node where the network cannot be made to fit.
@@ -212,7 +212,7 @@ def repair(gm: fx.GraphModule, x: torch.Tensor, keep: Collection[fx.Node] = ()) 
     env: dict[fx.Node, Any] = {}
     nodes = list(gm.graph.nodes)
     last = last_uses(nodes)
-    keep = {*keep, *(n for n in nodes if n.op == "output")}
+    keep = {n for n in nodes if n.op == "output"}
     for i, node in enumerate(nodes):
         if node.op == "placeholder":
             env[node] = placeholder_value(node, x)
