@@ -8,14 +8,18 @@ from n2n.runlog import EventLog, read_events
 
 
 def test_a_record_is_its_kind_then_its_fields_in_order_optional_ones_only_when_set():
-    assert Stage("remove", 12, layers=10).to_dict() == {"event": "stage", "stage": "remove", "updates": 12, "layers": 10}
+    assert Stage("remove", 12, layers=10).to_dict() == {
+        "event": "stage",
+        "stage": "remove",
+        "updates": 12,
+        "layers": 10,
+    }
     assert list(Done(3.5).to_dict()) == ["event", "wall_time_s"]
     assert Done(3.5, {"policy": 1.0}).to_dict()["seconds"] == {"policy": 1.0}
     update = Update("shrink", 0, 0.5, None, 0.4, -0.1, 2.0, [])
     assert update.to_dict()["reward_best"] is None  # a required field is kept even when None
     assert "base_probs" not in update.to_dict()
-    c = Candidate("remove", 1, 2, [1, 0], {"removed": [], "keep": []}, 10, 20, 40, None, 0.9, 0.8, 0.7, "", 1.5,
-                  False)
+    c = Candidate("remove", 1, 2, [1, 0], {"removed": [], "keep": []}, 10, 20, 40, None, 0.9, 0.8, 0.7, "", 1.5, False)
     assert list(c.to_dict())[:4] == ["event", "stage", "update", "rollout"] and "base" not in c.to_dict()
 
 

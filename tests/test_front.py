@@ -86,10 +86,18 @@ def test_a_partway_target_takes_its_share_of_the_compression_in_log_scale():
 
 def test_a_stage_with_its_own_target_is_rewarded_against_it():
     r = result("a", 5000, 0.9)._replace(reward=0.5)
-    ctx = SearchContext(analysis=None, base=Edits(), evaluator=None, cache={}, constraints=Constraints(),
-                        fractions=(0.5, 1.0), target=Target(params=1000), stage_targets={"remove": Target(params=5000)})
+    ctx = SearchContext(
+        analysis=None,
+        base=Edits(),
+        evaluator=None,
+        cache={},
+        constraints=Constraints(),
+        fractions=(0.5, 1.0),
+        target=Target(params=1000),
+        stage_targets={"remove": Target(params=5000)},
+    )
     assert ctx.reward(r, "remove") == pytest.approx(0.9)  # at the stage's target: accuracy only
-    assert ctx.reward(r, "shrink") == ctx.reward(r) == pytest.approx(0.9 * 5 ** -0.07)
+    assert ctx.reward(r, "shrink") == ctx.reward(r) == pytest.approx(0.9 * 5**-0.07)
 
 
 def test_the_front_keeps_students_more_accurate_than_every_smaller_one():
@@ -258,6 +266,8 @@ def test_finalists_are_fine_tuned_and_the_most_accurate_on_validation_is_the_stu
     assert searched == sorted(searched, reverse=True)  # the search's order: best first
     chosen = next(row for row in finalists if row["chosen"])
     assert chosen["val_accuracy"] == max(row["val_accuracy"] for row in finalists)
-    assert report["student"]["edits"] == chosen["edits"] and report["student"]["test_accuracy"] == chosen["test_accuracy"]
+    assert (
+        report["student"]["edits"] == chosen["edits"] and report["student"]["test_accuracy"] == chosen["test_accuracy"]
+    )
     assert sum(e["event"] == "finetune" for e in read_events(run / "events.jsonl")) == 3  # each once
     assert "## Finalists" in (run / "report.md").read_text()
