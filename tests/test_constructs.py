@@ -204,3 +204,37 @@ def test_a_torch_pruning_call_that_needs_too_much_memory_is_a_typed_rejection(mo
     with pytest.raises(SurgeryError, match=r"Torch-Pruning needed more than 0.25 GiB to build the dependency graph"):
         shrink_layers(_net("grouped"), {"stem": 0.5}, _x())
     assert bytearray(2**29), "the memory bound was lifted afterwards"
+
+
+def test_a_layer_torch_pruning_would_track_by_millions_of_indices_is_not_offered(monkeypatch):
+    from n2n.errors import SurgeryError
+    from n2n.surgery import shrink
+
+    class Flat(nn.Module):  # a flatten maps one channel of `body` to 8x8 = 64 indices of the head's inputs
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)
+            self.body = nn.Conv2d(4, 6, 3, padding=1)
+            self.head = nn.Linear(6 * 8 * 8, 10)
+
+        def forward(self, x):
+            return self.head(torch.flatten(self.body(torch.relu(self.stem(x))), 1))
+
+    model = Flat().eval()
+    layers = {layer.name: layer for layer in analyze(model, SHAPE).layers}
+    assert layers["body"].shrinkable and layers["stem"].shrinkable
+    tracked = 6 * sum(
+        len(idxs)
+        for _, idxs in shrink.dependency_graph(model, _x()).get_pruning_group(
+            model.body, shrink._prune_fn(model.body), idxs=[0]
+        )
+    )
+    assert tracked >= 6 * 64
+    monkeypatch.setattr(shrink, "MAX_GROUP_INDICES", tracked - 1)  # one index short of what cutting `body` tracks
+    layers = {layer.name: layer for layer in analyze(model, SHAPE).layers}
+    assert not layers["body"].shrinkable
+    assert f"would track {tracked:,}" in layers["body"].shrink_reason
+    assert layers["stem"].shrinkable, "a layer whose channels map one to one is still offered"
+    with pytest.raises(SurgeryError, match=r"Torch-Pruning maps one of its channels to \d+ indices"):
+        shrink_layers(model, {"body": 0.5}, _x())
+    shrink_layers(model, {"stem": 0.5}, _x())

@@ -14,7 +14,15 @@ from n2n.errors import SurgeryError
 from n2n.surgery._fx import free_copies, is_layer, propagate, residual_merges, trace
 from n2n.surgery.count import count_macs, count_params, layer_macs
 from n2n.surgery.remove import call_sites, remove_layers
-from n2n.surgery.shrink import UNEVEN, coupled_layers, dependency_graph, group_layers, shrink_layers, uneven_mapping
+from n2n.surgery.shrink import (
+    UNEVEN,
+    coupled_layers,
+    dependency_graph,
+    group_layers,
+    index_blowup,
+    shrink_layers,
+    uneven_mapping,
+)
 
 #: The per-layer features the policies read, in order (see :func:`layer_features`); saved with every policy.
 FEATURE_NAMES = (
@@ -218,9 +226,13 @@ def analyze(
         try:
             if no_graph and not fixed[name]:
                 raise SurgeryError(name, no_graph)
-            coupled = tuple(c for c in coupled_layers(dg, model, name) if c in fixed) if not fixed[name] else (name,)
-            group = group_layers(dg, model, name) if not fixed[name] else {}
-            shrink_reason = fixed[name] or _shrink_failure(name, coupled, fixed, order, out_channels, group)
+            blowup = index_blowup(dg, model, name) if not fixed[name] else ""
+            if fixed[name] or blowup:
+                coupled, shrink_reason = (name,), fixed[name] or blowup
+            else:
+                coupled = tuple(c for c in coupled_layers(dg, model, name) if c in fixed)
+                group = group_layers(dg, model, name)
+                shrink_reason = _shrink_failure(name, coupled, fixed, order, out_channels, group)
             if not shrink_reason:
                 uneven = uneven_mapping(dg, model, name)
                 shrink_reason = f"{UNEVEN}: {uneven}" if uneven else ""

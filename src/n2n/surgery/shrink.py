@@ -38,6 +38,11 @@ def _prune_fn(module: nn.Module):  # noqa: ANN202 - Torch-Pruning's pruning func
 #: flattened windows).
 TORCH_PRUNING_SECONDS = 120.0
 TORCH_PRUNING_BYTES = 4 * 2**30
+#: most channel indices a group that cuts all of a layer's channels may track. Torch-Pruning maps a channel through
+#: a reshape of channels into windows, heads or a flattened vector as one index per element it touches: one output
+#: channel of maxvit_t's fused qkv projection becomes 9,216 indices, so ranking all 768 channels needs 66 million
+#: Python objects (many GB) and minutes. Such a layer is not offered for shrinking, and is not shrunk.
+MAX_GROUP_INDICES = 2**21
 
 
 #: why a layer whose channels Torch-Pruning maps unevenly onto a coupled layer is not shrunk
@@ -183,6 +188,23 @@ def uneven_mapping(dg: tp.DependencyGraph, model: nn.Module, name: str) -> str:
     return ""
 
 
+def index_blowup(dg: tp.DependencyGraph, model: nn.Module, name: str) -> str:
+    """Why shrinking layer ``name`` would make Torch-Pruning track more than MAX_GROUP_INDICES channel indices
+    ("" when it would not). Measured on the group of one channel, which every layer's cut scales by its width."""
+    module = model.get_submodule(name)
+    with time_limit(TORCH_PRUNING_SECONDS, name, "find the layers coupled to it"):
+        group = dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
+    per_channel = sum(len(idxs) for _, idxs in group)
+    total = per_channel * _out_channels(module)
+    if total <= MAX_GROUP_INDICES:
+        return ""
+    return (
+        f"Torch-Pruning maps one of its channels to {per_channel:,} indices of the tensors coupled to it (a reshape "
+        f"into windows, heads or a flat vector), so cutting its {_out_channels(module):,} channels would track "
+        f"{total:,}, more than n2n's bound of {MAX_GROUP_INDICES:,}"
+    )
+
+
 def keep_count(channels: int, fraction: float) -> int:
     """Channels kept for a keep-fraction: ``max(1, round(fraction * channels))``."""
     return max(1, min(channels, round(fraction * channels)))
@@ -235,6 +257,9 @@ def shrink_layers(
             done.update(model.get_submodule(n) for n in tied)
             if n_cut == 0:
                 continue
+            blowup = index_blowup(dg, model, name)
+            if blowup:
+                raise SurgeryError(name, blowup)
             with time_limit(TORCH_PRUNING_SECONDS, name, "cut its channels"):
                 group = dg.get_pruning_group(module, _prune_fn(module), idxs=list(range(channels)))
                 scores = imp(group)
