@@ -25,6 +25,8 @@ Usage (MNIST, a teacher trained with ``n2n train-teacher``)::
         --sizes 20000,75000,120000 --seeds 0,1 --runs runs/frontier --json benchmarks/results/frontier_mnist.json \\
         --plot docs/frontier_mnist.png
 
+``--merge A.json B.json --json OUT`` combines runs made in pieces (by seed or method) into one summary and plot.
+
 ``--quick`` shrinks every budget to a smoke test (minutes on digits); its figures say nothing about quality.
 """
 
@@ -74,13 +76,13 @@ QUICK = [
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", required=True, help="a saved n2n teacher (n2n train-teacher --out DIR)")
+    p.add_argument("--teacher", help="a saved n2n teacher (n2n train-teacher --out DIR)")
     p.add_argument("--data", default="digits")
     p.add_argument("--data-dir")
     p.add_argument("--sizes", default="20000,75000,120000", help="parameter targets, comma-separated")
     p.add_argument("--seeds", default="0,1", help="seeds, comma-separated")
     p.add_argument("--methods", default=",".join(METHODS), help=f"a subset of {','.join(METHODS)}")
-    p.add_argument("--runs", required=True, help="directory for the n2n run directories")
+    p.add_argument("--runs", help="directory for the n2n run directories")
     p.add_argument("--json", required=True, help="where to write every figure")
     p.add_argument("--plot", help="where to write the accuracy-against-parameters plot (PNG)")
     p.add_argument(
@@ -97,11 +99,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep n2n, random and uniform runs already finished in --runs (their report.json) instead of running "
         "them again, so an interrupted benchmark continues; their wall time is the one their report recorded",
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: combine the points of earlier runs of this benchmark (pieces by seed or method, on one "
+        "teacher) into --json, with the summary, the table and --plot",
+    )
+    args = p.parse_args(argv)
+    if not args.merge and not (args.teacher and args.runs):
+        p.error("--teacher and --runs are required (unless --merge)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.merge:
+        return merge(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
@@ -218,6 +232,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     model, figures = hand_cnn(widths, n, seed)
                     record(label, size, seed, model, figures, seconds=figures["seconds"], epochs=n, widths=list(widths))
     result = write(args, points, sizes, seeds, teacher_params, time.perf_counter() - started)
+    print_table(result)
+    if args.plot:
+        plot(result, Path(args.plot))
+    return result
+
+
+def merge(args: argparse.Namespace) -> dict[str, Any]:
+    """One result from several runs of the benchmark on the same teacher and data: their points, the commands and
+    commits each came from, and the summary over all of them. A point measured twice (same method, size and seed)
+    is an error rather than a silent double count."""
+    parts = [json.loads(Path(f).read_text()) for f in args.merge]
+    for key in ("teacher", "data", "teacher_params"):
+        values = {str(part.get(key)) for part in parts}
+        if len(values) > 1:
+            raise SystemExit(
+                f"--merge: the runs differ in {key} ({', '.join(sorted(values))}); merge runs of one setup"
+            )
+    points = [point for part in parts for point in part["points"]]
+    seen: set[tuple] = set()
+    for point in points:
+        key = (point["method"], point["size"], point["seed"])
+        if key in seen:
+            raise SystemExit(f"--merge: {key[0]} at {key[1]:,} seed {key[2]} is in more than one run")
+        seen.add(key)
+    result = {
+        "benchmark": "frontier",
+        "merged": [
+            {"file": f, "command": part["command"], "commit": part["commit"]}
+            for f, part in zip(args.merge, parts, strict=True)
+        ],
+        "teacher": parts[0]["teacher"],
+        "teacher_params": parts[0]["teacher_params"],
+        "data": parts[0]["data"],
+        "sizes": sorted({p["size"] for p in points}),
+        "seeds": sorted({p["seed"] for p in points}),
+        "quick": any(part["quick"] for part in parts),
+        "machine": parts[0]["machine"],
+        "wall_time_s": sum(part["wall_time_s"] for part in parts),
+        "points": points,
+        "summary": summarise(points),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1))
     print_table(result)
     if args.plot:
         plot(result, Path(args.plot))
