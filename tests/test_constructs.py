@@ -238,3 +238,35 @@ def test_a_layer_torch_pruning_would_track_by_millions_of_indices_is_not_offered
     with pytest.raises(SurgeryError, match=r"Torch-Pruning maps one of its channels to \d+ indices"):
         shrink_layers(model, {"body": 0.5}, _x())
     shrink_layers(model, {"stem": 0.5}, _x())
+
+
+def test_bisecting_failing_shrinks_holds_no_earlier_trial_alive(monkeypatch):
+    # maxvit_t at 224x224 grew past 10 GB in analyze: the bisection recursed inside the exception handler, whose
+    # traceback kept every failed trial's copy and dependency graph (over a GB each) alive down the recursion
+    import copy
+    import gc
+    import weakref
+
+    from n2n.errors import SurgeryError
+    from n2n.surgery import analysis
+
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Conv2d(2, 2, 3, padding=1) for _ in range(8)])
+    names = [str(i) for i in range(8)]
+    bad = {"2", "5"}
+    trials = weakref.WeakSet()
+    alive_at_entry = []
+
+    def trial(model, keep, example, protected):
+        gc.collect()
+        alive_at_entry.append(len(trials))
+        student = copy.deepcopy(model)  # what shrink_layers makes, and leaves behind when it fails
+        trials.add(student)
+        if bad & set(keep):
+            raise SurgeryError(sorted(bad & set(keep))[0], "cannot be cut")
+        return student
+
+    monkeypatch.setattr(analysis, "shrink_layers", trial)
+    failing = analysis._failing_shrinks(model, names, torch.randn(1, 2, 4, 4), set())
+    assert sorted(failing) == sorted(bad) and all("cannot be cut" in why for why in failing.values())
+    assert len(alive_at_entry) > 4 and max(alive_at_entry) == 0, alive_at_entry
