@@ -232,9 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     model, figures = hand_cnn(widths, n, seed)
                     record(label, size, seed, model, figures, seconds=figures["seconds"], epochs=n, widths=list(widths))
     result = write(args, points, sizes, seeds, teacher_params, time.perf_counter() - started)
-    print_table(result)
-    if args.plot:
-        plot(result, Path(args.plot))
+    show(result, args)
     return result
 
 
@@ -275,9 +273,7 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
-    print_table(result)
-    if args.plot:
-        plot(result, Path(args.plot))
+    show(result, args)
     return result
 
 
@@ -340,6 +336,13 @@ def write(args: argparse.Namespace, points: list, sizes: list, seeds: list, teac
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
     return result
+
+
+def show(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """The summary table on stdout and, with ``--plot``, the plot."""
+    print_table(result)
+    if args.plot:
+        plot(result, Path(args.plot))
 
 
 def print_table(result: dict[str, Any]) -> None:

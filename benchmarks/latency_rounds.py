@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         rows.append({"model": name, "params": costs[0]["params"], "macs": costs[0]["macs"], "latency_ms": latency})
     base = next((r for r in rows if r["model"] == args.baseline), None)
-    for row in rows:
-        if base is not None:
+    if base is not None:
+        for row in rows:
             row["speedup"] = {
                 runtime: {b: base["latency_ms"][runtime][b] / ms for b, ms in per_batch.items()}
                 for runtime, per_batch in row["latency_ms"].items()

@@ -226,9 +226,9 @@ def analyze(
         try:
             if no_graph and not fixed[name]:
                 raise SurgeryError(name, no_graph)
-            blowup = index_blowup(dg, model, name) if not fixed[name] else ""
-            if fixed[name] or blowup:
-                coupled, shrink_reason = (name,), fixed[name] or blowup
+            held_back = fixed[name] or index_blowup(dg, model, name)
+            if held_back:
+                coupled, shrink_reason = (name,), held_back
             else:
                 coupled = tuple(c for c in coupled_layers(dg, model, name) if c in fixed)
                 group = group_layers(dg, model, name)

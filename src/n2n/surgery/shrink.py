@@ -118,13 +118,17 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
         model.train(was_training)
 
 
-def _group_of(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[tuple[object, str]]:
-    """The dependencies that cutting one output channel of layer ``name`` pulls in, each with its module's name."""
+def _one_channel_group(dg: tp.DependencyGraph, model: nn.Module, name: str) -> tp.Group:
+    """Torch-Pruning's group for cutting output channel 0 of layer ``name``: its dependencies and their indices."""
     module = model.get_submodule(name)
     with time_limit(TORCH_PRUNING_SECONDS, name, "find the layers coupled to it"):
-        group = dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
+        return dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
+
+
+def _group_of(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[tuple[object, str]]:
+    """The dependencies that cutting one output channel of layer ``name`` pulls in, each with its module's name."""
     names = {m: n for n, m in model.named_modules()}
-    return [(dep, names.get(dep.target.module, "")) for dep, _ in group]
+    return [(dep, names.get(dep.target.module, "")) for dep, _ in _one_channel_group(dg, model, name)]
 
 
 def coupled_layers(dg: tp.DependencyGraph, model: nn.Module, name: str) -> list[str]:
@@ -191,17 +195,14 @@ def uneven_mapping(dg: tp.DependencyGraph, model: nn.Module, name: str) -> str:
 def index_blowup(dg: tp.DependencyGraph, model: nn.Module, name: str) -> str:
     """Why shrinking layer ``name`` would make Torch-Pruning track more than MAX_GROUP_INDICES channel indices
     ("" when it would not). Measured on the group of one channel, which every layer's cut scales by its width."""
-    module = model.get_submodule(name)
-    with time_limit(TORCH_PRUNING_SECONDS, name, "find the layers coupled to it"):
-        group = dg.get_pruning_group(module, _prune_fn(module), idxs=[0])
-    per_channel = sum(len(idxs) for _, idxs in group)
-    total = per_channel * _out_channels(module)
-    if total <= MAX_GROUP_INDICES:
+    per_channel = sum(len(idxs) for _, idxs in _one_channel_group(dg, model, name))
+    channels = _out_channels(model.get_submodule(name))
+    if per_channel * channels <= MAX_GROUP_INDICES:
         return ""
     return (
         f"Torch-Pruning maps one of its channels to {per_channel:,} indices of the tensors coupled to it (a reshape "
-        f"into windows, heads or a flat vector), so cutting its {_out_channels(module):,} channels would track "
-        f"{total:,}, more than n2n's bound of {MAX_GROUP_INDICES:,}"
+        f"into windows, heads or a flat vector), so cutting its {channels:,} channels would track "
+        f"{per_channel * channels:,}, more than n2n's bound of {MAX_GROUP_INDICES:,}"
     )
 
 
