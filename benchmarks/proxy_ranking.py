@@ -49,17 +49,15 @@ from n2n.models.io import load_model  # noqa: E402
 from n2n.preprocess import match_teacher  # noqa: E402
 from n2n.search.candidate import (  # noqa: E402
     EvalContext,
-    _steps,
     build_student,
     candidate_seed,
     evaluate_candidate,
+    train_candidate,
 )
 from n2n.search.setup import eval_context  # noqa: E402
 from n2n.settings_file import read_config  # noqa: E402
 from n2n.surgery import Edits, analyze, count_macs  # noqa: E402
 from n2n.train.evaluate import accuracy  # noqa: E402
-from n2n.train.fit import train_student  # noqa: E402
-from n2n.train.losses import distill_loss  # noqa: E402
 
 PROXIES = ("search", "steps-x2", "steps-x4", "bn", "bn-only")
 BN_BATCHES = 20
@@ -93,18 +91,7 @@ def recalibrated_score(ctx: EvalContext, edits: Edits, train: bool) -> float:
     torch.manual_seed(candidate_seed(s.seed, edits))
     student = build_student(ctx, edits)
     if train:
-        train_student(
-            student,
-            ctx.x_train,
-            ctx.z_train,
-            steps=_steps(ctx, count_macs(student, ctx.input_shape)),  # the search's equal-compute steps
-            batch_size=s.batch_size,
-            lr=s.lr,
-            weight_decay=s.weight_decay,
-            generator=torch.Generator().manual_seed(candidate_seed(s.seed, edits)),
-            loss_fn=distill_loss(s.distill, s.temperature),
-            compute=s.compute,
-        )
+        train_candidate(ctx, student, edits, count_macs(student, ctx.input_shape))
     norms = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()

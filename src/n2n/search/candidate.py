@@ -175,6 +175,24 @@ def costliest_first(ctx: EvalContext, batch: Sequence[Edits], workers: int) -> l
     return sorted(range(len(batch)), key=lambda i: -cost[i])
 
 
+def train_candidate(ctx: EvalContext, student: nn.Module, edits: Edits, macs: int) -> None:
+    """Distil into ``student`` (of ``macs`` multiply-accumulates) in place as the search scores ``edits``: its
+    equal-compute steps, the candidate settings, batches drawn with the architecture's seed."""
+    s = ctx.settings
+    train_student(
+        student,
+        ctx.x_train,
+        ctx.z_train,
+        steps=_steps(ctx, macs),
+        batch_size=s.batch_size,
+        lr=s.lr,
+        weight_decay=s.weight_decay,
+        generator=torch.Generator().manual_seed(candidate_seed(s.seed, edits)),
+        loss_fn=distill_loss(s.distill, s.temperature),
+        compute=s.compute,
+    )
+
+
 def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
     """Build, distil and score one student. Never raises: any failure is an invalid result with its reason."""
     start = time.perf_counter()
@@ -192,18 +210,7 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
                 edits, f"linear layer {wide[0][0]} takes {wide[0][1]} inputs (> {s.max_linear_inputs})", start, params
             )
         macs = count_macs(student, ctx.input_shape)
-        train_student(
-            student,
-            ctx.x_train,
-            ctx.z_train,
-            steps=_steps(ctx, macs),
-            batch_size=s.batch_size,
-            lr=s.lr,
-            weight_decay=s.weight_decay,
-            generator=torch.Generator().manual_seed(candidate_seed(s.seed, edits)),
-            loss_fn=distill_loss(s.distill, s.temperature),
-            compute=s.compute,
-        )
+        train_candidate(ctx, student, edits, macs)
         scored = time.perf_counter()
         acc = accuracy(student, ctx.x_val, ctx.y_val, s.eval_batch_size, s.compute)
         eval_seconds = time.perf_counter() - scored
