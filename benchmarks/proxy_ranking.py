@@ -51,7 +51,6 @@ from n2n.search.candidate import (  # noqa: E402
     EvalContext,
     build_student,
     candidate_seed,
-    evaluate_candidate,
     train_candidate,
 )
 from n2n.search.setup import eval_context  # noqa: E402
@@ -83,37 +82,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def recalibrated_score(ctx: EvalContext, edits: Edits, train: bool) -> float:
-    """The search's proxy (same seed, same steps) when ``train``, else the inherited weights untrained; then
-    batch-norm running statistics recomputed from :data:`BN_BATCHES` training batches in training mode without
-    gradients, then validation accuracy."""
-    s = ctx.settings
-    torch.manual_seed(candidate_seed(s.seed, edits))
-    student = build_student(ctx, edits)
-    if train:
-        train_candidate(ctx, student, edits, count_macs(student, ctx.input_shape))
-    norms = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches
-    order = torch.randperm(len(ctx.x_train), generator=torch.Generator().manual_seed(s.seed))
-    student.train()
+def student(ctx: EvalContext, edits: Edits, steps_scale: int | None) -> nn.Module:
+    """The student of ``edits`` as the search trains it (same seed; ``steps_scale`` times its steps), or with its
+    inherited weights untrained when ``steps_scale`` is None."""
+    torch.manual_seed(candidate_seed(ctx.settings.seed, edits))
+    model = build_student(ctx, edits)
+    if steps_scale is not None:
+        settings = dataclasses.replace(ctx.settings, steps=ctx.settings.steps * steps_scale)
+        train_candidate(dataclasses.replace(ctx, settings=settings), model, edits, count_macs(model, ctx.input_shape))
+    return model
+
+
+def recalibrated(ctx: EvalContext, model: nn.Module) -> nn.Module:
+    """``model`` with its batch norms' running statistics recomputed from :data:`BN_BATCHES` training batches
+    (training mode, no gradients, a cumulative average), in place."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    order = torch.randperm(len(ctx.x_train), generator=torch.Generator().manual_seed(ctx.settings.seed))
+    size = ctx.settings.batch_size
+    model.train()
     with torch.no_grad():
         for i in range(BN_BATCHES):
-            student(ctx.x_train[order[i * s.batch_size : (i + 1) * s.batch_size]])
-    student.eval()
-    return accuracy(student, ctx.x_val, ctx.y_val, s.eval_batch_size, s.compute)
+            model(ctx.x_train[order[i * size : (i + 1) * size]])
+    return model.eval()
 
 
-def score(ctx: EvalContext, proxy: str, edits: Edits) -> float:
-    if proxy in ("bn", "bn-only"):
-        return recalibrated_score(ctx, edits, train=proxy == "bn")
-    scale = {"search": 1, "steps-x2": 2, "steps-x4": 4}[proxy]
-    longer = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, steps=ctx.settings.steps * scale))
-    result = evaluate_candidate(longer, edits)
-    if not result.valid:
-        raise SystemExit(f"a finalist no longer builds: {result.reason}")
-    return result.val_accuracy
+def scores(ctx: EvalContext, proxies: list[str], edits: Edits) -> dict[str, float]:
+    """Each proxy's validation accuracy for ``edits``; ``bn`` recalibrates the student ``search`` trained."""
+    s = ctx.settings
+
+    def val(model: nn.Module) -> float:
+        return accuracy(model, ctx.x_val, ctx.y_val, s.eval_batch_size, s.compute)
+
+    out = {}
+    if "search" in proxies or "bn" in proxies:
+        trained = student(ctx, edits, 1)
+        out["search"] = val(trained)
+        out["bn"] = val(recalibrated(ctx, trained))
+    for proxy, scale in (("steps-x2", 2), ("steps-x4", 4)):
+        if proxy in proxies:
+            out[proxy] = val(student(ctx, edits, scale))
+    if "bn-only" in proxies:
+        out["bn-only"] = val(recalibrated(ctx, student(ctx, edits, None)))
+    return {proxy: out[proxy] for proxy in proxies}
 
 
 def context(run: Path) -> EvalContext:
@@ -122,7 +135,7 @@ def context(run: Path) -> EvalContext:
     source = json.loads((run / "run.json").read_text())
     teacher, spec = load_model(run / "teacher")
     data = load_data(source["data"], source["data_dir"], seed=cfg.seed, max_train=source.get("max_train"))
-    spec, data = match_teacher(spec, data)
+    _, data = match_teacher(spec, data)
     teacher = teacher.eval()
     return eval_context(teacher, analyze(teacher, data.input_shape, fix=cfg.fix), data, cfg)
 
@@ -143,8 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 edits = Edits.from_dict(f["edits"])
                 row = {"run": str(run), "params": f["params"], "finetuned_val": f["val_accuracy"]}
                 row["recorded_search"] = f["search_val_accuracy"]
-                for proxy in args.proxies:
-                    row[proxy] = score(ctx, proxy, edits)
+                row.update(scores(ctx, args.proxies, edits))
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
                 rows.append(row)
         best = max(rows, key=lambda r: r["finetuned_val"])
