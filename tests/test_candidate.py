@@ -268,3 +268,45 @@ def test_train_student_refuses_an_unknown_schedule():
             generator=torch.Generator(),
             schedule="step",
         )
+
+
+def test_candidate_latency_is_measured_in_the_layout_the_student_is_saved_in(monkeypatch):
+    """Candidates train in NHWC (--channels-last); their latency is measured as the teacher's and the saved
+    student's are, in PyTorch's default NCHW layout, which measured 1.13x faster for a 75K VGG student here."""
+    import dataclasses
+
+    import torch
+    from torch import nn
+
+    import n2n.search.candidate as candidate
+    from n2n.measure import TimingSettings
+    from n2n.surgery import Edits
+    from n2n.train.compute import Compute
+
+    ctx = _chain_context()
+    ctx = dataclasses.replace(
+        ctx,
+        settings=dataclasses.replace(ctx.settings, compute=Compute("cpu", "fp32", channels_last=True)),
+        latency_timing=TimingSettings(warmup=0, min_repeats=1, max_repeats=1, budget_s=0.0),
+    )
+    layouts = []
+
+    def fake_latency(model, input_shape, batch, timing):
+        convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+        layouts.append([w.is_contiguous() for w in convs])
+        return 1.5
+
+    trained_layouts = []
+    original_train = candidate.train_candidate
+
+    def train_and_look(ctx, student, edits, macs):
+        original_train(ctx, student, edits, macs)
+        trained_layouts.append([m.weight.is_contiguous(memory_format=torch.channels_last)
+                                for m in student.modules() if isinstance(m, nn.Conv2d)])  # fmt: skip
+
+    monkeypatch.setattr(candidate, "torch_latency_ms", fake_latency)
+    monkeypatch.setattr(candidate, "train_candidate", train_and_look)
+    result = candidate.evaluate_candidate(ctx, Edits.make(keep={"2": 0.5}))
+    assert result.valid and result.latency_ms == 1.5
+    assert trained_layouts == [[True, True, True]]  # it did train in NHWC
+    assert layouts == [[True, True, True]]  # and was timed in NCHW
