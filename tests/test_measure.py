@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from n2n.measure import TimingSettings, measure_cost, median_seconds, speedups, state_dict_bytes
+from n2n.measure import TimingSettings, measure_cost, speedups, state_dict_bytes, timed_seconds
 from n2n.models import ModelSpec, save_model
 
 FAST = TimingSettings(warmup=1, min_repeats=3, max_repeats=5, budget_s=0.05)
@@ -41,13 +41,28 @@ def _metadata_bytes(directory):
     return (directory / "model.safetensors").stat().st_size - plain
 
 
-def test_median_seconds_repeats_within_bounds():
+def test_timed_seconds_repeats_within_bounds():
     calls = []
-    median_seconds(lambda: calls.append(1), TimingSettings(warmup=2, min_repeats=3, max_repeats=7, budget_s=10.0))
+    timed_seconds(lambda: calls.append(1), TimingSettings(warmup=2, min_repeats=3, max_repeats=7, budget_s=10.0))
     assert len(calls) == 2 + 7
     calls.clear()
-    median_seconds(lambda: calls.append(1), TimingSettings(warmup=0, min_repeats=3, max_repeats=7, budget_s=0.0))
+    timed_seconds(lambda: calls.append(1), TimingSettings(warmup=0, min_repeats=3, max_repeats=7, budget_s=0.0))
     assert len(calls) == 3
+
+
+def test_timed_seconds_reports_the_median_or_the_fastest_call():
+    import time
+
+    def calls(pauses):
+        it = iter(pauses)
+        return lambda: time.sleep(next(it))
+
+    pauses = [0.03, 0.0, 0.03, 0.03, 0.03]
+    exact = {"warmup": 0, "min_repeats": 5, "max_repeats": 5, "budget_s": 0.0}
+    assert timed_seconds(calls(pauses), TimingSettings(**exact)) >= 0.03  # the median is a slow call
+    assert timed_seconds(calls(pauses), TimingSettings(**exact, statistic="min")) < 0.01  # the one fast call
+    with pytest.raises(ValueError, match="statistic"):
+        TimingSettings(statistic="mean")
 
 
 def test_measure_cost_counts_and_times():
