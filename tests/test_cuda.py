@@ -105,3 +105,12 @@ def test_a_gpu_search_resumes_to_the_same_student(gpu_teacher, tmp_path, monkeyp
     assert (cut / "student" / "model.safetensors").read_bytes() == (
         whole / "student" / "model.safetensors"
     ).read_bytes()
+
+
+def test_a_latency_capped_search_on_the_gpu_times_its_students_on_the_host(gpu_teacher, tmp_path):
+    from n2n.runlog import read_events
+
+    run = tmp_path / "run"
+    assert main(["compress", "--teacher", str(gpu_teacher), "--out", str(run), "--max-latency-ms", "1000", *TINY]) == 0
+    timed = [e["latency_ms"] for e in read_events(run / "events.jsonl") if e.get("event") == "candidate"]
+    assert timed and all(ms > 0 for ms in timed)  # a CUDA student timed on a CPU input would have failed instead

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import save
@@ -39,7 +39,7 @@ class TimingSettings:
     max_repeats: int = 100
     budget_s: float = 1.0
     threads: int = 1
-    statistic: str = "median"
+    statistic: Literal["median", "min"] = "median"
 
     def __post_init__(self) -> None:
         if self.statistic not in ("median", "min"):

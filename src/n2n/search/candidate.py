@@ -222,8 +222,8 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
         log.warning("candidate %s failed", edits.key(), exc_info=True)
         return invalid_result(edits, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", start)
     latency = 0.0
-    if ctx.latency_timing is not None:  # measured as the saved student runs (and the teacher was measured): NCHW
-        student = student.to(memory_format=torch.contiguous_format)  # not the NHWC it trained in (--channels-last)
+    if ctx.latency_timing is not None:  # measured where and as the saved student runs, and the teacher was measured:
+        student = student.to("cpu", memory_format=torch.contiguous_format)  # on the host, NCHW (not --channels-last)
         latency = torch_latency_ms(student, ctx.input_shape, 1, ctx.latency_timing)
     cost = objective_cost(ctx.objective, params, macs, latency)
     teacher_cost = ctx.teacher_params if ctx.teacher_cost is None else ctx.teacher_cost
