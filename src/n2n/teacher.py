@@ -16,7 +16,7 @@ from n2n.data import DataBundle, augment_batch
 from n2n.models.io import ModelSpec
 from n2n.models.zoo import create_model
 from n2n.recipes import OPTIMIZERS, Recipe, lr_factor, resolve_recipe
-from n2n.train.compute import CPU, Compute
+from n2n.train.compute import CPU, Compute, to_host
 from n2n.train.evaluate import accuracy
 from n2n.train.finetune import KeepBest
 from n2n.train.fit import epoch_batches, fit
@@ -74,7 +74,7 @@ def train_classifier(
     batches = ((augment_batch(x[i], data.augment, gen), y[i]) for i in order)  # augmented as each batch is drawn
     fit(model, batches, F.cross_entropy, opt, sched, compute=compute, on_step=step_done)
     best.restore(model)
-    return model.to("cpu", memory_format=torch.contiguous_format).eval()
+    return to_host(model)
 
 
 def train_teacher(

@@ -21,7 +21,7 @@ from n2n.errors import SurgeryError
 from n2n.measure import TimingSettings, torch_latency_ms
 from n2n.search.reward import INVALID_REWARD, objective_cost, reward
 from n2n.surgery import Edits, apply_edits, count_macs, count_params, forward_counts
-from n2n.train.compute import CPU, Compute
+from n2n.train.compute import CPU, Compute, to_host
 from n2n.train.evaluate import accuracy
 from n2n.train.fit import Diverged, train_student
 from n2n.train.losses import distill_loss
@@ -223,7 +223,7 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
         return invalid_result(edits, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", start)
     latency = 0.0
     if ctx.latency_timing is not None:  # measured where and as the saved student runs, and the teacher was measured:
-        student = student.to("cpu", memory_format=torch.contiguous_format)  # on the host, NCHW (not --channels-last)
+        student = to_host(student)  # on the CPU in NCHW, not where and as it trained (--channels-last)
         latency = torch_latency_ms(student, ctx.input_shape, 1, ctx.latency_timing)
     cost = objective_cost(ctx.objective, params, macs, latency)
     teacher_cost = ctx.teacher_params if ctx.teacher_cost is None else ctx.teacher_cost

@@ -145,6 +145,12 @@ class Compute:
 CPU = Compute()
 
 
+def to_host(model: nn.Module) -> nn.Module:
+    """``model`` moved in place to the CPU in PyTorch's default NCHW layout, in eval mode: as it is saved, reported
+    and timed, whatever device and memory format it trained in."""
+    return model.to("cpu", memory_format=torch.contiguous_format).eval()
+
+
 def divergence_limit(first_loss: float, null_loss: float, factor: float = DIVERGE_FACTOR) -> float:
     """The loss above which a step counts as diverging: ``factor * max(first_loss, null_loss)``.
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from n2n.data import DataBundle
-from n2n.train.compute import CPU, Compute
+from n2n.train.compute import CPU, Compute, to_host
 from n2n.train.evaluate import accuracy
 from n2n.train.fit import Diverged, train_student
 from n2n.train.losses import distill_loss
@@ -116,5 +116,5 @@ def finetune(
         except Diverged as err:
             log.warning("the fine-tune diverged (%s); keeping the best weights seen before", err)
     best.restore(student)
-    student = student.to("cpu", memory_format=torch.contiguous_format).eval()  # saved and reported from the host
+    student = to_host(student)  # saved and reported from the host
     return student, best.accuracy
