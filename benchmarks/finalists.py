@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{run} was searched without a --target-*: finalists are chosen among students under one")
     teacher, spec = load_model(Path(args.teacher) if args.teacher else run / "teacher")
     teacher.eval()
-    spec, data = match_teacher(spec, load_data(args.data, args.data_dir, seed=cfg.seed))
+    split = json.loads((run / "run.json").read_text()).get("split_seed", cfg.seed)  # the run's validation split
+    spec, data = match_teacher(spec, load_data(args.data, args.data_dir, seed=split))
     analysis = analyze(teacher, data.input_shape, fix=cfg.fix)
     ctx = eval_context(teacher, analysis, data, cfg)
 

@@ -270,6 +270,7 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
         "wall_time_s": sum(part["wall_time_s"] for part in parts),
         "points": points,
         "summary": summarise(points),
+        "paired": paired(points),
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
@@ -317,6 +318,34 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def paired(points: list[dict[str, Any]], reference: str = "n2n") -> list[dict[str, Any]]:
+    """Per (size, method): ``reference``'s test accuracy minus the method's, seed by seed, over the seeds both have.
+
+    Seeds pair the two methods' runs (one data order, one search seed), so the mean difference and its standard
+    error say more than two means over different seed sets: a lead smaller than about two standard errors is a tie.
+    """
+    accuracy = {(p["method"], p["size"], p["seed"]): p["test_accuracy"] for p in points}
+    rows = []
+    for method, size in dict.fromkeys((p["method"], p["size"]) for p in points if p["method"] != reference):
+        seeds = sorted(s for m, n, s in accuracy if (m, n) == (method, size) and (reference, size, s) in accuracy)
+        diffs = [accuracy[reference, size, s] - accuracy[method, size, s] for s in seeds]
+        if not diffs:
+            continue
+        rows.append(
+            {
+                "size": size,
+                "method": method,
+                "seeds": seeds,
+                "differences": diffs,
+                "mean_difference": statistics.mean(diffs),
+                "stderr": statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None,
+                "ahead": sum(d > 0 for d in diffs),
+                "behind": sum(d < 0 for d in diffs),
+            }
+        )
+    return rows
+
+
 def write(args: argparse.Namespace, points: list, sizes: list, seeds: list, teacher_params: int, wall: float) -> dict:
     result = {
         "benchmark": "frontier",
@@ -332,6 +361,7 @@ def write(args: argparse.Namespace, points: list, sizes: list, seeds: list, teac
         "wall_time_s": wall,
         "points": points,
         "summary": summarise(points),
+        "paired": paired(points),
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
@@ -354,6 +384,14 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"| {row['size']:,} | {row['method']} | {row['params']:,} | {row['test_accuracy']:.2%} | {seeds} | "
             f"{'' if torch_ms is None else f'{torch_ms:.3f}'} | {'' if ort_ms is None else f'{ort_ms:.3f}'} |"
+        )
+    print("\n| size | n2n minus | seeds | mean difference (points) | standard error | n2n ahead / behind |")
+    print("|---:|---|---|---:|---:|---|")
+    for row in sorted(paired(result["points"]), key=lambda r: (r["size"], r["method"])):
+        stderr = "" if row["stderr"] is None else f"{100 * row['stderr']:.3f}"
+        print(
+            f"| {row['size']:,} | {row['method']} | {', '.join(map(str, row['seeds']))} | "
+            f"{100 * row['mean_difference']:+.3f} | {stderr} | {row['ahead']} / {row['behind']} |"
         )
 
 

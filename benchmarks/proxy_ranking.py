@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _n2n import commit, machine  # noqa: E402
 
-from n2n.data import load_data  # noqa: E402
+from n2n.data import load_recorded  # noqa: E402
 from n2n.models.io import load_model  # noqa: E402
 from n2n.preprocess import match_teacher  # noqa: E402
 from n2n.search.candidate import (  # noqa: E402
@@ -134,7 +134,7 @@ def context(run: Path) -> EvalContext:
     cfg = read_config(run / "config.json")
     source = json.loads((run / "run.json").read_text())
     teacher, spec = load_model(run / "teacher")
-    data = load_data(source["data"], source["data_dir"], seed=cfg.seed, max_train=source.get("max_train"))
+    data = load_recorded(source, cfg.seed)  # split as the run split it
     _, data = match_teacher(spec, data)
     teacher = teacher.eval()
     return eval_context(teacher, analyze(teacher, data.input_shape, fix=cfg.fix), data, cfg)

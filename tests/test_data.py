@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import write_tiny_mnist
 
-from n2n.data import list_datasets, load_data, read_idx, write_idx
+from n2n.data import list_datasets, load_data, load_recorded, read_idx, write_idx
 from n2n.errors import DataError
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -87,3 +87,12 @@ def test_real_mnist():
     assert (len(b.train) + len(b.val), len(b.test)) == (60000, 10000)
     assert b.input_shape == (1, 28, 28)
     assert gzip.decompress((MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())[:4] == b"\x00\x00\x08\x01"
+
+
+def test_a_run_is_loaded_again_with_the_split_it_recorded():
+    source = {"data": "digits", "data_dir": None, "max_train": None, "data_options": None, "split_seed": 5}
+    again, expected = load_recorded(source, seed=0), load_data("digits", seed=5)
+    assert again.split_seed == 5
+    assert torch.equal(again.val.y, expected.val.y) and torch.equal(again.val.x, expected.val.x)
+    older = load_recorded({k: v for k, v in source.items() if k != "split_seed"}, seed=3)  # before split_seed
+    assert older.split_seed == 3

@@ -289,3 +289,25 @@ def test_uniform_and_scratch_baselines(teacher_dir, tmp_path):
     found = json.loads((run / "report.json").read_text())["student"]
     assert scratch["student"]["params"] == found["params"] and scratch["student"]["edits"] == found["edits"]
     assert json.loads((tmp_path / "scratch" / "config.json").read_text())["reinit"] is True
+
+
+@pytest.mark.slow
+def test_another_seed_validates_on_the_split_the_teacher_held_out(teacher_dir, tmp_path, capsys):
+    """``--seed`` seeds the search; the validation split stays the one the teacher never trained on, since another
+    seed's split would hold teacher training examples and overrate the teacher (and every reward normalised by it)."""
+    teacher = json.loads((teacher_dir / "spec.json").read_text())["meta"]
+    assert teacher["split_seed"] == 0
+    run = tmp_path / "run"
+    assert _compress(teacher_dir, run, "--stages", "remove", "--updates", "1", "--seed", "2") == 0
+    assert "validation split: seed 0" in capsys.readouterr().err
+    assert json.loads((run / "run.json").read_text())["split_seed"] == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["teacher"]["val_accuracy"] == pytest.approx(teacher["val_accuracy"])  # measured on its own split
+    assert json.loads((run / "student" / "spec.json").read_text())["meta"]["split_seed"] == 0
+    uniform = tmp_path / "uniform"
+    code = main(
+        ["baseline", "uniform", "--teacher", str(teacher_dir), "--target-params", "20000", "--data", "digits"]
+        + ["--seed", "2", "--out", str(uniform), "--workers", "1", "--finetune-epochs", "1"]
+    )
+    assert code == 0
+    assert json.loads((uniform / "run.json").read_text())["split_seed"] == 0

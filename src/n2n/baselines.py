@@ -101,7 +101,7 @@ def _run_baseline(
         emit(Baseline(kind, edits.to_dict()))
         seconds: dict[str, float] = {}
         student, final = finetune_student(ctx, data, cfg, edits, emit, listener, seconds)
-        student_spec = spec.with_edits(edits, data=data.name, baseline=kind, **final)
+        student_spec = spec.with_edits(edits, data=data.name, split_seed=data.split_seed, baseline=kind, **final)
         save_model(student, student_spec, own_dir(out / "student"))
         r = reward(final["val_accuracy"], ctx.teacher_val_accuracy, final["params"], analysis.params)
         best = CandidateResult(edits, final["params"], final["macs"], final["val_accuracy"], r, "", 0.0)

@@ -43,6 +43,7 @@ from n2n.search.setup import eval_context, make_evaluator, removal_narrowing, st
 from n2n.search.state import SearchContext, SearchState
 from n2n.settings import CompressConfig
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
+from n2n.teacher import trained_split_seed
 from n2n.train.evaluate import accuracy
 from n2n.train.finetune import finetune
 
@@ -130,12 +131,22 @@ def compress(
     """
     cfg = config.validate()
     teacher_spec, data = match_teacher(teacher_spec, data)
+    split = trained_split_seed(teacher_spec, data.name)
+    if split is not None and split != data.split_seed:
+        log.warning(
+            "the teacher was trained beside the validation split of seed %d, but this data was split with seed %d: "
+            "part of its validation split is teacher training data, which overrates the teacher and the rewards "
+            "normalised by it; load the data with seed=%d",
+            split,
+            data.split_seed,
+            split,
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
         ckpt = _open_run(out, cfg, resume, overwrite)
         if record is not None and ckpt is None:
-            write_json(out / "run.json", record)
+            write_json(out / "run.json", {**record, "split_seed": data.split_seed})
         return _compress(teacher, teacher_spec, data, cfg, out, listener, ckpt)
 
 
@@ -253,7 +264,7 @@ def _compress(
         best, student, final = max(
             (tune(r) for r in finalists), key=lambda t: (t[2]["val_accuracy"], -t[2]["params"], -finalists.index(t[0]))
         )
-        spec = teacher_spec.with_edits(best.edits, data=data.name, **final)
+        spec = teacher_spec.with_edits(best.edits, data=data.name, split_seed=data.split_seed, **final)
         save_model(student, spec, own_dir(out / "student"))
         others = pick_front(accuracy_front(search.cache.values(), lambda r: _meets(search, r)), best, cfg.front)
         front = _save_front(ctx, data, cfg, teacher_spec, [tune(best), *(tune(r) for r in others)], out)
@@ -376,7 +387,11 @@ def _save_front(
     chosen = students[0][0].edits.key()
     for result, model, final in sorted(students, key=lambda s: s[2]["params"]):
         name = f"students/{final['params']}"
-        save_model(model, teacher_spec.with_edits(result.edits, data=data.name, **final), own_dir(out / name))
+        save_model(
+            model,
+            teacher_spec.with_edits(result.edits, data=data.name, split_seed=data.split_seed, **final),
+            own_dir(out / name),
+        )
         cost = measure_cost(model, tuple(data.input_shape), latency=True, timing=REPORT_TIMING)
         rows.append(
             {

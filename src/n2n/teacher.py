@@ -107,5 +107,20 @@ def train_teacher(
         epochs=recipe.epochs,
         recipe={**asdict(recipe), "milestones": list(recipe.milestones)},
         seed=seed,
+        split_seed=data.split_seed,
     )
     return model, spec
+
+
+def trained_split_seed(spec: ModelSpec, data: str) -> int | None:
+    """The seed of the validation split that n2n held out when it trained ``spec``'s model on ``data``; None when
+    n2n did not train it there (a network of your own, another data set).
+
+    Another seed's validation split would hold examples the model was trained on, so its validation accuracy, and
+    every reward a search normalises by it, would be overrated. Teachers record ``split_seed``; those saved before
+    it was recorded were split with their training ``seed``, and students carry their run's ``split_seed``.
+    """
+    if spec.meta.get("data") != data:
+        return None
+    seed = spec.meta.get("split_seed", spec.meta.get("seed"))
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32 else None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,13 @@ def compress_cmd(
     from n2n.data import load_data, parse_normalize
 
     choice = parse_normalize(normalize)
-    bundle = load_data(data or "digits", data_dir, seed=config.seed, max_train=max_train, options=data_options)
+
+    def split(seed: int) -> Any:
+        return load_data(data or "digits", data_dir, seed=seed, max_train=max_train, options=data_options)
+
+    bundle = split(config.seed)
     model, spec = _resolve_teacher(teacher, bundle, weights, teacher_kwargs, trust_pickle, trust_code)
+    bundle = _split_as_teacher(bundle, spec, split)
     spec = _normalized_spec(choice, model, spec, bundle, config)
     source = _source(teacher, bundle, data_dir, max_train)
     if command is not None:
@@ -125,6 +131,22 @@ def _check_seed(seed: int) -> None:
         raise ConfigError(f"--seed must be an integer in [0, 2**32); got {seed}")
 
 
+def _split_as_teacher(bundle: Any, spec: Any, split: Callable[[int], Any]) -> Any:
+    """``bundle``, or the same data split again (``split(seed)``) as it was when n2n trained the teacher on it with
+    another seed: no validation example may be one the teacher learnt from. ``--seed`` still seeds the search."""
+    from n2n.teacher import trained_split_seed
+
+    seed = trained_split_seed(spec, bundle.name)
+    if seed is None or seed == bundle.split_seed:
+        return bundle
+    console.print(
+        f"validation split: seed {seed}, the one the teacher held out when it was trained (--seed "
+        f"{bundle.split_seed} seeds the rest)",
+        highlight=False,
+    )
+    return split(seed)
+
+
 def _source(teacher: str, bundle: Any, data_dir: str | None, max_train: int | None) -> dict[str, Any]:
     """What ``run.json`` records of a run's inputs: the teacher as given and how to load the same data again."""
     return {
@@ -133,6 +155,7 @@ def _source(teacher: str, bundle: Any, data_dir: str | None, max_train: int | No
         "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
         "max_train": max_train,
         "data_options": bundle.options,
+        "split_seed": bundle.split_seed,
     }
 
 
@@ -195,8 +218,13 @@ def baseline_cmd(
     if kind == "uniform":
         if teacher is None or config is None or config.target_params is None:
             raise ConfigError("n2n baseline uniform needs --teacher and --target-params N (a positive integer)")
-        bundle = load_data(data or "digits", data_dir, seed=config.seed, max_train=max_train, options=data_options)
+
+        def split(seed: int) -> Any:
+            return load_data(data or "digits", data_dir, seed=seed, max_train=max_train, options=data_options)
+
+        bundle = split(config.seed)
         model, spec = _resolve_teacher(teacher, bundle, weights, teacher_kwargs, trust_pickle, trust_code)
+        bundle = _split_as_teacher(bundle, spec, split)
         edits = uniform_edits(model, analyze(model.eval(), bundle.input_shape, config.fix), config.target_params)
         source = _source(teacher, bundle, data_dir, max_train)
     else:

@@ -156,7 +156,7 @@ def evaluate_cmd(
     model_dir: str,
     data: str | None = "digits",
     data_dir: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     teacher: str | None = None,
     latency: bool = True,
     data_options: dict[str, Any] | None = None,
@@ -166,21 +166,27 @@ def evaluate_cmd(
     """Test accuracy, parameters, FLOPs, file size and measured latency of a saved model (beside ``teacher``'s).
 
     Each model gets the normalization its ``spec.json`` records, unless ``normalize`` says otherwise; no ``data``
-    means digits.
+    means digits. Validation accuracy is measured on the split the model records (the one its run held out; seed 0
+    for a model that records none), or on the split of ``seed`` when one is given.
     """
     from n2n.data import load_data, parse_normalize
     from n2n.measure import measure_cost, speedups
     from n2n.models.io import load_model
+    from n2n.teacher import trained_split_seed
     from n2n.train.evaluate import accuracy
 
     data = data or "digits"
     choice = parse_normalize(normalize)
+    models = {
+        name: (directory, *load_model(directory, trust_code=trust_code))
+        for name, directory in (("teacher", teacher), ("model", model_dir))
+        if directory is not None
+    }
+    if seed is None:
+        seed = trained_split_seed(models["model"][2], data) or 0
     bundle = load_data(data, data_dir, seed=seed, options=data_options)
     rows: dict[str, dict[str, Any]] = {}
-    for name, directory in (("teacher", teacher), ("model", model_dir)):
-        if directory is None:
-            continue
-        model, spec = load_model(directory, trust_code=trust_code)
+    for name, (directory, model, spec) in models.items():
         check_shape(spec, bundle, directory)
         picked = pick_normalization(choice, model, spec, bundle, directory)
         inputs = bundle.normalized(picked.normalization)

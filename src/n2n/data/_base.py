@@ -57,6 +57,7 @@ class DataBundle:
     stats: Normalization  # the training split's per-channel mean and std of pixels in [0, 1] (--normalize data)
     augment: str = "none"  # training augmentation policy (n2n.data.augment); validation and test are never augmented
     options: dict[str, Any] = field(default_factory=dict)  # the resolved options: load_data(..., options=) again
+    split_seed: int = 0  # the seed that drew the validation hold-out (load_data(..., seed=))
 
     @property
     def normalization(self) -> Normalization:
@@ -234,6 +235,7 @@ def load_data(
         stats=Normalization(tuple(mean.tolist()), tuple(std.tolist())),
         augment=resolved["augment"],
         options=resolved,
+        split_seed=seed,
     )
 
 
@@ -247,6 +249,7 @@ def read_source(path: str | Path) -> dict[str, Any]:
         "data_dir": lambda v: v is None or isinstance(v, str),
         "max_train": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
         "data_options": lambda v: v is None or isinstance(v, dict),
+        "split_seed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32),
     }
     for key, ok in checks.items():
         if not ok(source.get(key)):
@@ -255,11 +258,13 @@ def read_source(path: str | Path) -> dict[str, Any]:
 
 
 def load_recorded(source: Mapping[str, Any], seed: int) -> DataBundle:
-    """The data set a run recorded in its ``run.json`` (``source``), split with the run's ``seed``."""
+    """The data set a run recorded in its ``run.json`` (``source``), split as the run split it: with the recorded
+    ``split_seed``, or the run's ``seed`` for runs recorded before the split had a seed of its own."""
+    split_seed = source.get("split_seed")
     return load_data(
         source["data"],
         source["data_dir"],
-        seed=seed,
+        seed=seed if split_seed is None else split_seed,
         max_train=source.get("max_train"),
         options=source.get("data_options"),
     )
