@@ -2,6 +2,7 @@
 
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import torch
 from n2n.cli import main
 from n2n.models.zoo import create_model
 from n2n.runlog import read_events
-from n2n.search.narrow import Narrowing, depth_of, size_target, uniform_fraction, uniform_keep, widen_to_target
+from n2n.search.narrow import Fitting, Narrowing, depth_of, size_target, uniform_fraction, uniform_keep, widen_to_target
 from n2n.search.policies import ShrinkPolicy
 from n2n.search.reward import Target
 from n2n.surgery import Edits, analyze, apply_edits, count_macs, count_params
@@ -127,6 +128,33 @@ def test_a_student_that_cannot_grow_is_not_widened(teacher):
     small = Edits.make([], {names[1]: 0.5})
     assert widen_to_target(small, build, lambda params, macs: params <= count_params(build(small)), (1, 8, 8)) is None
     assert widen_to_target(Edits.make([names[0]]), build, lambda params, macs: True, (1, 8, 8)) is None  # no widths
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0])  # a width choice over its target, and one under it
+def test_a_width_choice_is_scaled_in_proportion_to_its_target(teacher, scale):
+    _, build, layers = narrowing(teacher, Target())
+    names = [layer.name for layer in layers if layer.shrinkable]
+    choice = Edits.make([names[0]], {names[2]: 0.2, names[4]: 0.4, names[5]: 0.6, names[6]: 0.3})
+    limit = int(count_params(build(choice)) * scale)
+    fitted = Fitting(build, Target(params=limit), (1, 8, 8), floor=0.1)(choice)
+    keep, before = dict(fitted.keep), dict(choice.keep)
+    assert fitted.removed == choice.removed and set(keep) == set(before)
+    factor = keep[names[2]] / 0.2
+    assert factor < 1 if scale < 1 else factor > 1
+    for name, f in before.items():  # one factor for every layer, capped at 1
+        assert keep[name] == pytest.approx(min(1.0, f * factor), abs=2e-3)
+    assert count_params(build(fitted)) <= limit
+    wider = Edits.make(choice.removed, {name: min(1.0, f * factor * 1.1) for name, f in before.items()})
+    assert count_params(build(wider)) > limit  # 10% wider no longer meets it
+
+
+def test_a_width_choice_that_cannot_meet_its_target_is_left_at_the_floor(teacher):
+    _, build, layers = narrowing(teacher, Target())
+    names = [layer.name for layer in layers if layer.shrinkable]
+    choice = Edits.make([], {names[2]: 0.2, names[5]: 0.8})
+    fitted = Fitting(build, Target(params=10), (1, 8, 8), floor=0.1)(choice)
+    assert dict(fitted.keep) == {names[2]: 0.1, names[5]: 0.4}  # the narrowest at the floor, the others in proportion
+    assert Fitting(build, Target(params=10), (1, 8, 8), floor=0.1)(Edits.make([names[0]])) == Edits.make([names[0]])
 
 
 def test_a_centred_shrink_policy_starts_at_its_centre():
@@ -259,3 +287,25 @@ def test_widen_fine_tunes_the_best_student_grown_to_the_target_as_one_more_final
     chosen = max((searched, grown), key=lambda row: row["val_accuracy"])  # ties: the search's own
     assert chosen["chosen"] and report["student"]["params"] == chosen["params"]
     assert "(widened)" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow  # a search
+def test_a_fitted_search_scores_every_width_choice_at_the_target(trained, run, tmp_path):
+    out = tmp_path / "run"
+    assert main(["compress", "--teacher", str(trained), "--out", str(out), *SEARCH, "--shrink-scoring", "fitted"]) == 0
+    events = list(read_events(out / "events.jsonl"))
+    shrinks = [e for e in events if e["event"] == "candidate" and e["stage"] == "shrink" and not e["reason"]]
+    assert shrinks and all(e["params"] <= 30000 for e in shrinks)
+    assert statistics.median(e["params"] for e in shrinks) > 0.85 * 30000  # scaled up to it, not only down
+    removals = [e for e in _comparable(out) if e.get("stage") == "remove"]
+    assert removals == [e for e in _comparable(run) if e.get("stage") == "remove"]  # stage 1 as without it
+    assert json.loads((out / "report.json").read_text())["student"]["params"] <= 30000
+
+
+def test_fitted_shrink_scoring_needs_a_target():
+    from n2n.errors import ConfigError
+    from n2n.settings import CompressConfig
+
+    with pytest.raises(ConfigError, match="--shrink-scoring fitted"):
+        CompressConfig(shrink_scoring="fitted")
+    assert CompressConfig(shrink_scoring="fitted", target_params=1000).shrink_scoring == "fitted"

@@ -39,7 +39,14 @@ from n2n.search.front import accuracy_front, pick_front, top_students
 from n2n.search.loop import EventSink, run_stages
 from n2n.search.narrow import size_target, widen_to_target
 from n2n.search.reward import INVALID_REWARD
-from n2n.search.setup import eval_context, make_evaluator, removal_narrowing, stage_targets, training_logits
+from n2n.search.setup import (
+    eval_context,
+    make_evaluator,
+    removal_narrowing,
+    shrink_fitting,
+    stage_targets,
+    training_logits,
+)
 from n2n.search.state import SearchContext, SearchState
 from n2n.settings import CompressConfig
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
@@ -212,6 +219,7 @@ def _compress(
             teacher_accuracy=ctx.teacher_val_accuracy,
             stage_targets=stage_targets(cfg, analysis, ctx.teacher_latency_ms),
             narrow=removal_narrowing(cfg, ctx, analysis, analyzed),
+            fit=shrink_fitting(cfg, ctx, analysis),
         )
         state = SearchState(index=0, stage=None, ctx=search)
         if ckpt is None:

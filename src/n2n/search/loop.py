@@ -127,7 +127,8 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
         picks.append(b)
         base, analysis = bases[b]
         edit = base.then(stage.to_edits(analysis, sample.actions, ctx.fractions))
-        edits.append(ctx.narrow(edit) if state.name == "remove" and ctx.narrow is not None else edit)
+        scored_as = {"remove": ctx.narrow, "shrink": ctx.fit}.get(state.name)  # the size it is scored at, if set
+        edits.append(edit if scored_as is None else scored_as(edit))
         if edits[-1].key() not in ctx.cache:
             new.add(edits[-1].key())
 

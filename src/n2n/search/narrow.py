@@ -100,6 +100,54 @@ class Narrowing:
         return narrowed(uniform_fraction(fits, self.floor))
 
 
+class Fitting:
+    """Turns the edits of a shrink candidate into the same width profile scaled to ``target``
+    (``--shrink-scoring fitted``).
+
+    Every keep-fraction is multiplied by one common factor (each capped at 1), the largest with which the student
+    still meets the target: the shrink policy chooses how wide each layer is relative to the others, the target how
+    wide they are together. Without it a sampled student is scored at whatever size it came out at, so students over
+    the target (about half of a 75K MNIST search's, none of which can be the result) spend evaluations, and those
+    under it leave part of the allowed size unused. The factor runs geometrically from the one that takes the
+    narrowest layer to ``floor`` to the one that takes it to 1; a student over the target even at the smallest is
+    left at the smallest (the reward's target factor then scores it).
+
+    Args:
+        build: the student edits of the teacher make (raises when they cannot).
+        target: the size to meet, in parameters and FLOPs (`size_target`).
+        input_shape: one input, to count FLOPs.
+        floor: the smallest keep-fraction (``min(--fractions)``).
+    """
+
+    def __init__(
+        self, build: Callable[[Edits], nn.Module], target: Target, input_shape: Sequence[int], floor: float
+    ) -> None:
+        self.build, self.target, self.input_shape, self.floor = build, target, tuple(input_shape), floor
+        self.memo: dict[str, Edits] = {}  # a pure function of the sampled edits: each is fitted once per run
+
+    def __call__(self, edits: Edits) -> Edits:
+        key = edits.key()
+        if key not in self.memo:
+            self.memo[key] = self._fit(edits) if edits.keep else edits
+        return self.memo[key]
+
+    def _fit(self, edits: Edits) -> Edits:
+        narrowest = min(f for _, f in edits.keep)
+
+        def scaled(t: float) -> Edits:  # t = 0: the narrowest layer at the floor; t = 1: at 1 (every layer whole)
+            scale = self.floor / narrowest * (1 / self.floor) ** t
+            return Edits.make(edits.removed, {name: round(min(1.0, f * scale), 4) for name, f in edits.keep})
+
+        def fits(t: float) -> bool:
+            try:
+                student = self.build(scaled(t))
+            except Exception:  # noqa: BLE001 - widths surgery cannot make count as too large
+                return False
+            return self.target.met(count_params(student), count_macs(student, self.input_shape))
+
+        return scaled(uniform_fraction(fits, 0.0))
+
+
 def widen_to_target(
     edits: Edits, build: Callable[[Edits], nn.Module], fits: Callable[[int, int], bool], input_shape: Sequence[int]
 ) -> Edits | None:

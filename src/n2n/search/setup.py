@@ -12,7 +12,7 @@ from torch import nn
 from n2n.data import DataBundle
 from n2n.measure import SEARCH_TIMING, torch_latency_ms
 from n2n.search.candidate import CandidateSettings, EvalContext, Evaluator, SerialEvaluator, build_student
-from n2n.search.narrow import Narrowing, size_target
+from n2n.search.narrow import Fitting, Narrowing, size_target
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
 from n2n.search.reward import Target, objective_cost
 from n2n.settings import CompressConfig
@@ -102,6 +102,14 @@ def removal_narrowing(
         return None
     target = size_target(cfg.target(), analysis.macs, ctx.teacher_latency_ms)
     return Narrowing(lambda edits: build_student(ctx, edits), analyzed, target, ctx.input_shape, min(cfg.fractions))
+
+
+def shrink_fitting(cfg: CompressConfig, ctx: EvalContext, analysis: Analysis) -> Fitting | None:
+    """What scales a shrink candidate's widths to the target, when the shrink stage scores that way."""
+    if cfg.shrink_scoring != "fitted":
+        return None
+    target = size_target(cfg.target(), analysis.macs, ctx.teacher_latency_ms)
+    return Fitting(lambda edits: build_student(ctx, edits), target, ctx.input_shape, min(cfg.fractions))
 
 
 def make_evaluator(ctx: EvalContext, cfg: CompressConfig) -> Evaluator:

@@ -69,6 +69,7 @@ class SearchContext:
     teacher_accuracy: float = 1.0  # the reward's accuracy normaliser, for the target form
     stage_targets: dict[str, Target] = field(default_factory=dict)  # a stage that aims nearer (--removal-share)
     narrow: Callable[[Edits], Edits] | None = None  # removal -> removal narrowed to the target (--removal-scoring)
+    fit: Callable[[Edits], Edits] | None = None  # widths -> the same profile scaled to the target (--shrink-scoring)
 
     def reward(self, result: CandidateResult, stage: str | None = None) -> float:
         """The reward of ``result`` before constraints: the paper's, or the target form when a target is set
