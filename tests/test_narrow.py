@@ -71,6 +71,12 @@ def narrowing(teacher, target):
     return Narrowing(build, analyzed, target, shape, floor=0.1), build, analyzed(Edits()).layers
 
 
+def fitting(teacher, limit):
+    """A Fitting to ``limit`` parameters, and its build and layers."""
+    narrow, build, layers = narrowing(teacher, Target(params=limit))
+    return Fitting(build, narrow.analyzed, Target(params=limit), (1, 8, 8), floor=0.1), build, layers
+
+
 @pytest.mark.parametrize("kind", ["params", "flops"])
 def test_a_removal_is_narrowed_as_little_as_meeting_the_target_allows(teacher, kind):
     limit = 20_000 if kind == "params" else 400_000
@@ -136,13 +142,15 @@ def test_a_width_choice_is_scaled_in_proportion_to_its_target(teacher, scale):
     names = [layer.name for layer in layers if layer.shrinkable]
     choice = Edits.make([names[0]], {names[2]: 0.2, names[4]: 0.4, names[5]: 0.6, names[6]: 0.3})
     limit = int(count_params(build(choice)) * scale)
-    fitted = Fitting(build, Target(params=limit), (1, 8, 8), floor=0.1)(choice)
-    keep, before = dict(fitted.keep), dict(choice.keep)
-    assert fitted.removed == choice.removed and set(keep) == set(before)
+    fitted = fitting(teacher, limit)[0](choice)
+    keep = dict(fitted.keep)
+    before = {name: dict(choice.keep).get(name, 1.0) for name in names[1:]}  # a layer kept whole is scaled too
+    assert fitted.removed == choice.removed
     factor = keep[names[2]] / 0.2
     assert factor < 1 if scale < 1 else factor > 1
-    for name, f in before.items():  # one factor for every layer, capped at 1
-        assert keep[name] == pytest.approx(min(1.0, f * factor), abs=2e-3)
+    for name, f in before.items():  # one factor for every layer, capped at 1 (a layer at 1 leaves keep)
+        assert keep.get(name, 1.0) == pytest.approx(min(1.0, f * factor), abs=2e-3)
+    assert scale > 1 or keep[names[1]] < 1  # kept whole by the choice, narrowed with the others
     assert count_params(build(fitted)) <= limit
     wider = Edits.make(choice.removed, {name: min(1.0, f * factor * 1.1) for name, f in before.items()})
     assert count_params(build(wider)) > limit  # 10% wider no longer meets it
@@ -152,9 +160,11 @@ def test_a_width_choice_that_cannot_meet_its_target_is_left_at_the_floor(teacher
     _, build, layers = narrowing(teacher, Target())
     names = [layer.name for layer in layers if layer.shrinkable]
     choice = Edits.make([], {names[2]: 0.2, names[5]: 0.8})
-    fitted = Fitting(build, Target(params=10), (1, 8, 8), floor=0.1)(choice)
-    assert dict(fitted.keep) == {names[2]: 0.1, names[5]: 0.4}  # the narrowest at the floor, the others in proportion
-    assert Fitting(build, Target(params=10), (1, 8, 8), floor=0.1)(Edits.make([names[0]])) == Edits.make([names[0]])
+    fit = fitting(teacher, 10)[0]
+    # the narrowest at the floor, the others in proportion (those the choice kept whole at half)
+    assert dict(fit(choice).keep) == {name: {names[2]: 0.1, names[5]: 0.4}.get(name, 0.5) for name in names}
+    broken = Edits.make(["no.such.layer"], {names[2]: 0.2})
+    assert fit(broken) == broken  # its evaluation gives the reason
 
 
 def test_a_centred_shrink_policy_starts_at_its_centre():

@@ -219,7 +219,7 @@ def _compress(
             teacher_accuracy=ctx.teacher_val_accuracy,
             stage_targets=stage_targets(cfg, analysis, ctx.teacher_latency_ms),
             narrow=removal_narrowing(cfg, ctx, analysis, analyzed),
-            fit=shrink_fitting(cfg, ctx, analysis),
+            fit=shrink_fitting(cfg, ctx, analysis, analyzed),
         )
         state = SearchState(index=0, stage=None, ctx=search)
         if ckpt is None:

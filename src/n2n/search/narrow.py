@@ -114,29 +114,52 @@ class Fitting:
 
     Args:
         build: the student edits of the teacher make (raises when they cannot).
+        analyzed: the layers of the student that edits make (which of them are shrinkable: a layer the choice keeps
+            whole is not in its edits, and is scaled too).
         target: the size to meet, in parameters and FLOPs (`size_target`).
         input_shape: one input, to count FLOPs.
         floor: the smallest keep-fraction (``min(--fractions)``).
     """
 
     def __init__(
-        self, build: Callable[[Edits], nn.Module], target: Target, input_shape: Sequence[int], floor: float
+        self,
+        build: Callable[[Edits], nn.Module],
+        analyzed: Callable[[Edits], Analysis],
+        target: Target,
+        input_shape: Sequence[int],
+        floor: float,
     ) -> None:
-        self.build, self.target, self.input_shape, self.floor = build, target, tuple(input_shape), floor
+        self.build, self.analyzed, self.target = build, analyzed, target
+        self.input_shape, self.floor = tuple(input_shape), floor
         self.memo: dict[str, Edits] = {}  # a pure function of the sampled edits: each is fitted once per run
+        self.layers: dict[str, list[str]] = {}  # removal -> its shrinkable layers (a stage has one or a few)
 
     def __call__(self, edits: Edits) -> Edits:
         key = edits.key()
         if key not in self.memo:
-            self.memo[key] = self._fit(edits) if edits.keep else edits
+            self.memo[key] = self._fit(edits)
         return self.memo[key]
 
+    def _shrinkable(self, removal: Edits) -> list[str]:
+        key = removal.key()
+        if key not in self.layers:
+            try:
+                self.layers[key] = [layer.name for layer in self.analyzed(removal).layers if layer.shrinkable]
+            except Exception as err:  # noqa: BLE001 - the evaluation of the choice as it is reports the reason
+                log.debug("cannot fit %s: %s", removal.key(), err)
+                self.layers[key] = []
+        return self.layers[key]
+
     def _fit(self, edits: Edits) -> Edits:
-        narrowest = min(f for _, f in edits.keep)
+        chosen = dict(edits.keep)
+        widths = {name: chosen.get(name, 1.0) for name in self._shrinkable(depth_of(edits))}
+        if not widths:
+            return edits
+        narrowest = min(widths.values())
 
         def scaled(t: float) -> Edits:  # t = 0: the narrowest layer at the floor; t = 1: at 1 (every layer whole)
             scale = self.floor / narrowest * (1 / self.floor) ** t
-            return Edits.make(edits.removed, {name: round(min(1.0, f * scale), 4) for name, f in edits.keep})
+            return Edits.make(edits.removed, {name: round(min(1.0, f * scale), 4) for name, f in widths.items()})
 
         def fits(t: float) -> bool:
             try:

@@ -104,12 +104,14 @@ def removal_narrowing(
     return Narrowing(lambda edits: build_student(ctx, edits), analyzed, target, ctx.input_shape, min(cfg.fractions))
 
 
-def shrink_fitting(cfg: CompressConfig, ctx: EvalContext, analysis: Analysis) -> Fitting | None:
+def shrink_fitting(
+    cfg: CompressConfig, ctx: EvalContext, analysis: Analysis, analyzed: Callable[[Edits], Analysis]
+) -> Fitting | None:
     """What scales a shrink candidate's widths to the target, when the shrink stage scores that way."""
     if cfg.shrink_scoring != "fitted":
         return None
     target = size_target(cfg.target(), analysis.macs, ctx.teacher_latency_ms)
-    return Fitting(lambda edits: build_student(ctx, edits), target, ctx.input_shape, min(cfg.fractions))
+    return Fitting(lambda edits: build_student(ctx, edits), analyzed, target, ctx.input_shape, min(cfg.fractions))
 
 
 def make_evaluator(ctx: EvalContext, cfg: CompressConfig) -> Evaluator:
