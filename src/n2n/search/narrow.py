@@ -100,7 +100,7 @@ class Narrowing:
         return narrowed(uniform_fraction(fits, self.floor))
 
 
-class Fitting:
+class Fitting(Narrowing):
     """Turns the edits of a shrink candidate into the same width profile scaled to ``target``
     (``--shrink-scoring fitted``).
 
@@ -129,16 +129,8 @@ class Fitting:
         input_shape: Sequence[int],
         floor: float,
     ) -> None:
-        self.build, self.analyzed, self.target = build, analyzed, target
-        self.input_shape, self.floor = tuple(input_shape), floor
-        self.memo: dict[str, Edits] = {}  # a pure function of the sampled edits: each is fitted once per run
+        super().__init__(build, analyzed, target, input_shape, floor)
         self.layers: dict[str, list[str]] = {}  # removal -> its shrinkable layers (a stage has one or a few)
-
-    def __call__(self, edits: Edits) -> Edits:
-        key = edits.key()
-        if key not in self.memo:
-            self.memo[key] = self._fit(edits)
-        return self.memo[key]
 
     def _shrinkable(self, removal: Edits) -> list[str]:
         key = removal.key()
@@ -150,7 +142,7 @@ class Fitting:
                 self.layers[key] = []
         return self.layers[key]
 
-    def _fit(self, edits: Edits) -> Edits:
+    def _narrow(self, edits: Edits) -> Edits:  # memoised by Narrowing.__call__: each choice is fitted once per run
         chosen = dict(edits.keep)
         widths = {name: chosen.get(name, 1.0) for name in self._shrinkable(depth_of(edits))}
         if not widths:
