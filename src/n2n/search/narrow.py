@@ -71,6 +71,7 @@ class Narrowing:
         self.build, self.analyzed, self.target = build, analyzed, target
         self.input_shape, self.floor = tuple(input_shape), floor
         self.memo: dict[str, Edits] = {}  # a pure function of the removal: each is narrowed once per run
+        self.layers: dict[str, list[str]] = {}  # removal -> its shrinkable layers
 
     def __call__(self, removal: Edits) -> Edits:
         key = removal.key()
@@ -78,12 +79,18 @@ class Narrowing:
             self.memo[key] = self._narrow(removal)
         return self.memo[key]
 
+    def _shrinkable(self, removal: Edits) -> list[str]:
+        key = removal.key()
+        if key not in self.layers:
+            try:
+                self.layers[key] = [layer.name for layer in self.analyzed(removal).layers if layer.shrinkable]
+            except Exception as err:  # noqa: BLE001 - the evaluation of the edits as they are reports the reason
+                log.debug("cannot narrow %s: %s", removal.key(), err)
+                self.layers[key] = []
+        return self.layers[key]
+
     def _narrow(self, removal: Edits) -> Edits:
-        try:
-            layers = [layer.name for layer in self.analyzed(removal).layers if layer.shrinkable]
-        except Exception as err:  # noqa: BLE001 - the evaluation of the removal as it is reports the reason
-            log.debug("cannot narrow %s: %s", removal.key(), err)
-            return removal
+        layers = self._shrinkable(removal)
         if not layers:
             return removal
 
@@ -120,27 +127,6 @@ class Fitting(Narrowing):
         input_shape: one input, to count FLOPs.
         floor: the smallest keep-fraction (``min(--fractions)``).
     """
-
-    def __init__(
-        self,
-        build: Callable[[Edits], nn.Module],
-        analyzed: Callable[[Edits], Analysis],
-        target: Target,
-        input_shape: Sequence[int],
-        floor: float,
-    ) -> None:
-        super().__init__(build, analyzed, target, input_shape, floor)
-        self.layers: dict[str, list[str]] = {}  # removal -> its shrinkable layers (a stage has one or a few)
-
-    def _shrinkable(self, removal: Edits) -> list[str]:
-        key = removal.key()
-        if key not in self.layers:
-            try:
-                self.layers[key] = [layer.name for layer in self.analyzed(removal).layers if layer.shrinkable]
-            except Exception as err:  # noqa: BLE001 - the evaluation of the choice as it is reports the reason
-                log.debug("cannot fit %s: %s", removal.key(), err)
-                self.layers[key] = []
-        return self.layers[key]
 
     def _narrow(self, edits: Edits) -> Edits:  # memoised by Narrowing.__call__: each choice is fitted once per run
         chosen = dict(edits.keep)
