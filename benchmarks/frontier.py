@@ -91,6 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra options for n2n's and random search's `n2n compress` (e.g. '--removal-scoring partway'), for an "
         "A/B of a setting; recorded in each point's command",
     )
+    p.add_argument(
+        "--variant",
+        help="a name for the --n2n-args setting: n2n's and random search's points become 'n2n:NAME' and "
+        "'random:NAME' and their runs 'n2n-NAME-SIZE-sSEED', so that they merge beside the default's and are paired "
+        "with every other method",
+    )
     p.add_argument("--quick", action="store_true", help="smoke-test budgets (figures mean nothing)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
     p.add_argument(
@@ -109,6 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.merge and not (args.teacher and args.runs):
         p.error("--teacher and --runs are required (unless --merge)")
+    if args.variant is not None and not args.variant.replace("-", "").replace("_", "").isalnum():
+        p.error(f"--variant {args.variant!r}: use letters, digits, '-' and '_' (it names run directories)")
     return args
 
 
@@ -171,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for method, search in (("n2n", "rl"), ("random", "random")):
                 if method not in methods and not (method == "n2n" and "n2n-arch" in methods):
                     continue
-                run = runs / f"{method}-{size}-s{seed}"
+                name = method if args.variant is None else f"{method}:{args.variant}"
+                run = runs / f"{name.replace(':', '-')}-{size}-s{seed}"
                 more = ["--front", "1", "--search", search, *shlex.split(args.n2n_args), *extra]
                 cmd = command(common, ["compress"], run, seed, size, more)
                 done = args.reuse and (run / "report.json").is_file()
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 student, _ = load_model(run / "student")
                 if method in methods:
                     record(
-                        method,
+                        name,
                         size,
                         seed,
                         student,
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     widths = fit_widths(n, input_shape[0], data.num_classes)
                     model, figures = hand_cnn(widths, epochs, seed)
                     record(
-                        "hand@n2n",
+                        f"hand@{name}",
                         size,
                         seed,
                         model,
@@ -207,7 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if method == "n2n" and "n2n-arch" in methods:
                     fresh, _ = load_model(run / "student")
                     figures = train_from_scratch(fresh, data, epochs=epochs, seed=seed)
-                    record("n2n-arch", size, seed, fresh, figures, seconds=figures["seconds"], epochs=epochs)
+                    suffix = "" if args.variant is None else f":{args.variant}"
+                    record(f"n2n-arch{suffix}", size, seed, fresh, figures, seconds=figures["seconds"], epochs=epochs)
             if "uniform" in methods:
                 run = runs / f"uniform-{size}-s{seed}"
                 cmd = command(common, ["baseline", "uniform"], run, seed, size, extra)
@@ -318,21 +328,32 @@ def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def paired(points: list[dict[str, Any]], reference: str = "n2n") -> list[dict[str, Any]]:
-    """Per (size, method): ``reference``'s test accuracy minus the method's, seed by seed, over the seeds both have.
+def paired(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (reference, size, method): the reference's test accuracy minus the method's, seed by seed, over the seeds
+    both have. The references are ``n2n`` and each ``n2n:VARIANT`` (``--variant``).
 
     Seeds pair the two methods' runs (one data order, one search seed), so the mean difference and its standard
     error say more than two means over different seed sets: a lead smaller than about two standard errors is a tie.
     """
     accuracy = {(p["method"], p["size"], p["seed"]): p["test_accuracy"] for p in points}
+    methods = dict.fromkeys((p["method"], p["size"]) for p in points)
+    references = [m for m in dict.fromkeys(m for m, _ in methods) if m == "n2n" or m.startswith("n2n:")]
     rows = []
-    for method, size in dict.fromkeys((p["method"], p["size"]) for p in points if p["method"] != reference):
+    for i, reference in enumerate(references):  # each pair of references once: n2n:X minus n2n is n2n minus n2n:X
+        rows += _paired_with(accuracy, [key for key in methods if key[0] not in references[: i + 1]], reference)
+    return rows
+
+
+def _paired_with(accuracy: dict[tuple, float], methods: list[tuple], reference: str) -> list[dict[str, Any]]:
+    rows = []
+    for method, size in methods:
         seeds = sorted(s for m, n, s in accuracy if (m, n) == (method, size) and (reference, size, s) in accuracy)
         diffs = [accuracy[reference, size, s] - accuracy[method, size, s] for s in seeds]
         if not diffs:
             continue
         rows.append(
             {
+                "reference": reference,
                 "size": size,
                 "method": method,
                 "seeds": seeds,
@@ -385,12 +406,12 @@ def print_table(result: dict[str, Any]) -> None:
             f"| {row['size']:,} | {row['method']} | {row['params']:,} | {row['test_accuracy']:.2%} | {seeds} | "
             f"{'' if torch_ms is None else f'{torch_ms:.3f}'} | {'' if ort_ms is None else f'{ort_ms:.3f}'} |"
         )
-    print("\n| size | n2n minus | seeds | mean difference (points) | standard error | n2n ahead / behind |")
+    print("\n| size | minus | seeds | mean difference (points) | standard error | ahead / behind |")
     print("|---:|---|---|---:|---:|---|")
-    for row in sorted(paired(result["points"]), key=lambda r: (r["size"], r["method"])):
+    for row in sorted(paired(result["points"]), key=lambda r: (r["size"], r["reference"], r["method"])):
         stderr = "" if row["stderr"] is None else f"{100 * row['stderr']:.3f}"
         print(
-            f"| {row['size']:,} | {row['method']} | {', '.join(map(str, row['seeds']))} | "
+            f"| {row['size']:,} | {row['reference']} minus {row['method']} | {', '.join(map(str, row['seeds']))} | "
             f"{100 * row['mean_difference']:+.3f} | {stderr} | {row['ahead']} / {row['behind']} |"
         )
 
