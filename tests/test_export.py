@@ -182,3 +182,12 @@ def test_a_student_without_its_strided_stem_exports_to_onnx(tmp_path):
     assert result.path.is_file() and max(result.max_abs_diff.values()) < 1e-4
     uneven = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(4))  # 26 -> 4: windows differ, left adaptive
     assert isinstance(fixed_pools(uneven, (1, 28, 28))[1], nn.AdaptiveAvgPool2d)
+
+
+def test_a_student_shrunk_across_a_zero_padded_shortcut_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnxruntime")
+    teacher = _zoo("resnet18")
+    edits = Edits.make(["layer3.0.shortcut.0"], {"layer2.0.conv2": 0.5, "layer3.0.conv2": 0.75})
+    student = apply_edits(teacher, edits, torch.randn(2, *SHAPE), ["fc"]).eval()
+    result = export_model(student, SHAPE, "onnx", tmp_path / "student.onnx")
+    assert result.path.is_file() and max(result.max_abs_diff.values()) < 1e-4

@@ -32,6 +32,25 @@ def test_teacher_and_student_round_trip(tmp_path):
     assert torch.equal(back(x), student(x)) and back_spec.edits == edits
 
 
+def test_a_student_shrunk_across_a_zero_padded_shortcut_round_trips(tmp_path):
+    """Without its projection shortcut a block adds a zero-padded copy of its input; shrinking the layers on both
+    sides reorders that padding, which the saved student carries (and rebuilds from any weights)."""
+    data = load_data("digits")
+    spec = teacher_spec("resnet18", data, width=0.125)
+    from n2n.models import build_model
+
+    torch.manual_seed(0)
+    teacher = build_model(spec).eval()
+    x = data.test.x[:4]
+    edits = Edits.make(["layer2.0.shortcut.0"], {"stem.0": 0.5, "layer2.0.conv2": 0.5})
+    student = apply_edits(teacher, edits, x[:2], ["fc"]).eval()
+    assert student.get_submodule("stem.0").out_channels == 4
+    assert student.get_submodule("layer2.0.conv2").out_channels == 8
+    save_model(student, spec.with_edits(edits), tmp_path / "student")
+    back, _ = load_model(tmp_path / "student")
+    assert torch.equal(back(x), student(x))
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(ModelError, match="not a saved n2n model"):
         load_model(tmp_path)

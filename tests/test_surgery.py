@@ -226,3 +226,62 @@ def test_surgery_leaves_no_copies_of_a_large_network_for_the_cycle_collector(mon
     finally:
         gc.enable()
     assert len(analysis.layers) > 5 and len(left) <= 2, len(left)
+
+
+def test_a_channel_pad_cuts_its_inputs_and_outputs_apart():
+    from n2n.surgery import ChannelPad
+    from n2n.surgery.shrink import ChannelPadPruner
+
+    pad = ChannelPad(6, 3)
+    x = torch.randn(2, 3, 4, 4)
+    full = pad(x)
+    assert torch.equal(full[:, :3], x) and not full[:, 3:].any()
+    pruner = ChannelPadPruner()
+    pruner.prune_in_channels(pad, [1])  # input 1 is gone: the output it fed is zero, the others keep their places
+    assert pad.in_channels == 2 and pad.channels == 6
+    expected = full.clone()
+    expected[:, 1] = 0
+    assert torch.equal(pad(x[:, [0, 2]]), expected)
+    pruner.prune_out_channels(pad, [0, 4])
+    assert torch.equal(pad(x[:, [0, 2]]), expected[:, [1, 2, 3, 5]])
+    legacy = ChannelPad(6, 3)  # a student saved before the map was a buffer loads with the map as built
+    legacy.load_state_dict({})
+    assert torch.equal(legacy(x), full)
+
+
+class _PaddedShortcut(nn.Module):
+    """A residual block whose projection shortcut (4 -> 8 channels) the tests remove, so a ChannelPad takes its place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.shortcut = nn.Conv2d(4, 8, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        h = torch.relu(self.conv(h) + self.shortcut(h))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_the_layers_on_both_sides_of_a_removed_projection_shortcut_still_shrink():
+    """The zero-padded shortcut no longer ties the stem's channels to the block's: each side shrinks on its own, and
+    cutting channels that carry nothing leaves the student's outputs as they were."""
+    torch.manual_seed(0)
+    model = _PaddedShortcut().eval()
+    with torch.no_grad():  # stem channel 3 and conv channel 7 carry nothing: the weakest, and free to cut
+        model.stem.weight[3] = 0
+        model.stem.bias[3] = 0
+        model.conv.weight[:, 3] = 0
+        model.conv.weight[7] = 0
+        model.conv.bias[7] = 0
+        model.fc.weight[:, 7] = 0
+    x = torch.randn(4, 1, 8, 8)
+    student = remove_layers(model, ["shortcut"], x).eval()
+    by = {layer.name: layer for layer in analyze(student, (1, 8, 8), check_removals=False).layers}
+    assert by["stem"].shrinkable and by["conv"].shrinkable, (by["stem"].shrink_reason, by["conv"].shrink_reason)
+    small = shrink_layers(student, {"stem": 0.75, "conv": 0.875}, x, protected=["fc"]).eval()
+    assert small.get_submodule("stem").out_channels == 3 and small.get_submodule("conv").out_channels == 7
+    assert count_params(small) < count_params(student)
+    torch.testing.assert_close(small(x), student(x))

@@ -44,21 +44,37 @@ class Bypass(nn.Module):
 
 
 class ChannelPad(nn.Module):
-    """Zero-pads (or truncates) dimension 1 to ``channels``: a parameter-free shortcut for a channel mismatch."""
+    """A parameter-free shortcut for a channel mismatch: output channel ``j`` is input channel ``index[j]``, or zeros
+    where ``index[j]`` is ``in_channels``. As built, the input channels come first and zeros fill the rest
+    (zero-padding; a narrower output truncates).
 
-    def __init__(self, channels: int) -> None:
+    The map is a buffer, so the two sides can be shrunk apart: cutting input channels zeroes the outputs they fed,
+    cutting output channels drops their entries (:class:`ChannelPadPruner`, which Torch-Pruning is given). Without
+    that, Torch-Pruning would tie the channels on both sides of the pad, which no longer line up, and the layers on
+    either side could not be shrunk at all.
+    """
+
+    def __init__(self, channels: int, in_channels: int | None = None) -> None:
         super().__init__()
-        self.channels = channels
+        self.in_channels = channels if in_channels is None else in_channels
+        index = torch.arange(channels)
+        self.register_buffer("index", index.masked_fill(index >= self.in_channels, self.in_channels))
+
+    @property
+    def channels(self) -> int:
+        return self.index.numel()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        have = x.shape[1]
-        if have >= self.channels:
-            return x[:, : self.channels]
-        pad = [0, 0] * (x.dim() - 2) + [0, self.channels - have]
-        return F.pad(x, pad)
+        zero = x.new_zeros((x.shape[0], 1, *x.shape[2:]))
+        return torch.cat([x, zero], 1).index_select(1, self.index)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        # students saved before the map was a buffer padded their first channels: the map as built
+        state_dict.setdefault(prefix + "index", self.index.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}"
+        return f"in_channels={self.in_channels}, channels={self.channels}"
 
 
 def _copy_overlap(dst: torch.Tensor, src: torch.Tensor) -> None:
@@ -188,10 +204,10 @@ def set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
     setattr(parent, leaf, module)
 
 
-def _pad_operand(gm: fx.GraphModule, node: fx.Node, index: int, channels: int) -> fx.Node:
-    """Insert a ChannelPad before operand ``index`` of ``node``; returns the new node."""
+def _pad_operand(gm: fx.GraphModule, node: fx.Node, index: int, channels: int, have: int) -> fx.Node:
+    """Insert a ChannelPad from ``have`` to ``channels`` before operand ``index`` of ``node``; returns the new node."""
     name = f"n2n_pad_{node.name}_{index}"
-    gm.add_submodule(name, ChannelPad(channels))
+    gm.add_submodule(name, ChannelPad(channels, have))
     with gm.graph.inserting_before(node):
         padded = gm.graph.call_module(name, (node.args[index],))
     args = list(node.args)
@@ -248,5 +264,5 @@ def _match_channels(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) 
         return
     wide = max(a.shape[1], b.shape[1])
     index = 0 if a.shape[1] < wide else 1
-    padded = _pad_operand(gm, node, index, wide)
+    padded = _pad_operand(gm, node, index, wide, min(a.shape[1], b.shape[1]))
     env[padded] = run_node(gm, padded, env)

@@ -23,6 +23,7 @@ from torch import nn
 
 from n2n.errors import SurgeryError
 from n2n.surgery._fx import LAYER_TYPES
+from n2n.surgery.repair import ChannelPad
 
 
 def _out_channels(module: nn.Module) -> int:
@@ -103,13 +104,43 @@ def _limit_memory(extra: int) -> tuple[int, int] | None:
     return soft, hard
 
 
+class ChannelPadPruner(tp.pruner.function.BasePruningFunc):
+    """How Torch-Pruning cuts a :class:`ChannelPad`: its input and output channels apart (no tie between them)."""
+
+    TARGET_MODULES = ChannelPad
+
+    def prune_out_channels(self, layer: ChannelPad, idxs: list[int]) -> ChannelPad:
+        keep = torch.ones(layer.channels, dtype=torch.bool)
+        keep[list(idxs)] = False
+        layer.index = layer.index[keep]
+        return layer
+
+    def prune_in_channels(self, layer: ChannelPad, idxs: list[int]) -> ChannelPad:
+        cut = torch.zeros(layer.in_channels + 1, dtype=torch.bool)  # the last entry: the zero channel
+        cut[list(idxs)] = True
+        kept = layer.in_channels - len(idxs)
+        # old input -> new input; a cut one and the zero channel -> the new zero channel
+        renumber = torch.where(cut, kept, torch.cumsum(~cut, 0) - 1)
+        renumber[-1] = kept
+        layer.index, layer.in_channels = renumber[layer.index], kept
+        return layer
+
+    def get_out_channels(self, layer: ChannelPad) -> int:
+        return layer.channels
+
+    def get_in_channels(self, layer: ChannelPad) -> int:
+        return layer.in_channels
+
+
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph of ``model``."""
+    """Torch-Pruning's dependency graph of ``model`` (:class:`ChannelPad` cut by :class:`ChannelPadPruner`)."""
     was_training = model.training
     model.eval()  # tracing runs a forward pass: do not touch the BatchNorm statistics
     try:
         with time_limit(TORCH_PRUNING_SECONDS, "", "build the dependency graph"):
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=example, verbose=False, customized_pruners={ChannelPad: ChannelPadPruner()}
+            )
     except SurgeryError:
         raise
     except Exception as err:  # Torch-Pruning raises bare exceptions for graphs it cannot follow
