@@ -266,9 +266,10 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
         seen.add(key)
     result = {
         "benchmark": "frontier",
-        "merged": [
-            {"file": f, "command": part["command"], "commit": part["commit"]}
+        "merged": [  # a merged input brings the runs it was merged from
+            piece
             for f, part in zip(args.merge, parts, strict=True)
+            for piece in part.get("merged", [{"file": f, "command": part.get("command"), "commit": part.get("commit")}])
         ],
         "teacher": parts[0]["teacher"],
         "teacher_params": parts[0]["teacher_params"],

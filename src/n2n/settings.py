@@ -183,11 +183,11 @@ class CompressConfig:
         group="size",
     )
     shrink_scoring: Literal["sampled", "fitted"] = _opt(
-        "sampled",
-        "with a --target-*: how the shrink stage scores a width choice. sampled: as sampled; fitted: with every "
-        "keep-fraction scaled by one common factor, the largest with which the student meets the target, so that "
-        "width profiles are compared at the size asked for (the policy sets each layer's share, the target the overall "
-        "width); costs about 9 surgeries per candidate, in the main process",
+        "fitted",
+        "with a --target-*: how the shrink stage scores a width choice. fitted: with every keep-fraction scaled by one "
+        "common factor, the largest with which the student meets the target, so that width profiles are compared at "
+        "the size asked for (the policy sets each layer's share, the target the overall width; about 9 surgeries per "
+        "candidate, in the main process); sampled: as sampled. Without a target the choice is scored as sampled",
         group="size",
     )
     finalists: int = _opt(
@@ -437,11 +437,6 @@ class CompressConfig:
             raise ConfigError(
                 f"--objective {self.objective} and a --target-* both say what to compress: with a target the reward "
                 "is accuracy under the target, so drop --objective (use --target-flops or --target-latency-ms)"
-            )
-        if self.shrink_scoring == "fitted" and not self.target().set:
-            raise ConfigError(
-                "--shrink-scoring fitted scales each width choice to the size you want: give it a --target-params, "
-                "--target-flops or --target-latency-ms"
             )
         if not 0 < self.removal_share <= 1:
             raise ConfigError(f"--removal-share must be in (0, 1]; got {self.removal_share}")

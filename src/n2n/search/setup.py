@@ -107,8 +107,8 @@ def removal_narrowing(
 def shrink_fitting(
     cfg: CompressConfig, ctx: EvalContext, analysis: Analysis, analyzed: Callable[[Edits], Analysis]
 ) -> Fitting | None:
-    """What scales a shrink candidate's widths to the target, when the shrink stage scores that way."""
-    if cfg.shrink_scoring != "fitted":
+    """What scales a shrink candidate's widths to the target, when the shrink stage scores that way (with a target)."""
+    if cfg.shrink_scoring != "fitted" or not cfg.target().set:
         return None
     target = size_target(cfg.target(), analysis.macs, ctx.teacher_latency_ms)
     return Fitting(lambda edits: build_student(ctx, edits), analyzed, target, ctx.input_shape, min(cfg.fractions))
