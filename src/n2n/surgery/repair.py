@@ -54,11 +54,11 @@ class ChannelPad(nn.Module):
     either side could not be shrunk at all.
     """
 
-    def __init__(self, channels: int, in_channels: int | None = None) -> None:
+    def __init__(self, channels: int, in_channels: int) -> None:
         super().__init__()
-        self.in_channels = channels if in_channels is None else in_channels
+        self.in_channels = in_channels
         index = torch.arange(channels)
-        self.register_buffer("index", index.masked_fill(index >= self.in_channels, self.in_channels))
+        self.register_buffer("index", index.masked_fill(index >= in_channels, in_channels))
 
     @property
     def channels(self) -> int:
