@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,3 +80,60 @@ def test_crop_flip_gives_windows_of_the_image_or_its_mirror():
     plain, mirrored = windows(x, 4), windows(x.flip(3), 4)
     for i in range(len(x)):
         assert any(torch.equal(out[i], w[i]) for w in (*plain.values(), *mirrored.values()))
+
+
+def test_a_fine_tune_trains_on_augmented_inputs_and_the_targets_of_the_originals():
+    from torch import nn
+
+    from n2n.train.fit import train_student
+
+    x, soft = batch(16), torch.randn(16, 3)
+    seen, targets = [], []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2 * 6 * 5, 3)
+
+        def forward(self, inputs):
+            seen.append(inputs.detach().clone())
+            return self.linear(inputs.flatten(1))
+
+    def loss(out, target):
+        if out.requires_grad:  # not the divergence guard's reference loss on zeros
+            targets.append(target.clone())
+        return (out - target).pow(2).mean()
+
+    train_student(
+        Probe(), x, soft, steps=3, batch_size=8, lr=1e-3, weight_decay=0.0,
+        generator=torch.Generator().manual_seed(0), loss_fn=loss, augment="crop",
+    )  # fmt: skip
+    # the same draws in the same order: a pass's order first, then each batch's crops as the batch is drawn
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(16, generator=gen)
+    first, second = order[:8], order[8:]
+    assert torch.equal(seen[0], random_crop(x[first], gen)) and torch.equal(targets[0], soft[first])
+    assert torch.equal(seen[1], random_crop(x[second], gen)) and torch.equal(targets[1], soft[second])
+    assert not torch.equal(seen[0], x[first])  # a crop of 8 images that moves none is a 1 in 81**8 draw
+
+
+def test_compress_fine_tunes_with_the_data_sets_augmentation(tmp_path, monkeypatch):
+    """The final fine-tune (here a uniform baseline's, the same code) uses --augment, and the data set's own policy
+    when it is not given; without augmentation it draws nothing more than before."""
+    import importlib
+
+    from n2n.cli import main
+
+    module = importlib.import_module("n2n.compress")  # the name n2n.compress is the function
+    used = []
+    tune = module.finetune
+    monkeypatch.setattr(module, "finetune", lambda *a, **k: used.append(a[3].augment) or tune(*a, **k))
+    common = ["--data", "digits", "--seed", "0", "--max-train", "300", "--epochs", "1", "--arch", "vgg11"]
+    assert main(["train-teacher", *common, "--width", "0.125", "--out", str(tmp_path / "t")]) == 0
+    tiny = ["--data", "digits", "--max-train", "300", "--target-params", "3000", "--finetune-epochs", "1",
+            "--finetune-min-steps", "2", "--workers", "1", "--teacher", str(tmp_path / "t")]  # fmt: skip
+    for i, extra in enumerate(([], ["--augment", "crop"])):
+        assert main(["baseline", "uniform", *tiny, *extra, "--out", str(tmp_path / f"u{i}")]) == 0
+    assert used == ["none", "crop"]
+    run = json.loads((tmp_path / "u1" / "run.json").read_text())
+    assert run["data_options"]["augment"] == "crop"  # what a resume or a report reloads the data with

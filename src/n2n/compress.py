@@ -8,7 +8,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -484,7 +484,8 @@ def finetune_student(
     """Build the student ``edits`` make of ``ctx``'s teacher and fine-tune it (`n2n.train.finetune.finetune`, by
     ``cfg``'s fine-tune settings); returns it with its size and validation and test accuracy.
 
-    The student starts from the teacher's inherited weights (re-initialised with ``--reinit``). ``z_train`` are the
+    The student starts from the teacher's inherited weights (re-initialised with ``--reinit``) and trains on batches
+    augmented by ``data.augment`` (the data set's policy, or ``--augment``). ``z_train`` are the
     teacher's logits on the training split (`training_logits`), computed here when not given; their time counts
     towards the fine-tune's.
     """
@@ -493,7 +494,7 @@ def finetune_student(
     torch.manual_seed(cfg.seed)
     compute = ctx.settings.compute
     student = compute.model(build_student(ctx, edits))
-    settings = cfg.finetune_settings()
+    settings = replace(cfg.finetune_settings(), augment=data.augment)  # the data set's policy, or --augment
     emit(Finetune(settings.steps(len(data.train)), count_params(student)))
     on_step = None if listener is None else lambda step: listener(FinetuneStep(step).to_dict())
     student, best_acc = finetune(student, data, z_train, settings, compute, on_step)

@@ -65,8 +65,8 @@ READER = (
         "--augment",
         default=None,
         choices=list_policies(),
-        help="training augmentation (default: the data set's own: crop_flip for CIFAR, caltech256 and "
-        "imagefolder, crop for svhn, none otherwise)",
+        help="training augmentation of a teacher, and of compress's and baseline's final fine-tune (default: the "
+        "data set's own: crop_flip for CIFAR, caltech256 and imagefolder, crop for svhn, none otherwise)",
     ),
 )
 DATA_OPTIONS = tuple(o.dest for o in READER)

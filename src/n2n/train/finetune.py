@@ -1,5 +1,5 @@
-"""The final fine-tune of a student: ``CE + kd_weight * distillation`` on the whole training split, the best
-validation weights kept."""
+"""The final fine-tune of a student: ``CE + kd_weight * distillation`` on the whole training split, augmented by the
+data set's policy, the best validation weights kept."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class FinetuneSettings:
     distill: str = "kl"  # or "mse" on logits
     temperature: float = 4.0
     kd_weight: float = 1.0
+    augment: str = "none"  # training-batch augmentation (n2n.data.augment); compress passes the data set's
     batch_size: int = 128
     eval_batch_size: int | None = None
     seed: int = 0
@@ -76,6 +77,11 @@ def finetune(
     """Train ``student`` in place on ``data.train`` with ``CE + kd_weight * distillation`` towards
     ``teacher_logits`` (the teacher's on ``data.train``), Adam at ``settings.lr`` by ``settings.schedule``.
 
+    Each training batch is augmented by ``settings.augment`` (random crops, flips: `n2n.data.augment`); its
+    distillation target stays the teacher's logits of the image as it is, computed once, so augmenting costs no
+    teacher passes (crops and flips keep the class, and a teacher trained with them predicts the shifted image much
+    as the original).
+
     Validation accuracy is measured before training and about ten times along the way; the best weights are kept
     (later ones on ties), and a diverging run keeps the best weights seen before it diverged. The test split is not
     touched. ``on_step(step)`` is called after every step, counting from 1.
@@ -112,6 +118,7 @@ def finetune(
                 on_step=step_done,
                 compute=compute,
                 schedule=settings.schedule,
+                augment=settings.augment,
             )
         except Diverged as err:
             log.warning("the fine-tune diverged (%s); keeping the best weights seen before", err)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from n2n.data.augment import augment_batch
 from n2n.surgery.transforms import relus_in_place
 from n2n.train.compute import CPU, DIVERGE_PATIENCE, Compute, divergence_limit, divergence_streak
 from n2n.train.losses import LossFn, mse_distill_loss
@@ -137,12 +138,15 @@ def train_student(
     on_step: Callable[[int], None] | None = None,
     compute: Compute = CPU,
     schedule: str = "cosine",
+    augment: str = "none",
 ) -> float:
     """Distil into ``student`` in place with Adam for ``steps`` mini-batches drawn from ``(x, soft)``
     (:func:`step_batches`), the divergence stop on.
 
     The loss is ``loss_fn(f_s(x), soft)``; when ``labels`` are given it is ``CE(f_s(x), y) + kd_weight * loss_fn``
-    (the final fine-tune). The learning rate follows ``schedule`` (:func:`lr_schedule`).
+    (the final fine-tune). The learning rate follows ``schedule`` (:func:`lr_schedule`). Each batch of inputs is
+    augmented by the policy ``augment`` (`n2n.data.augment`, drawing from ``generator``; 'none' draws nothing) and
+    keeps the targets of the inputs as they are.
 
     Returns:
         the mean loss over the last tenth of the steps.
@@ -159,7 +163,12 @@ def train_student(
         return loss if y is None else F.cross_entropy(out, y) + kd_weight * loss
 
     order = step_batches(x.shape[0], batch_size, steps, generator)
-    batches = ((x[i], soft[i]) if labels is None else (x[i], soft[i], labels[i]) for i in order)
-    losses = fit(student, batches, objective, opt, sched, compute=compute, guard=True, on_step=on_step)
+
+    def batches() -> Iterator[tuple[torch.Tensor, ...]]:  # augmented as each batch is drawn
+        for i in order:
+            inputs = augment_batch(x[i], augment, generator)
+            yield (inputs, soft[i]) if labels is None else (inputs, soft[i], labels[i])
+
+    losses = fit(student, batches(), objective, opt, sched, compute=compute, guard=True, on_step=on_step)
     tail = losses[len(losses) - max(1, steps // 10) :]
     return sum(tail) / max(1, len(tail))
