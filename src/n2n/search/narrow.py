@@ -40,6 +40,23 @@ def uniform_fraction(fits: Callable[[float], bool], floor: float, steps: int = S
     return max(floor, math.floor(lo * 10**4) / 10**4)
 
 
+def meets_when_built(
+    build: Callable[[Edits], nn.Module], meets: Callable[[int, int], bool], input_shape: Sequence[int]
+) -> Callable[[Edits], bool]:
+    """A test on edits: whether the student they build satisfies ``meets(params, macs)``. Edits the surgery cannot
+    make fail it (a width that cannot be built counts as too large, so bisections step past it)."""
+    shape = tuple(input_shape)
+
+    def test(edits: Edits) -> bool:
+        try:
+            student = build(edits)
+        except Exception:  # noqa: BLE001 - see the docstring
+            return False
+        return meets(count_params(student), count_macs(student, shape))
+
+    return test
+
+
 def size_target(target: Target, teacher_macs: int, teacher_latency_ms: float) -> Target:
     """``target`` in what can be counted without timing: a latency target becomes a FLOPs target of the same share of
     the teacher's (latency is roughly proportional to compute at one width scale)."""
@@ -68,8 +85,8 @@ class Narrowing:
         input_shape: Sequence[int],
         floor: float,
     ) -> None:
-        self.build, self.analyzed, self.target = build, analyzed, target
-        self.input_shape, self.floor = tuple(input_shape), floor
+        self.build, self.analyzed, self.target, self.floor = build, analyzed, target, floor
+        self.fits = meets_when_built(build, target.met, input_shape)
         self.memo: dict[str, Edits] = {}  # a pure function of the removal: each is narrowed once per run
         self.layers: dict[str, list[str]] = {}  # removal -> its shrinkable layers
 
@@ -97,14 +114,7 @@ class Narrowing:
         def narrowed(f: float) -> Edits:
             return removal.then(Edits.make(keep={name: f for name in layers}))
 
-        def fits(f: float) -> bool:
-            try:
-                student = self.build(narrowed(f))
-            except Exception:  # noqa: BLE001 - a fraction surgery cannot make counts as too large
-                return False
-            return self.target.met(count_params(student), count_macs(student, self.input_shape))
-
-        return narrowed(uniform_fraction(fits, self.floor))
+        return narrowed(uniform_fraction(lambda f: self.fits(narrowed(f)), self.floor))
 
 
 class Fitting(Narrowing):
@@ -139,14 +149,7 @@ class Fitting(Narrowing):
             scale = self.floor / narrowest * (1 / self.floor) ** t
             return Edits.make(edits.removed, {name: round(min(1.0, f * scale), 4) for name, f in widths.items()})
 
-        def fits(t: float) -> bool:
-            try:
-                student = self.build(scaled(t))
-            except Exception:  # noqa: BLE001 - widths surgery cannot make count as too large
-                return False
-            return self.target.met(count_params(student), count_macs(student, self.input_shape))
-
-        return scaled(uniform_fraction(fits, 0.0))
+        return scaled(uniform_fraction(lambda t: self.fits(scaled(t)), 0.0))
 
 
 def widen_to_target(
@@ -163,14 +166,8 @@ def widen_to_target(
         scale = 1 + t * (top - 1)
         return Edits.make(edits.removed, {name: min(1.0, f * scale) for name, f in edits.keep})
 
-    def grows(t: float) -> bool:
-        try:
-            student = build(widened(t))
-        except Exception:  # noqa: BLE001 - a width surgery cannot make counts as too large
-            return False
-        return fits(count_params(student), count_macs(student, tuple(input_shape)))
-
-    grown = widened(uniform_fraction(grows, 0.0))
+    grows = meets_when_built(build, fits, input_shape)
+    grown = widened(uniform_fraction(lambda t: grows(widened(t)), 0.0))
     try:  # a fraction a little larger often rounds to the same channels: that is no wider student
         wider = count_params(build(grown)) > count_params(build(edits))
     except Exception:  # noqa: BLE001 - edits the surgery cannot make have nothing to widen
