@@ -5,7 +5,8 @@
 - ``fixed``: batches augmented by ``--augment`` (random crops by default), the teacher's logits of the images as they
   are as targets: what ``compress --augment`` does;
 - ``online``: the same augmented batches, the teacher's logits computed on each augmented batch (consistent targets,
-  Beyer et al. 2022), at the price of a teacher pass per step.
+  Beyer et al. 2022), at the price of a teacher pass per step: what ``compress --augment crop --finetune-targets
+  online`` does.
 
 Every figure is chosen on the validation split (best of about ten checks, as ``compress``); test accuracy is the
 result. Prints one line per fine-tune and writes them, with the command, to ``--json``:
@@ -23,19 +24,16 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _n2n import commit, machine  # noqa: E402
 
-from n2n.data import Normalization, augment_batch, load_data  # noqa: E402
+from n2n.data import Normalization, load_data  # noqa: E402
 from n2n.models.io import load_model  # noqa: E402
 from n2n.surgery import Edits  # noqa: E402
 from n2n.surgery.edits import apply_edits  # noqa: E402
 from n2n.train.evaluate import accuracy, predict_logits  # noqa: E402
-from n2n.train.finetune import FinetuneSettings, KeepBest, finetune  # noqa: E402
-from n2n.train.fit import fit, lr_schedule, step_batches  # noqa: E402
-from n2n.train.losses import distill_loss  # noqa: E402
+from n2n.train.finetune import FinetuneSettings, finetune  # noqa: E402
 
 VARIANTS = ("none", "fixed", "online")
 
@@ -76,12 +74,13 @@ def main() -> None:
                 for variant in variants:
                     student = apply_edits(teacher, edits, data.train.x[:2], spec.protected)
                     t0 = time.perf_counter()
-                    settings = FinetuneSettings(seed=seed, augment="none" if variant == "none" else args.augment)
-                    if variant == "online":
-                        val = online(student, teacher, data, settings)
-                    else:
-                        torch.manual_seed(seed)
-                        student, val = finetune(student, data, z_train, settings)
+                    settings = FinetuneSettings(
+                        seed=seed,
+                        augment="none" if variant == "none" else args.augment,
+                        targets="online" if variant == "online" else "fixed",
+                    )
+                    torch.manual_seed(seed)
+                    student, val = finetune(student, data, z_train, settings, teacher=teacher)
                     row = {
                         "run": str(run),
                         "finalist": index,
@@ -110,37 +109,6 @@ def main() -> None:
             indent=1,
         )
     )
-
-
-def online(student: torch.nn.Module, teacher: torch.nn.Module, data, settings: FinetuneSettings) -> float:
-    """``finetune`` with the teacher's logits computed on each augmented batch instead of once on the originals."""
-    torch.manual_seed(settings.seed)
-    steps = settings.steps(len(data.train))
-    generator = torch.Generator().manual_seed(settings.seed)
-    kd = distill_loss(settings.distill, settings.temperature)
-    opt = torch.optim.Adam(student.parameters(), lr=settings.lr)
-    best, every = KeepBest(ties=True), max(1, steps // 10)
-    best.offer(student, accuracy(student, data.val.x, data.val.y))
-
-    def batches():
-        for i in step_batches(len(data.train), settings.batch_size, steps, generator):
-            x = augment_batch(data.train.x[i], settings.augment, generator)
-            with torch.no_grad():
-                target = teacher(x)
-            yield x, target, data.train.y[i]
-
-    def checked(step: int) -> None:
-        if (step + 1) % every == 0 or step + 1 == steps:
-            best.offer(student, accuracy(student, data.val.x, data.val.y))
-            student.train()
-
-    def objective(out, target, y):
-        return F.cross_entropy(out, y) + settings.kd_weight * kd(out, target)
-
-    fit(student, batches(), objective, opt, lr_schedule(opt, settings.schedule, steps), guard=True, on_step=checked)
-    best.restore(student)
-    student.eval()
-    return best.accuracy
 
 
 def summarise(rows: list[dict], variants: list[str]) -> dict:

@@ -117,6 +117,57 @@ def test_a_fine_tune_trains_on_augmented_inputs_and_the_targets_of_the_originals
     assert not torch.equal(seen[0], x[first])  # a crop of 8 images that moves none is a 1 in 81**8 draw
 
 
+def test_online_targets_are_the_teachers_logits_of_each_augmented_batch():
+    from torch import nn
+
+    from n2n.train.fit import teacher_targets, train_student
+
+    torch.manual_seed(0)
+    x = batch(16)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(2 * 6 * 5, 3)).eval()
+    seen, targets = [], []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2 * 6 * 5, 3)
+
+        def forward(self, inputs):
+            seen.append(inputs.detach().clone())
+            return self.linear(inputs.flatten(1))
+
+    def loss(out, target):
+        if out.requires_grad:
+            targets.append(target.clone())
+        return (out - target).pow(2).mean()
+
+    train_student(
+        Probe(), x, teacher_targets(teacher), steps=2, batch_size=8, lr=1e-3, weight_decay=0.0,
+        generator=torch.Generator().manual_seed(0), loss_fn=loss, augment="crop",
+    )  # fmt: skip
+    assert len(seen) == len(targets) == 2
+    for inputs, target in zip(seen, targets, strict=True):
+        with torch.no_grad():
+            assert torch.allclose(target, teacher(inputs))  # the logits of the crop the student saw
+        assert not target.requires_grad
+    with torch.no_grad():  # not those of the original images
+        first = torch.randperm(16, generator=torch.Generator().manual_seed(0))[:8]
+        assert not torch.allclose(targets[0], teacher(x[first]))
+
+
+def test_finetune_targets_need_what_they_distil_from():
+    from n2n.train.finetune import FinetuneSettings, finetune
+
+    assert FinetuneSettings(augment="crop", targets="online").online
+    assert not FinetuneSettings(augment="none", targets="online").online  # nothing to be consistent with
+    assert not FinetuneSettings(augment="crop", targets="fixed").online
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(60, 3))
+    with pytest.raises(ValueError, match="needs the teacher"):  # refused before any data is read
+        finetune(student, None, torch.zeros(8, 3), FinetuneSettings(augment="crop", targets="online"))
+    with pytest.raises(ValueError, match="logits"):
+        finetune(student, None, None, FinetuneSettings(augment="crop"))
+
+
 def test_compress_fine_tunes_with_the_data_sets_augmentation(tmp_path, monkeypatch):
     """The final fine-tune (here a uniform baseline's, the same code) uses --augment, and the data set's own policy
     when it is not given; without augmentation it draws nothing more than before."""
@@ -128,12 +179,18 @@ def test_compress_fine_tunes_with_the_data_sets_augmentation(tmp_path, monkeypat
     used = []
     tune = module.finetune
     monkeypatch.setattr(module, "finetune", lambda *a, **k: used.append(a[3].augment) or tune(*a, **k))
+    logits = []
+    real_logits = module.training_logits
+    monkeypatch.setattr(module, "training_logits", lambda *a: logits.append(1) or real_logits(*a))
     common = ["--data", "digits", "--seed", "0", "--max-train", "300", "--epochs", "1", "--arch", "vgg11"]
     assert main(["train-teacher", *common, "--width", "0.125", "--out", str(tmp_path / "t")]) == 0
     tiny = ["--data", "digits", "--max-train", "300", "--target-params", "3000", "--finetune-epochs", "1",
             "--finetune-min-steps", "2", "--workers", "1", "--teacher", str(tmp_path / "t")]  # fmt: skip
     for i, extra in enumerate(([], ["--augment", "crop"])):
         assert main(["baseline", "uniform", *tiny, *extra, "--out", str(tmp_path / f"u{i}")]) == 0
-    assert used == ["none", "crop"]
+    assert used == ["none", "crop"] and len(logits) == 2
+    online = ["--augment", "crop", "--finetune-targets", "online"]  # the teacher per batch: no logits up front
+    assert main(["baseline", "uniform", *tiny, *online, "--out", str(tmp_path / "u2")]) == 0
+    assert used[-1] == "crop" and len(logits) == 2
     run = json.loads((tmp_path / "u1" / "run.json").read_text())
     assert run["data_options"]["augment"] == "crop"  # what a resume or a report reloads the data with

@@ -52,7 +52,7 @@ from n2n.settings import CompressConfig
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
 from n2n.teacher import trained_split_seed
 from n2n.train.evaluate import accuracy
-from n2n.train.finetune import finetune
+from n2n.train.finetune import FinetuneSettings, finetune
 
 log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]
@@ -259,7 +259,8 @@ def _compress(
         if best is None:
             raise N2NError(_no_student(search, cfg, out))
         t0 = time.perf_counter()
-        z_train = training_logits(ctx, data, cfg)  # once, for the chosen student and the front's
+        online = student_finetune(cfg, data).online  # the teacher's logits per batch: none needed up front
+        z_train = None if online else training_logits(ctx, data, cfg)  # once, for the chosen student and the front's
         seconds["finetune"] = seconds.get("finetune", 0.0) + time.perf_counter() - t0
         tuned: dict[str, tuple[CandidateResult, nn.Module, dict[str, Any]]] = {}
 
@@ -471,6 +472,12 @@ def _both(first: Listener | None, second: Listener | None) -> Listener | None:
 TARGETS = ("target_params", "target_flops", "target_latency_ms")
 
 
+def student_finetune(cfg: CompressConfig, data: DataBundle) -> FinetuneSettings:
+    """How ``cfg`` fine-tunes a student on ``data``: its fine-tune settings, augmented by the data set's policy (or
+    ``--augment``, which the data set was loaded with)."""
+    return replace(cfg.finetune_settings(), augment=data.augment)
+
+
 def finetune_student(
     ctx: EvalContext,
     data: DataBundle,
@@ -486,18 +493,19 @@ def finetune_student(
 
     The student starts from the teacher's inherited weights (re-initialised with ``--reinit``) and trains on batches
     augmented by ``data.augment`` (the data set's policy, or ``--augment``). ``z_train`` are the
-    teacher's logits on the training split (`training_logits`), computed here when not given; their time counts
-    towards the fine-tune's.
+    teacher's logits on the training split (`training_logits`), computed here when not given and needed (not with
+    ``--finetune-targets online``); their time counts towards the fine-tune's.
     """
     t0 = time.perf_counter()
-    z_train = training_logits(ctx, data, cfg) if z_train is None else z_train
+    settings = student_finetune(cfg, data)
+    if z_train is None and not settings.online:
+        z_train = training_logits(ctx, data, cfg)
     torch.manual_seed(cfg.seed)
     compute = ctx.settings.compute
     student = compute.model(build_student(ctx, edits))
-    settings = replace(cfg.finetune_settings(), augment=data.augment)  # the data set's policy, or --augment
     emit(Finetune(settings.steps(len(data.train)), count_params(student)))
     on_step = None if listener is None else lambda step: listener(FinetuneStep(step).to_dict())
-    student, best_acc = finetune(student, data, z_train, settings, compute, on_step)
+    student, best_acc = finetune(student, data, z_train, settings, compute, on_step, teacher=ctx.teacher)
     seconds["finetune"] = seconds.get("finetune", 0.0) + time.perf_counter() - t0  # the front's too
     return student, {
         "params": count_params(student),

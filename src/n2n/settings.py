@@ -259,6 +259,14 @@ class CompressConfig:
         group="fine-tune",
     )
     kd_weight: float = _opt(1.0, "lambda: weight of the distillation term in the final fine-tune", group="fine-tune")
+    finetune_targets: Literal["fixed", "online"] = _opt(
+        "fixed",
+        "distillation targets of a fine-tune whose batches are augmented (--augment or the data set's policy): fixed "
+        "(the teacher's logits of each image as it is, computed once) or online (the teacher's logits of each "
+        "augmented batch: consistent with what the student sees, one teacher forward pass per step); without "
+        "augmentation the two are the same",
+        group="fine-tune",
+    )
     finetune_min_steps: int = _opt(
         1000,
         "the fine-tune runs at least this many steps (when --finetune-epochs > 0), "
@@ -340,6 +348,7 @@ class CompressConfig:
             distill=self.finetune_distill,
             temperature=self.temperature,
             kd_weight=self.kd_weight,
+            targets=self.finetune_targets,
             batch_size=self.batch_size,
             eval_batch_size=self.eval_batch_size,
             seed=self.seed,

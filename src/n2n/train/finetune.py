@@ -14,7 +14,7 @@ from torch import nn
 from n2n.data import DataBundle
 from n2n.train.compute import CPU, Compute, to_host
 from n2n.train.evaluate import accuracy
-from n2n.train.fit import Diverged, train_student
+from n2n.train.fit import Diverged, teacher_targets, train_student
 from n2n.train.losses import distill_loss
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,16 @@ class FinetuneSettings:
     temperature: float = 4.0
     kd_weight: float = 1.0
     augment: str = "none"  # training-batch augmentation (n2n.data.augment); compress passes the data set's
+    targets: str = "fixed"  # with augmentation: "fixed" (the originals' logits) or "online" (each augmented batch's)
     batch_size: int = 128
     eval_batch_size: int | None = None
     seed: int = 0
+
+    @property
+    def online(self) -> bool:
+        """Whether the distillation targets are the teacher's logits of each augmented batch (so the fine-tune needs
+        the teacher, not its logits on the training split): ``targets`` 'online' with an augmentation policy."""
+        return self.targets == "online" and self.augment != "none"
 
     def steps(self, n_train: int) -> int:
         """Training steps on a training split of ``n_train`` examples."""
@@ -69,18 +76,20 @@ class KeepBest:
 def finetune(
     student: nn.Module,
     data: DataBundle,
-    teacher_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
     settings: FinetuneSettings,
     compute: Compute = CPU,
     on_step: Callable[[int], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> tuple[nn.Module, float]:
     """Train ``student`` in place on ``data.train`` with ``CE + kd_weight * distillation`` towards
     ``teacher_logits`` (the teacher's on ``data.train``), Adam at ``settings.lr`` by ``settings.schedule``.
 
-    Each training batch is augmented by ``settings.augment`` (random crops, flips: `n2n.data.augment`); its
-    distillation target stays the teacher's logits of the image as it is, computed once, so augmenting costs no
-    teacher passes (crops and flips keep the class, and a teacher trained with them predicts the shifted image much
-    as the original).
+    Each training batch is augmented by ``settings.augment`` (random crops, flips: `n2n.data.augment`). Its
+    distillation target is by default the teacher's logits of the image as it is, computed once, so augmenting costs
+    no teacher passes (crops and flips keep the class, and a teacher trained with them predicts the shifted image
+    much as the original). With ``settings.online`` it is ``teacher``'s logits of the batch as augmented instead
+    (consistent targets, one teacher pass per step; ``teacher_logits`` are then not used and may be None).
 
     Validation accuracy is measured before training and about ten times along the way; the best weights are kept
     (later ones on ties), and a diverging run keeps the best weights seen before it diverged. The test split is not
@@ -89,6 +98,11 @@ def finetune(
     Returns:
         the student on the host in eval mode, and its validation accuracy.
     """
+    if settings.online and teacher is None:
+        raise ValueError("a fine-tune with online targets needs the teacher")
+    if not settings.online and teacher_logits is None:
+        raise ValueError("a fine-tune with fixed targets needs the teacher's logits on the training split")
+    soft = teacher_targets(compute.copy_of(teacher).eval(), compute) if settings.online else teacher_logits
     val = data.val
     steps = settings.steps(len(data.train))
     best = KeepBest(ties=True)
@@ -106,7 +120,7 @@ def finetune(
             train_student(
                 student,
                 data.train.x,
-                teacher_logits,
+                soft,
                 steps=steps,
                 batch_size=settings.batch_size,
                 lr=settings.lr,

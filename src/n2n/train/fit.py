@@ -125,7 +125,7 @@ def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, steps: int) -> torc
 def train_student(
     student: nn.Module,
     x: torch.Tensor,
-    soft: torch.Tensor,
+    soft: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
     *,
     steps: int,
     batch_size: int,
@@ -145,8 +145,10 @@ def train_student(
 
     The loss is ``loss_fn(f_s(x), soft)``; when ``labels`` are given it is ``CE(f_s(x), y) + kd_weight * loss_fn``
     (the final fine-tune). The learning rate follows ``schedule`` (:func:`lr_schedule`). Each batch of inputs is
-    augmented by the policy ``augment`` (`n2n.data.augment`, drawing from ``generator``; 'none' draws nothing) and
-    keeps the targets of the inputs as they are.
+    augmented by the policy ``augment`` (`n2n.data.augment`, drawing from ``generator``; 'none' draws nothing).
+    ``soft`` is either the targets of ``x`` (a batch keeps the targets of its inputs as they are, augmented or not)
+    or a function from a batch of inputs as augmented to their targets on the host (the teacher's logits computed
+    per batch: `teacher_targets`).
 
     Returns:
         the mean loss over the last tenth of the steps.
@@ -167,8 +169,21 @@ def train_student(
     def batches() -> Iterator[tuple[torch.Tensor, ...]]:  # augmented as each batch is drawn
         for i in order:
             inputs = augment_batch(x[i], augment, generator)
-            yield (inputs, soft[i]) if labels is None else (inputs, soft[i], labels[i])
+            target = soft(inputs) if callable(soft) else soft[i]
+            yield (inputs, target) if labels is None else (inputs, target, labels[i])
 
     losses = fit(student, batches(), objective, opt, sched, compute=compute, guard=True, on_step=on_step)
     tail = losses[len(losses) - max(1, steps // 10) :]
     return sum(tail) / max(1, len(tail))
+
+
+def teacher_targets(teacher: nn.Module, compute: Compute = CPU) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``soft`` of :func:`train_student` that distils each batch towards ``teacher``'s logits of the batch as
+    augmented (one teacher forward pass per step, on ``compute``'s device, no gradients; the logits come back in
+    float32 on the host). ``teacher`` must be on that device, in eval mode."""
+
+    def targets(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), compute.autocast():
+            return teacher(compute.batch(inputs)).float().cpu()
+
+    return targets
