@@ -82,12 +82,13 @@ def test_crop_flip_gives_windows_of_the_image_or_its_mirror():
         assert any(torch.equal(out[i], w[i]) for w in (*plain.values(), *mirrored.values()))
 
 
-def test_a_fine_tune_trains_on_augmented_inputs_and_the_targets_of_the_originals():
+def probed_training(x, soft, steps):
+    """Distil a linear probe on ``x`` with crops for ``steps`` batches of 8: the inputs it saw and the targets its
+    loss was given, step by step."""
     from torch import nn
 
     from n2n.train.fit import train_student
 
-    x, soft = batch(16), torch.randn(16, 3)
     seen, targets = [], []
 
     class Probe(nn.Module):
@@ -105,9 +106,15 @@ def test_a_fine_tune_trains_on_augmented_inputs_and_the_targets_of_the_originals
         return (out - target).pow(2).mean()
 
     train_student(
-        Probe(), x, soft, steps=3, batch_size=8, lr=1e-3, weight_decay=0.0,
+        Probe(), x, soft, steps=steps, batch_size=8, lr=1e-3, weight_decay=0.0,
         generator=torch.Generator().manual_seed(0), loss_fn=loss, augment="crop",
     )  # fmt: skip
+    return seen, targets
+
+
+def test_a_fine_tune_trains_on_augmented_inputs_and_the_targets_of_the_originals():
+    x, soft = batch(16), torch.randn(16, 3)
+    seen, targets = probed_training(x, soft, steps=3)
     # the same draws in the same order: a pass's order first, then each batch's crops as the batch is drawn
     gen = torch.Generator().manual_seed(0)
     order = torch.randperm(16, generator=gen)
@@ -120,31 +127,12 @@ def test_a_fine_tune_trains_on_augmented_inputs_and_the_targets_of_the_originals
 def test_online_targets_are_the_teachers_logits_of_each_augmented_batch():
     from torch import nn
 
-    from n2n.train.fit import teacher_targets, train_student
+    from n2n.train.fit import teacher_targets
 
     torch.manual_seed(0)
     x = batch(16)
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(2 * 6 * 5, 3)).eval()
-    seen, targets = [], []
-
-    class Probe(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(2 * 6 * 5, 3)
-
-        def forward(self, inputs):
-            seen.append(inputs.detach().clone())
-            return self.linear(inputs.flatten(1))
-
-    def loss(out, target):
-        if out.requires_grad:
-            targets.append(target.clone())
-        return (out - target).pow(2).mean()
-
-    train_student(
-        Probe(), x, teacher_targets(teacher), steps=2, batch_size=8, lr=1e-3, weight_decay=0.0,
-        generator=torch.Generator().manual_seed(0), loss_fn=loss, augment="crop",
-    )  # fmt: skip
+    seen, targets = probed_training(x, teacher_targets(teacher), steps=2)
     assert len(seen) == len(targets) == 2
     for inputs, target in zip(seen, targets, strict=True):
         with torch.no_grad():
