@@ -17,6 +17,8 @@ TINY = [
     "3",
     "--steps",
     "10",
+    "--max-draws",
+    "1",
     "--finetune-epochs",
     "1",
     "--finetune-min-steps",
