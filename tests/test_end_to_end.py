@@ -17,8 +17,6 @@ TINY = [
     "3",
     "--steps",
     "10",
-    "--max-draws",
-    "1",
     "--finetune-epochs",
     "1",
     "--finetune-min-steps",

@@ -69,7 +69,7 @@ class CompressConfig:
         "budget (the baseline a learned search must beat)",
         group="search",
     )
-    updates: int = _opt(24, "policy updates per stage", group="search")
+    updates: int = _opt(12, "policy updates per stage", group="search")
     rollouts: int = _opt(5, "candidate students sampled per policy update", group="search")
     seed: int = _opt(0, "seed for everything random (sampling, training, data order)", group="search")
     init_policy: str | None = _opt(
@@ -96,7 +96,7 @@ class CompressConfig:
     )
     entropy_coef: float = _opt(0.0, "entropy bonus weight in the policy loss", group="policy")
     max_draws: int = _opt(
-        4,
+        1,
         "draw up to this many times --rollouts students per update to find --rollouts new ones: a student evaluated "
         "before costs nothing (its cached reward still trains the policy); 1 draws exactly --rollouts (the paper)",
         group="policy",
@@ -114,7 +114,7 @@ class CompressConfig:
 
     # -- candidates: how each candidate student is trained and scored
     steps: int = _opt(
-        20,
+        60,
         "distillation steps (mini-batches) per candidate as costly as the teacher (see --max-step-scale)",
         group="candidates",
     )
