@@ -131,11 +131,10 @@ class Compute:
         return self.model(copy.deepcopy(model))
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
-        """One host batch on this device (through pinned memory on CUDA) in this memory format."""
-        if self.device == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        elif self.device != "cpu":
-            x = x.to(self.device)
+        """One batch on this device (a host batch through pinned memory on CUDA; one already there as it is) in this
+        memory format."""
+        if x.device.type != self.device:
+            x = x.pin_memory().to(self.device, non_blocking=True) if self.device == "cuda" else x.to(self.device)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -64,7 +64,7 @@ def fit(
     on_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train ``model`` in place: one optimizer step (then one scheduler step) per batch ``(inputs, *targets)`` of host
-    tensors, on ``loss_fn(model(inputs), *targets)``.
+    tensors (or tensors already on ``compute``'s device), on ``loss_fn(model(inputs), *targets)``.
 
     ``model`` is moved to ``compute``'s device and memory format and put in training mode; the forward pass runs
     under its autocast and the loss in float32, with the ReLUs that safely can working in place
@@ -147,8 +147,8 @@ def train_student(
     (the final fine-tune). The learning rate follows ``schedule`` (:func:`lr_schedule`). Each batch of inputs is
     augmented by the policy ``augment`` (`n2n.data.augment`, drawing from ``generator``; 'none' draws nothing).
     ``soft`` is either the targets of ``x`` (a batch keeps the targets of its inputs as they are, augmented or not)
-    or a function from a batch of inputs as augmented to their targets on the host (the teacher's logits computed
-    per batch: `teacher_targets`).
+    or a function from a batch of inputs as augmented to their targets (the teacher's logits computed per batch on
+    the compute device: `teacher_targets`).
 
     Returns:
         the mean loss over the last tenth of the steps.
@@ -179,11 +179,12 @@ def train_student(
 
 def teacher_targets(teacher: nn.Module, compute: Compute = CPU) -> Callable[[torch.Tensor], torch.Tensor]:
     """The ``soft`` of :func:`train_student` that distils each batch towards ``teacher``'s logits of the batch as
-    augmented (one teacher forward pass per step, on ``compute``'s device, no gradients; the logits come back in
-    float32 on the host). ``teacher`` must be on that device, in eval mode."""
+    augmented (one teacher forward pass per step, on ``compute``'s device, no gradients; the logits stay there, in
+    float32, so a GPU fine-tune does not copy them to the host and back). ``teacher`` must be on that device, in eval
+    mode."""
 
     def targets(inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), compute.autocast():
-            return teacher(compute.batch(inputs)).float().cpu()
+            return teacher(compute.batch(inputs)).float()
 
     return targets
