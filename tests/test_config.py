@@ -83,3 +83,31 @@ def test_settings_cannot_be_changed_after_they_are_checked():
         cfg.updates = -1
     with pytest.raises(ConfigError):
         dataclasses.replace(cfg, updates=-1)
+
+
+def test_an_unset_schedule_follows_the_target_and_explicit_values_win(tmp_path):
+    """Without a --target-* the search runs 12 updates of 60-step candidates; with one, 24 updates of 20-step
+    candidates with up to 4 draws; whatever the user sets (option, file or protocol preset) is kept."""
+    from n2n.cli.options import config_from
+
+    untargeted = CompressConfig()
+    assert (untargeted.updates, untargeted.steps, untargeted.max_draws) == (12, 60, 1)
+    for target in ({"target_params": 5000}, {"target_flops": 10**6}, {"target_latency_ms": 2.0}):
+        cfg = CompressConfig(**target)
+        assert (cfg.updates, cfg.steps, cfg.max_draws) == (24, 20, 4)
+    mixed = CompressConfig(target_params=5000, steps=60, max_draws=2)
+    assert (mixed.updates, mixed.steps, mixed.max_draws) == (24, 60, 2)
+    paper = CompressConfig.preset("paper", target_params=5000)
+    assert (paper.updates, paper.max_draws) == (100, 1)  # the protocol's own schedule
+    parser = build_parser()
+    command = ["compress", "--teacher", "t", "--out", str(tmp_path), "--target-params", "900"]
+    cfg = config_from(parser.parse_args(command))
+    assert (cfg.updates, cfg.steps) == (24, 20)
+    cfg = config_from(parser.parse_args([*command, "--updates", "3"]))
+    assert (cfg.updates, cfg.max_draws) == (3, 4)
+    # what a run records is the resolved schedule, so reading it back (resume, reports) gives the same settings
+    cfg = CompressConfig(target_params=5000)
+    assert config_from_mapping(cfg.to_dict()) == cfg
+    assert config_from_mapping({**CompressConfig().to_dict(), "target_params": 5000}).updates == 12  # recorded: kept
+    help_text = parser._subparsers._group_actions[0].choices["compress"].format_help()
+    assert "(default: 12; 24 with a --target-*)" in " ".join(help_text.split())

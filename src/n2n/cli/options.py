@@ -15,7 +15,7 @@ from typing import Any
 
 from n2n.data.augment import list_policies
 from n2n.errors import ConfigError
-from n2n.settings import CompressConfig, setting_choices, settings_by_group
+from n2n.settings import SCHEDULES, CompressConfig, setting_choices, settings_by_group
 from n2n.settings_file import config_from_mapping
 
 
@@ -129,7 +129,12 @@ def _config_options() -> tuple[Option, ...]:
 def _config_option(f: Field, default: Any) -> Option:
     """The option of one CompressConfig field, with its help text and default."""
     flag = "--" + f.name.replace("_", "-")
-    help_text = f"{f.metadata['help']} (default: {default})"
+    if f.metadata.get("schedule"):
+        untargeted, targeted = (SCHEDULES[kind][f.name] for kind in ("untargeted", "targeted"))
+        default_text = f"{untargeted}; {targeted} with a --target-*"
+    else:
+        default_text = str(default)
+    help_text = f"{f.metadata['help']} (default: {default_text})"
     group = f"{f.metadata['group']} settings"
     if f.name == "fix":
         return option(
