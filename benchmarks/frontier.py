@@ -112,6 +112,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run nothing: combine the points of earlier runs of this benchmark (pieces by seed or method, on one "
         "teacher) into --json, with the summary, the table and --plot",
     )
+    p.add_argument(
+        "--plot-methods",
+        help="comma-separated: the methods the plot draws (default: all), so a merged result with many variants "
+        "stays readable; the JSON and the table keep every method",
+    )
+    p.add_argument(
+        "--merge-seeds",
+        help="with --merge: keep only these seeds (comma-separated), so that every method is averaged over the same "
+        "seeds",
+    )
+    p.add_argument(
+        "--rename",
+        nargs="+",
+        default=[],
+        metavar="OLD=NEW",
+        help="with --merge: relabel a method, e.g. n2n=n2n@a0f3576 n2n:long=n2n when a variant has become the "
+        "default (every point keeps the command it ran)",
+    )
     args = p.parse_args(argv)
     if not args.merge and not (args.teacher and args.runs):
         p.error("--teacher and --runs are required (unless --merge)")
@@ -257,13 +275,22 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(
                 f"--merge: the runs differ in {key} ({', '.join(sorted(values))}); merge runs of one setup"
             )
-    points = [point for part in parts for point in part["points"]]
-    seen: set[tuple] = set()
-    for point in points:
+    renames = dict(_rename(text) for text in args.rename)
+    keep_seeds = None if args.merge_seeds is None else {int(seed) for seed in args.merge_seeds.split(",")}
+    points, seen = [], {}
+    for point in (point for part in parts for point in part["points"]):
+        point = {**point, "method": renames.get(point["method"], point["method"])}
+        if keep_seeds is not None and point["seed"] not in keep_seeds:
+            continue
         key = (point["method"], point["size"], point["seed"])
-        if key in seen:
-            raise SystemExit(f"--merge: {key[0]} at {key[1]:,} seed {key[2]} is in more than one run")
-        seen.add(key)
+        if key in seen:  # measured twice: one point if the seeded runs agree, else which to keep is not ours to say
+            if (seen[key]["params"], seen[key]["test_accuracy"]) == (point["params"], point["test_accuracy"]):
+                continue
+            raise SystemExit(
+                f"--merge: {key[0]} at {key[1]:,} seed {key[2]} is in more than one run, with different figures"
+            )
+        seen[key] = point
+        points.append(point)
     result = {
         "benchmark": "frontier",
         "merged": [  # a merged input brings the runs it was merged from
@@ -271,6 +298,8 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
             for f, part in zip(args.merge, parts, strict=True)
             for piece in part.get("merged", [{"file": f, "command": part.get("command"), "commit": part.get("commit")}])
         ],
+        "renamed": renames,
+        "merged_seeds": None if keep_seeds is None else sorted(keep_seeds),
         "teacher": parts[0]["teacher"],
         "teacher_params": parts[0]["teacher_params"],
         "data": parts[0]["data"],
@@ -287,6 +316,13 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
     Path(args.json).write_text(json.dumps(result, indent=1))
     show(result, args)
     return result
+
+
+def _rename(text: str) -> tuple[str, str]:
+    old, sep, new = text.partition("=")
+    if not (sep and old and new):
+        raise SystemExit(f"--rename {text!r}: write OLD=NEW, e.g. n2n:long=n2n")
+    return old, new
 
 
 def command(common: list[str], words: list[str], run: Path, seed: int, size: int, extra: list[str]) -> list[str]:
@@ -394,7 +430,7 @@ def show(result: dict[str, Any], args: argparse.Namespace) -> None:
     """The summary table on stdout and, with ``--plot``, the plot."""
     print_table(result)
     if args.plot:
-        plot(result, Path(args.plot))
+        plot(result, Path(args.plot), None if args.plot_methods is None else args.plot_methods.split(","))
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -417,12 +453,12 @@ def print_table(result: dict[str, Any]) -> None:
         )
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot(result: dict[str, Any], path: Path, methods: list[str] | None = None) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
-    for method in dict.fromkeys(r["method"] for r in result["summary"]):
+    for method in methods or dict.fromkeys(r["method"] for r in result["summary"]):
         rows = sorted((r for r in result["summary"] if r["method"] == method), key=lambda r: r["params"])
         ax.plot([r["params"] for r in rows], [100 * r["test_accuracy"] for r in rows], marker="o", label=method)
     ax.set_xscale("log")
