@@ -78,7 +78,7 @@ class CompressConfig:
         "budget (the baseline a learned search must beat)",
         group="search",
     )
-    updates: int = _opt(None, "policy updates per stage", group="search", schedule=True)
+    updates: int = _opt(None, "policy updates per stage", group="search")
     rollouts: int = _opt(5, "candidate students sampled per policy update", group="search")
     seed: int = _opt(0, "seed for everything random (sampling, training, data order)", group="search")
     init_policy: str | None = _opt(
@@ -109,7 +109,6 @@ class CompressConfig:
         "draw up to this many times --rollouts students per update to find --rollouts new ones: a student evaluated "
         "before costs nothing (its cached reward still trains the policy); 1 draws exactly --rollouts (the paper)",
         group="policy",
-        schedule=True,
     )
     shrink_bases: int = _opt(
         1,
@@ -127,7 +126,6 @@ class CompressConfig:
         None,
         "distillation steps (mini-batches) per candidate as costly as the teacher (see --max-step-scale)",
         group="candidates",
-        schedule=True,
     )
     max_step_scale: float = _opt(
         4.0,

@@ -129,7 +129,7 @@ def _config_options() -> tuple[Option, ...]:
 def _config_option(f: Field, default: Any) -> Option:
     """The option of one CompressConfig field, with its help text and default."""
     flag = "--" + f.name.replace("_", "-")
-    if f.metadata.get("schedule"):
+    if f.name in SCHEDULES["untargeted"]:  # its default depends on whether a target is set
         untargeted, targeted = (SCHEDULES[kind][f.name] for kind in ("untargeted", "targeted"))
         default_text = f"{untargeted}; {targeted} with a --target-*"
     else:
