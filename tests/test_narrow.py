@@ -113,7 +113,7 @@ def test_a_student_under_its_target_is_widened_in_proportion_as_far_as_the_targe
     small = Edits.make([names[0]], {names[4]: 0.2, names[5]: 0.4, names[6]: 0.6})  # the widest layers
     limit = int(count_params(build(small)) * 1.2)
 
-    def fits(params, macs):
+    def fits(params, macs, latency_ms):
         return params <= limit
 
     grown = widen_to_target(small, build, fits, (1, 8, 8))
@@ -132,8 +132,10 @@ def test_a_student_that_cannot_grow_is_not_widened(teacher):
     _, build, layers = narrowing(teacher, Target())
     names = [layer.name for layer in layers if layer.shrinkable]
     small = Edits.make([], {names[1]: 0.5})
-    assert widen_to_target(small, build, lambda params, macs: params <= count_params(build(small)), (1, 8, 8)) is None
-    assert widen_to_target(Edits.make([names[0]]), build, lambda params, macs: True, (1, 8, 8)) is None  # no widths
+    assert (
+        widen_to_target(small, build, lambda params, macs, ms: params <= count_params(build(small)), (1, 8, 8)) is None
+    )
+    assert widen_to_target(Edits.make([names[0]]), build, lambda params, macs, ms: True, (1, 8, 8)) is None  # no widths
 
 
 @pytest.mark.parametrize("scale", [0.5, 2.0])  # a width choice over its target, and one under it
@@ -327,3 +329,84 @@ def test_width_choices_are_fitted_only_to_a_target():
     assert CompressConfig().shrink_scoring == "fitted"
     assert shrink_fitting(CompressConfig(), None, None, None) is None  # no target: scored as sampled
     assert shrink_fitting(CompressConfig(shrink_scoring="sampled", target_params=1000), None, None, None) is None
+
+
+def test_count_calls_counts_what_computes_once_per_call():
+    from torch import nn
+
+    from n2n.surgery import count_calls
+    from n2n.surgery.repair import Bypass
+
+    relu = nn.ReLU(inplace=True)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Identity(), relu, Bypass(), nn.Dropout(), nn.Conv2d(4, 4, 3), relu)
+    model.train()
+    assert count_calls(model, (1, 8, 8)) == 4  # two convolutions, the in-place ReLU twice; no stand-ins
+    assert model.training  # left as it was
+
+
+def test_a_latency_model_fitted_on_two_widths_recovers_a_cost_per_call_and_per_mac(teacher):
+    from n2n.measure import LatencyModel, fit_latency_model
+    from n2n.surgery import count_calls
+
+    shape = (1, 8, 8)
+    _, build, layers = narrowing(teacher, Target())
+    narrow = build(Edits.make(keep={layer.name: 0.25 for layer in layers if layer.shrinkable}))
+    truth = LatencyModel(ms_per_call=0.01, ms_per_mac=2e-7)
+    model = fit_latency_model(teacher, narrow, shape, truth(teacher, shape), truth(narrow, shape))
+    assert model.ms_per_call == pytest.approx(0.01) and model.ms_per_mac == pytest.approx(2e-7)
+    shallow = build(Edits.make([layers[1].name]))  # a layer removed: fewer calls
+    assert count_calls(shallow, shape) < count_calls(teacher, shape)
+    assert model(shallow, shape) == pytest.approx(truth(shallow, shape))
+    # timings that fall with width faster than MACs do cannot make either cost negative
+    assert fit_latency_model(teacher, narrow, shape, 1.0, 2.0).ms_per_mac == 0.0
+
+
+def test_a_latency_target_stays_one_with_a_latency_model_and_removals_are_narrowed_to_its_prediction(teacher):
+    from n2n.measure import LatencyModel
+
+    shape = (1, 8, 8)
+    model = LatencyModel(ms_per_call=0.01, ms_per_mac=1e-6)
+    target = size_target(Target(params=10**6, latency_ms=0.5), teacher_macs=1000, teacher_latency_ms=8.0, latency=model)
+    assert (target.params, target.flops, target.latency_ms) == (10**6, None, 0.5)  # no conversion to FLOPs
+    _, build, layers = narrowing(teacher, Target())
+    narrow = Narrowing(build, lambda e: analyze(build(e), shape, check_removals=False), target, shape, 0.1, model)
+    removal = Edits.make([layers[-2].name])
+    assert model(build(removal), shape) > 0.5
+    narrowed = narrow(removal)
+    f = uniform_keep(narrowed)
+    assert f is not None and 0.1 < f < 1
+    assert model(build(narrowed), shape) <= 0.5
+    wider = removal.then(Edits.make(keep={name: min(1.0, 1.1 * f) for name, _ in narrowed.keep}))
+    assert model(build(wider), shape) > 0.5  # 10% wider no longer meets it
+
+
+def test_a_search_with_a_latency_target_fits_its_widths_to_the_latency_its_model_predicts():
+    from n2n.data import load_data
+    from n2n.search.setup import eval_context, removal_narrowing, shrink_fitting
+    from n2n.settings import CompressConfig
+
+    data = load_data("digits", None, seed=0)
+    torch.manual_seed(0)
+    teacher = create_model("vgg11", in_channels=1, num_classes=10, input_size=(8, 8), width=0.5).eval()
+    analysis = analyze(teacher, data.input_shape)
+    plain = eval_context(teacher, analysis, data, CompressConfig(candidate_examples=100, target_params=5000).validate())
+    assert plain.latency_model is None  # nothing timed, nothing to predict
+    cfg = CompressConfig(candidate_examples=100, target_latency_ms=0.5 * 10**9).validate()  # met by anything
+    ctx = eval_context(teacher, analysis, data, cfg)
+    model = ctx.latency_model
+    assert model is not None and model.ms_per_call > 0
+    assert model(teacher, data.input_shape) == pytest.approx(ctx.teacher_latency_ms)  # through the teacher's time
+    target = 0.6 * ctx.teacher_latency_ms  # a tighter target, on the same fitted model
+    tight = CompressConfig(candidate_examples=100, target_latency_ms=target).validate()
+    fitting = shrink_fitting(tight, ctx, analysis, lambda e: analyze(build_student_of(ctx, e), data.input_shape))
+    assert fitting.target.latency_ms == target
+    shrinkable = [layer.name for layer in analysis.layers if layer.shrinkable]
+    fitted = fitting(Edits.make(keep={name: 0.5 for name in shrinkable}))
+    assert model(build_student_of(ctx, fitted), data.input_shape) <= target
+    assert removal_narrowing(tight, ctx, analysis, fitting.analyzed).target.latency_ms == target
+
+
+def build_student_of(ctx, edits):
+    from n2n.search.candidate import build_student
+
+    return build_student(ctx, edits)

@@ -360,12 +360,13 @@ def _widened(search: SearchContext, ctx: EvalContext, best: CandidateResult) -> 
     """The search's best student widened to the target (``--widen``), evaluated as a candidate: a student that
     stopped under the size the user allows gets the rest as width, in the proportions the search chose. None when it
     cannot grow, or the grown student does not meet every target and constraint."""
-    target = size_target(search.target, search.analysis.macs, ctx.teacher_latency_ms)
+    target = size_target(search.target, search.analysis.macs, ctx.teacher_latency_ms, ctx.latency_model)
 
-    def fits(params: int, macs: int) -> bool:
-        return target.met(params, macs) and not search.constraints.violated(params, 1.0, macs)
+    def fits(params: int, macs: int, latency_ms: float) -> bool:
+        return target.met(params, macs, latency_ms) and not search.constraints.violated(params, 1.0, macs)
 
-    edits = widen_to_target(best.edits, lambda e: build_student(ctx, e), fits, ctx.input_shape)
+    latency = ctx.latency_model if target.latency_ms is not None else None
+    edits = widen_to_target(best.edits, lambda e: build_student(ctx, e), fits, ctx.input_shape, latency)
     if edits is None:
         return None
     if edits.key() not in search.cache:

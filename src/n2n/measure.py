@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save
 
-from n2n.surgery import count_macs, count_params
+from n2n.surgery import count_calls, count_macs, count_params
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,33 @@ SEARCH_TIMING = TimingSettings(warmup=2, min_repeats=5, max_repeats=100_000, bud
 
 #: Latency in reports and ``n2n evaluate``: at most about half a second per runtime and batch size.
 REPORT_TIMING = TimingSettings(warmup=3, min_repeats=5, max_repeats=50, budget_s=0.5)
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Batch-1 eager latency predicted from what is counted without timing: ``ms_per_call`` per leaf-module call plus
+    ``ms_per_mac`` per multiply-accumulate. A small network's eager latency is mostly a fixed cost per call, so at
+    equal MACs a shallower student is faster, which a latency taken as proportional to MACs misses. A search with a
+    latency target narrows and fits its candidates with it (`fit_latency_model`); their reward reads measured
+    latency."""
+
+    ms_per_call: float
+    ms_per_mac: float
+
+    def __call__(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
+        return self.ms_per_call * count_calls(model, input_shape) + self.ms_per_mac * count_macs(model, input_shape)
+
+
+def fit_latency_model(
+    wide: torch.nn.Module, narrow: torch.nn.Module, input_shape: tuple[int, ...], wide_ms: float, narrow_ms: float
+) -> LatencyModel:
+    """The `LatencyModel` through two measured networks of one depth, ``wide`` and the same layers ``narrow``er (the
+    teacher and the teacher narrowed uniformly): their difference in time is their difference in MACs, and what the
+    wide one's time does not spend on MACs is shared among its calls. Neither coefficient goes below 0."""
+    wide_macs, narrow_macs = count_macs(wide, input_shape), count_macs(narrow, input_shape)
+    per_mac = max(0.0, (wide_ms - narrow_ms) / (wide_macs - narrow_macs)) if wide_macs > narrow_macs else 0.0
+    per_call = max(0.0, wide_ms - per_mac * wide_macs) / max(1, count_calls(wide, input_shape))
+    return LatencyModel(ms_per_call=per_call, ms_per_mac=per_mac)
 
 
 def timed_seconds(fn: Callable[[], Any], timing: TimingSettings = TimingSettings()) -> float:

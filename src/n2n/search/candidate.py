@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from n2n.errors import SurgeryError
-from n2n.measure import TimingSettings, torch_latency_ms
+from n2n.measure import LatencyModel, TimingSettings, torch_latency_ms
 from n2n.search.reward import INVALID_REWARD, objective_cost, reward
 from n2n.surgery import Edits, apply_edits, count_macs, count_params, forward_counts
 from n2n.train.compute import CPU, Compute, to_host
@@ -80,6 +80,8 @@ class EvalContext:
         teacher_cost: the teacher's cost in that unit (None: ``teacher_params``).
         latency_timing: how candidate latency is measured; None when nothing needs it (it is then 0).
         teacher_latency_ms: the teacher's latency measured that way (0 when nothing needs it).
+        latency_model: what predicts a student's latency without timing it, to narrow and fit candidates to a
+            latency target (None without one; see `setup.fitted_latency_model`).
     """
 
     teacher: nn.Module
@@ -97,6 +99,7 @@ class EvalContext:
     teacher_cost: float | None = None
     latency_timing: TimingSettings | None = None
     teacher_latency_ms: float = 0.0  # measured only when latency_timing is set
+    latency_model: LatencyModel | None = None
 
     @property
     def example(self) -> torch.Tensor:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from n2n.measure import LatencyModel
 from n2n.search.reward import Target
 from n2n.surgery import Analysis, Edits, count_macs, count_params
 
@@ -41,10 +42,14 @@ def uniform_fraction(fits: Callable[[float], bool], floor: float, steps: int = S
 
 
 def meets_when_built(
-    build: Callable[[Edits], nn.Module], meets: Callable[[int, int], bool], input_shape: Sequence[int]
+    build: Callable[[Edits], nn.Module],
+    meets: Callable[[int, int, float], bool],
+    input_shape: Sequence[int],
+    latency: LatencyModel | None = None,
 ) -> Callable[[Edits], bool]:
-    """A test on edits: whether the student they build satisfies ``meets(params, macs)``. Edits the surgery cannot
-    make fail it (a width that cannot be built counts as too large, so bisections step past it)."""
+    """A test on edits: whether the student they build satisfies ``meets(params, macs, latency_ms)``, its latency
+    predicted by ``latency`` (0 without one). Edits the surgery cannot make fail it (a width that cannot be built
+    counts as too large, so bisections step past it)."""
     shape = tuple(input_shape)
 
     def test(edits: Edits) -> bool:
@@ -52,16 +57,22 @@ def meets_when_built(
             student = build(edits)
         except Exception:  # noqa: BLE001 - see the docstring
             return False
-        return meets(count_params(student), count_macs(student, shape))
+        latency_ms = 0.0 if latency is None else latency(student, shape)
+        return meets(count_params(student), count_macs(student, shape), latency_ms)
 
     return test
 
 
-def size_target(target: Target, teacher_macs: int, teacher_latency_ms: float) -> Target:
-    """``target`` in what can be counted without timing: a latency target becomes a FLOPs target of the same share of
-    the teacher's (latency is roughly proportional to compute at one width scale)."""
-    if target.latency_ms is None or teacher_latency_ms <= 0 or teacher_macs <= 0:
+def size_target(
+    target: Target, teacher_macs: int, teacher_latency_ms: float, latency: LatencyModel | None = None
+) -> Target:
+    """``target`` in what can be known without timing each student: a latency target stays one, met as ``latency``
+    predicts it; without a model it becomes a FLOPs target of the same share of the teacher's (latency taken as
+    proportional to compute, which overrates what narrowing saves and underrates what removing a layer saves)."""
+    if target.latency_ms is None or (latency is None and (teacher_latency_ms <= 0 or teacher_macs <= 0)):
         return Target(params=target.params, flops=target.flops)
+    if latency is not None:
+        return Target(params=target.params, flops=target.flops, latency_ms=target.latency_ms)
     flops = 2 * teacher_macs * target.latency_ms / teacher_latency_ms
     return Target(params=target.params, flops=flops if target.flops is None else min(flops, target.flops))
 
@@ -72,9 +83,10 @@ class Narrowing:
     Args:
         build: the student edits of the teacher make (raises when they cannot).
         analyzed: the layers of the student that edits make (which of them are shrinkable).
-        target: the size to meet, in parameters and FLOPs (`size_target`).
+        target: the size to meet, in parameters, FLOPs and predicted latency (`size_target`).
         input_shape: one input, to count FLOPs.
         floor: the smallest keep-fraction (the shrink stage's smallest, ``min(--fractions)``).
+        latency: what predicts a student's latency, when the target has one.
     """
 
     def __init__(
@@ -84,9 +96,10 @@ class Narrowing:
         target: Target,
         input_shape: Sequence[int],
         floor: float,
+        latency: LatencyModel | None = None,
     ) -> None:
         self.build, self.analyzed, self.target, self.floor = build, analyzed, target, floor
-        self.fits = meets_when_built(build, target.met, input_shape)
+        self.fits = meets_when_built(build, target.met, input_shape, latency if target.latency_ms is not None else None)
         self.memo: dict[str, Edits] = {}  # a pure function of the removal: each is narrowed once per run
         self.layers: dict[str, list[str]] = {}  # removal -> its shrinkable layers
 
@@ -133,9 +146,10 @@ class Fitting(Narrowing):
         build: the student edits of the teacher make (raises when they cannot).
         analyzed: the layers of the student that edits make (which of them are shrinkable: a layer the choice keeps
             whole is not in its edits, and is scaled too).
-        target: the size to meet, in parameters and FLOPs (`size_target`).
+        target: the size to meet, in parameters, FLOPs and predicted latency (`size_target`).
         input_shape: one input, to count FLOPs.
         floor: the smallest keep-fraction (``min(--fractions)``).
+        latency: what predicts a student's latency, when the target has one.
     """
 
     def _narrow(self, edits: Edits) -> Edits:  # memoised by Narrowing.__call__: each choice is fitted once per run
@@ -153,11 +167,16 @@ class Fitting(Narrowing):
 
 
 def widen_to_target(
-    edits: Edits, build: Callable[[Edits], nn.Module], fits: Callable[[int, int], bool], input_shape: Sequence[int]
+    edits: Edits,
+    build: Callable[[Edits], nn.Module],
+    fits: Callable[[int, int, float], bool],
+    input_shape: Sequence[int],
+    latency: LatencyModel | None = None,
 ) -> Edits | None:
     """``edits`` with every keep-fraction scaled up by one common factor (each capped at 1), the largest for which
-    ``fits(params, macs)`` still holds: the student grown back to the size the user allows, its layers in the
-    proportions the search chose. None when it cannot grow (nothing shrunk, or no larger fraction fits)."""
+    ``fits(params, macs, latency_ms)`` still holds (latency as ``latency`` predicts it, 0 without): the student grown
+    back to the size the user allows, its layers in the proportions the search chose. None when it cannot grow
+    (nothing shrunk, or no larger fraction fits)."""
     if not edits.keep:
         return None
     top = 1 / min(f for _, f in edits.keep)
@@ -166,7 +185,7 @@ def widen_to_target(
         scale = 1 + t * (top - 1)
         return Edits.make(edits.removed, {name: min(1.0, f * scale) for name, f in edits.keep})
 
-    grows = meets_when_built(build, fits, input_shape)
+    grows = meets_when_built(build, fits, input_shape, latency)
     grown = widened(uniform_fraction(lambda t: grows(widened(t)), 0.0))
     try:  # a fraction a little larger often rounds to the same channels: that is no wider student
         wider = count_params(build(grown)) > count_params(build(edits))

@@ -1,7 +1,7 @@
 """Surgery on any torch.fx-traceable network: what can change, removing layers, shrinking them."""
 
 from n2n.surgery.analysis import FEATURE_DIM, HEAD, Analysis, LayerInfo, analyze, layer_features, unmatched_patterns
-from n2n.surgery.count import count_macs, count_params, forward_counts
+from n2n.surgery.count import count_calls, count_macs, count_params, forward_counts
 from n2n.surgery.edits import Edits, apply_edits
 from n2n.surgery.remove import remove_layers
 from n2n.surgery.repair import Bypass, ChannelPad
@@ -20,6 +20,7 @@ __all__ = [
     "apply_edits",
     "count_macs",
     "count_params",
+    "count_calls",
     "forward_counts",
     "layer_features",
     "remove_layers",

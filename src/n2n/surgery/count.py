@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -34,7 +35,6 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return forward_counts(model, input_shape)[0]
 
 
-@torch.no_grad()
 def forward_counts(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
     """``(macs, activations)`` of one input of ``input_shape`` (no batch dim), from one forward pass: the
     multiply-accumulates of convolutions and linear layers (:func:`count_macs`), and the elements every leaf module
@@ -48,6 +48,29 @@ def forward_counts(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int,
         if isinstance(output, torch.Tensor):
             activations += math.prod(output.shape[1:])
 
+    _forward_with_leaf_hook(model, input_shape, hook)
+    return macs, activations
+
+
+def count_calls(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Leaf-module calls in one forward pass of one input of ``input_shape`` (no batch dim) that compute something:
+    a module called twice counts twice, one that hands back its input untouched (an identity, the stand-in of a
+    removed layer, dropout in eval mode) does not, and functional calls between modules are not seen. Most of a
+    small network's eager latency is a fixed cost per call."""
+    calls = 0
+
+    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+        nonlocal calls
+        passes_through = bool(inputs) and output is inputs[0] and not getattr(module, "inplace", False)
+        calls += not passes_through
+
+    _forward_with_leaf_hook(model, input_shape, hook)
+    return calls
+
+
+@torch.no_grad()
+def _forward_with_leaf_hook(model: nn.Module, input_shape: tuple[int, ...], hook: Callable[..., None]) -> None:
+    """One eval-mode forward pass of a zero input with ``hook`` on every leaf module (the mode and hooks restored)."""
     handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.children(), None) is None]
     was_training = model.training
     model.eval()
@@ -58,4 +81,3 @@ def forward_counts(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int,
         model.train(was_training)
         for h in handles:
             h.remove()
-    return macs, activations
