@@ -410,3 +410,35 @@ def build_student_of(ctx, edits):
     from n2n.search.candidate import build_student
 
     return build_student(ctx, edits)
+
+
+@pytest.mark.slow  # a search
+def test_a_latency_target_run_records_the_model_it_fits_candidates_with(trained, run, tmp_path):
+    out = tmp_path / "run"
+    search = [*SEARCH[: SEARCH.index("--target-params")], "--updates", "1", "--target-latency-ms", "1000"]
+    assert main(["compress", "--teacher", str(trained), "--out", str(out), *search]) == 0
+    start = next(read_events(out / "events.jsonl"))
+    assert start["latency_model"]["ms_per_call"] > 0 and start["latency_model"]["ms_per_mac"] >= 0
+    assert "latency_model" not in next(read_events(run / "events.jsonl"))  # a parameter target times nothing
+
+
+def test_what_candidates_measure_scales_the_latency_the_narrowing_aims_at(teacher):
+    from n2n.measure import LatencyModel
+    from n2n.search.candidate import CandidateResult
+
+    shape = (1, 8, 8)
+    model = LatencyModel(ms_per_call=0.01, ms_per_mac=1e-6)
+    _, build, layers = narrowing(teacher, Target())
+    removal = Edits.make([layers[-2].name])
+    counted = model(build(removal), shape)
+    narrow = Narrowing(build, None, Target(latency_ms=0.5), shape, 0.1, model)
+    result = CandidateResult(removal, 1000, 1000, 0.9, 0.9, "", 1.0, latency_ms=1.3 * counted)
+    invalid = CandidateResult(removal, 0, 0, 0.0, -1.0, "broken", 1.0, latency_ms=9 * counted)
+    narrow.observe([result, invalid])
+    assert model.scale == pytest.approx(1.3)  # the invalid one taught nothing
+    assert model(build(removal), shape) == pytest.approx(1.3 * counted)
+    narrow.observe([result._replace(latency_ms=1.1 * counted)] * 2)
+    assert model.scale == pytest.approx(1.1)  # the median of what was measured
+    untimed = Narrowing(build, None, Target(params=10**6), shape, 0.1, model)
+    untimed.observe([result])  # a target without latency has nothing to calibrate
+    assert len(model.ratios) == 3

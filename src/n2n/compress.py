@@ -20,7 +20,7 @@ from n2n.data import DataBundle
 from n2n.errors import ConfigError, DataError, Interrupted, N2NError
 from n2n.events import Done, Finetune, FinetuneStep, Front, Start
 from n2n.files import RunLock, own_dir, read_json_object, write_json
-from n2n.measure import REPORT_TIMING, measure_cost
+from n2n.measure import REPORT_TIMING, LatencyModel, measure_cost
 from n2n.models.io import ModelSpec, save_model
 from n2n.preprocess import match_teacher
 from n2n.report import teacher_floor, weak_teacher_below, write_reports
@@ -233,11 +233,15 @@ def _compress(
                     layers=len(analysis.layers),
                     stages=cfg.stage_list(),
                     updates=cfg.updates,
+                    latency_model=_counted_model(ctx.latency_model),
                 )
             )
         else:
             with _damaged(out):
                 state.restore(ckpt, cfg.stage_list())
+            scaler = search.narrow or search.fit  # a latency target's model learns again what candidates measured
+            if scaler is not None:
+                scaler.observe(list(search.cache.values()))
             log.info("resuming %s at stage %s, update %d", out, ckpt.meta["stage"], ckpt.meta["update"])
 
         def save(st: SearchState) -> None:
@@ -354,6 +358,11 @@ def _meets(search: SearchContext, r: CandidateResult) -> bool:
         and not search.constraints.violated(r.params, r.val_accuracy, r.macs, r.latency_ms)
         and search.target.met(r.params, r.macs, r.latency_ms)
     )
+
+
+def _counted_model(model: LatencyModel | None) -> dict[str, float] | None:
+    """A latency model's counted costs, for the run's start event."""
+    return None if model is None else {"ms_per_call": model.ms_per_call, "ms_per_mac": model.ms_per_mac}
 
 
 def _widened(search: SearchContext, ctx: EvalContext, best: CandidateResult) -> CandidateResult | None:

@@ -43,6 +43,7 @@ class Start(Event):
     layers: int
     stages: list[str]
     updates: int
+    latency_model: dict[str, float] | None = _optional()  # with a latency target: what candidates are fitted with
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,19 +57,36 @@ SEARCH_TIMING = TimingSettings(warmup=2, min_repeats=5, max_repeats=100_000, bud
 REPORT_TIMING = TimingSettings(warmup=3, min_repeats=5, max_repeats=50, budget_s=0.5)
 
 
-@dataclass(frozen=True)
+@dataclass
 class LatencyModel:
     """Batch-1 eager latency predicted from what is counted without timing: ``ms_per_call`` per leaf-module call plus
-    ``ms_per_mac`` per multiply-accumulate. A small network's eager latency is mostly a fixed cost per call, so at
-    equal MACs a shallower student is faster, which a latency taken as proportional to MACs misses. A search with a
-    latency target narrows and fits its candidates with it (`fit_latency_model`); their reward reads measured
-    latency."""
+    ``ms_per_mac`` per multiply-accumulate, times the median ratio of measured to predicted latency over the students
+    `observe`\ d so far (1 before any). A small network's eager latency is mostly a fixed cost per call, so at equal
+    MACs a shallower student is faster, which a latency taken as proportional to MACs misses. A search with a latency
+    target narrows and fits its candidates with it (`fit_latency_model`) and tells it what each candidate measured:
+    the teacher is timed alone, candidates where they are evaluated, beside other workers' training (13% slower on
+    two cores, docs/benchmarks.md). Their reward reads measured latency."""
 
     ms_per_call: float
     ms_per_mac: float
+    ratios: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def scale(self) -> float:
+        return statistics.median(self.ratios) if self.ratios else 1.0
+
+    def counted(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
+        """The prediction from the counts alone (no scale)."""
+        return self.ms_per_call * count_calls(model, input_shape) + self.ms_per_mac * count_macs(model, input_shape)
 
     def __call__(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
-        return self.ms_per_call * count_calls(model, input_shape) + self.ms_per_mac * count_macs(model, input_shape)
+        return self.scale * self.counted(model, input_shape)
+
+    def observe(self, model: torch.nn.Module, input_shape: tuple[int, ...], measured_ms: float) -> None:
+        """Scale later predictions by what ``model`` measured against what the counts predict for it."""
+        predicted = self.counted(model, input_shape)
+        if predicted > 0 and measured_ms > 0:
+            self.ratios.append(measured_ms / predicted)
 
 
 def fit_latency_model(

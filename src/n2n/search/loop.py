@@ -119,6 +119,7 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     # max_draws > 1 the update keeps drawing until it has `rollouts` new students, or max_draws x rollouts draws.
     # With several bases a rollout first picks its base; the choice's log-probability joins the policy's
     samples, edits, picks, new = [], [], [], set()
+    scored_as = {"remove": ctx.narrow, "shrink": ctx.fit}.get(state.name)  # the size it is scored at, if set
     while len(new) < rollouts and len(samples) < rollouts * ctx.max_draws:
         b, log_prob, entropy = (0, 0.0, 0.0) if state.chooser is None else state.chooser.sample(state.generator)
         sample = state.policy.sample(features[b], decidable[b], state.generator)
@@ -127,7 +128,6 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
         picks.append(b)
         base, analysis = bases[b]
         edit = base.then(stage.to_edits(analysis, sample.actions, ctx.fractions))
-        scored_as = {"remove": ctx.narrow, "shrink": ctx.fit}.get(state.name)  # the size it is scored at, if set
         edits.append(edit if scored_as is None else scored_as(edit))
         if edits[-1].key() not in ctx.cache:
             new.add(edits[-1].key())
@@ -140,6 +140,8 @@ def run_update(state: StageState, ctx: SearchContext, rollouts: int, emit: Event
     for result in fresh_results:
         ctx.cache[result.edits.key()] = result
     _account(ctx.seconds, time.perf_counter() - t0, fresh_results)
+    if scored_as is not None:  # a latency target: what they measured calibrates the next update's narrowing
+        scored_as.observe(fresh_results)
     results = [ctx.cache[e.key()] for e in edits]
 
     # -- rewards (constraints applied on top of the paper reward)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from n2n.measure import LatencyModel
+from n2n.search.candidate import CandidateResult
 from n2n.search.reward import Target
 from n2n.surgery import Analysis, Edits, count_macs, count_params
 
@@ -99,9 +100,23 @@ class Narrowing:
         latency: LatencyModel | None = None,
     ) -> None:
         self.build, self.analyzed, self.target, self.floor = build, analyzed, target, floor
-        self.fits = meets_when_built(build, target.met, input_shape, latency if target.latency_ms is not None else None)
+        self.latency, self.shape = (latency if target.latency_ms is not None else None), tuple(input_shape)
+        self.fits = meets_when_built(build, target.met, input_shape, self.latency)
         self.memo: dict[str, Edits] = {}  # a pure function of the removal: each is narrowed once per run
         self.layers: dict[str, list[str]] = {}  # removal -> its shrinkable layers
+
+    def observe(self, results: Sequence[CandidateResult]) -> None:
+        """Tell the latency model, when the target has a latency, what the evaluated ``results`` measured, so that
+        later candidates are narrowed to latency as candidates measure it."""
+        if self.latency is None:
+            return
+        for result in results:
+            if result.valid and result.latency_ms > 0:
+                try:
+                    student = self.build(result.edits)
+                except Exception:  # noqa: BLE001 - a valid result was built once; nothing to learn if not now
+                    continue
+                self.latency.observe(student, self.shape, result.latency_ms)
 
     def __call__(self, removal: Edits) -> Edits:
         key = removal.key()
