@@ -167,7 +167,8 @@ class CompressConfig:
     )
     target_latency_ms: float | None = _opt(
         None,
-        "as --target-params, for batch-1 latency in ms (PyTorch eager, measured per candidate)",
+        "as --target-params, for batch-1 latency in ms (PyTorch eager, measured per candidate; removals and widths "
+        "are scaled to it as a model fitted on the teacher and on the candidates measured so far predicts)",
         group="size",
     )
     target_exponent: float = _opt(
