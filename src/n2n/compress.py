@@ -374,8 +374,7 @@ def _widened(search: SearchContext, ctx: EvalContext, best: CandidateResult) -> 
     def fits(params: int, macs: int, latency_ms: float) -> bool:
         return target.met(params, macs, latency_ms) and not search.constraints.violated(params, 1.0, macs)
 
-    latency = ctx.latency_model if target.latency_ms is not None else None
-    edits = widen_to_target(best.edits, lambda e: build_student(ctx, e), fits, ctx.input_shape, latency)
+    edits = widen_to_target(best.edits, lambda e: build_student(ctx, e), fits, ctx.input_shape, ctx.latency_model)
     if edits is None:
         return None
     if edits.key() not in search.cache:
