@@ -188,6 +188,30 @@ def test_removal_drops_a_relu_left_right_after_another():
     assert [str(n.target) for n in kept.graph.nodes if isinstance(module_of(kept, n), nn.ReLU)] == ["2", "6"]
 
 
+def test_removed_layers_leave_no_stand_in_that_computes_nothing():
+    """A removed layer that kept its size and its batch norm leave the graph (no call per forward pass); a
+    strided one keeps its resampling stand-in, and the network's own identities stay."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.Identity(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1),
+        nn.Flatten(),
+        nn.Linear(64, 3),
+    ).eval()
+    x = torch.randn(2, 1, 8, 8)
+    gm = remove_layers(model, ["3", "5"], x)
+    called = [str(n.target) for n in gm.graph.nodes if n.op == "call_module"]
+    assert called == ["0", "1", "2", "5", "6", "7"]
+    assert isinstance(gm.get_submodule("5"), Bypass) and isinstance(gm.get_submodule("2"), nn.Identity)
+    assert "3" not in dict(gm.named_modules()) and "4" not in dict(gm.named_modules())
+    assert set(gm.state_dict()) == {k for k in model.state_dict() if k.split(".")[0] in {"0", "1", "7"}}
+    assert gm(x).shape == (2, 3)
+
+
 def test_propagation_holds_only_the_values_asked_for():
     # maxvit_t at 224x224 held every activation of its thousands of nodes, twice during a removal: over 9 GB
     torch.manual_seed(0)

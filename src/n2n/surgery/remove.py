@@ -140,11 +140,30 @@ def _detach_inplace_ops(gm: fx.GraphModule) -> None:
             node.target = _INPLACE_METHODS[node.target]
 
 
+def _drop_stand_ins(gm: fx.GraphModule, stand_ins: set[str]) -> None:
+    """Take the stand-ins that compute nothing out of the graph: their users read their input directly.
+
+    A removed layer that kept its input's size, and the normalisation that only it fed, would otherwise stay as
+    modules that return their input: one Python call each per forward pass, 4-8% of a 75K-parameter MNIST student's
+    batch-1 latency in eager PyTorch with four or five layers removed. Resampling stand-ins stay (they compute). The
+    state dict is unchanged: the stand-ins hold no tensors.
+    """
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or node.target not in stand_ins:
+            continue
+        module = gm.get_submodule(str(node.target))
+        if isinstance(module, nn.Identity) or (isinstance(module, Bypass) and module.out_size is None):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.delete_all_unused_submodules()
+
+
 def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor) -> fx.GraphModule:
     """Return a copy of ``model`` without the layers ``names``; ``model`` itself is not modified.
 
-    Each removed layer (and the normalisation that only it feeds) becomes a :class:`Bypass` that passes its input on,
-    resampled to the layer's output size when the layer changed it (a strided convolution). Layers downstream that
+    Each removed layer (and the normalisation that only it feeds) leaves the graph: what it read flows on to its
+    users, or, when the layer changed the spatial size (a strided convolution), through a :class:`Bypass` that
+    resamples it to that size. Layers downstream that
     now receive a different number of channels are adapted, keeping the overlapping part of their weights. A residual
     branch left with no layer falls back to its shortcut. A ReLU left right after another one (through pooling or
     stand-ins only) is dropped: it computes the identity.
@@ -166,6 +185,7 @@ def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor)
     env = propagate(gm, example, keep={*named, *(a for n in named for a in n.args[:1] if isinstance(a, fx.Node))})
     output = next(n for n in gm.graph.nodes if n.op == "output")
     expected = tuple(env[output].shape)
+    stand_ins: set[str] = set()
     for name in sorted(names):
         nodes = sites.get(name, [])
         if not nodes or not is_layer(gm.get_submodule(name)):
@@ -180,8 +200,10 @@ def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor)
         resample = isinstance(layer, nn.modules.conv._ConvNd) and x_out.shape[2:] != x_in.shape[2:]
         norm = attached_norm(gm, node)
         set_module(gm, name, Bypass(tuple(x_out.shape[2:]) if resample else None))
+        stand_ins.add(name)
         if norm is not None:
             set_module(gm, str(norm.target), nn.Identity())
+            stand_ins.add(str(norm.target))
     del env  # the repair below runs the network again: do not hold two sets of its activations
     _drop_emptied_branches(gm, names)
     _drop_repeated_relus(gm)
@@ -190,6 +212,7 @@ def remove_layers(model: nn.Module, names: Iterable[str], example: torch.Tensor)
     gm.delete_all_unused_submodules()
     gm.recompile()
     out = repair(gm, example)[output]
+    _drop_stand_ins(gm, stand_ins)
     gm.recompile()
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
