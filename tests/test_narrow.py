@@ -429,16 +429,26 @@ def test_what_candidates_measure_scales_the_latency_the_narrowing_aims_at(teache
     shape = (1, 8, 8)
     model = LatencyModel(ms_per_call=0.01, ms_per_mac=1e-6)
     _, build, layers = narrowing(teacher, Target())
-    removal = Edits.make([layers[-2].name])
+    removal, deeper = Edits.make([layers[-2].name]), Edits.make([])
     counted = model(build(removal), shape)
     narrow = Narrowing(build, None, Target(latency_ms=0.5), shape, 0.1, model)
     result = CandidateResult(removal, 1000, 1000, 0.9, 0.9, "", 1.0, latency_ms=1.3 * counted)
     invalid = CandidateResult(removal, 0, 0, 0.0, -1.0, "broken", 1.0, latency_ms=9 * counted)
     narrow.observe([result, invalid])
-    assert model.scale == pytest.approx(1.3)  # the invalid one taught nothing
-    assert model(build(removal), shape) == pytest.approx(1.3 * counted)
+    assert model(build(removal), shape) == pytest.approx(1.3 * counted)  # the invalid one taught nothing
     narrow.observe([result._replace(latency_ms=1.1 * counted)] * 2)
-    assert model.scale == pytest.approx(1.1)  # the median of what was measured
+    assert model(build(removal), shape) == pytest.approx(1.2 * counted)  # the upper quartile of 1.1, 1.1, 1.3
+    # another depth borrows those ratios until three students of its own depth have been measured
+    counted_deeper = model.counts(build(deeper), shape)[1]
+    assert model(build(deeper), shape) == pytest.approx(1.2 * counted_deeper)
+    ratios = (2.0, 2.0)
+    narrow.observe([result._replace(edits=deeper, latency_ms=r * counted_deeper) for r in ratios])
+    assert model(build(deeper), shape) == pytest.approx(2.0 * counted_deeper)  # 1.1, 1.1, 1.3, 2, 2 pooled
+    narrow.observe([result._replace(edits=deeper, latency_ms=0.5 * counted_deeper)])
+    assert model(build(deeper), shape) == pytest.approx(2.0 * counted_deeper)  # its own: 0.5, 2, 2
+    narrow.observe([result._replace(edits=deeper, latency_ms=0.5 * counted_deeper)] * 3)
+    assert model(build(deeper), shape) == pytest.approx(1.625 * counted_deeper)  # 0.5 x4, 2 x2: at 3.75 of 5
+    assert model(build(removal), shape) == pytest.approx(1.2 * counted)  # its depth keeps its own
     untimed = Narrowing(build, None, Target(params=10**6), shape, 0.1, model)
     untimed.observe([result])  # a target without latency has nothing to calibrate
-    assert len(model.ratios) == 3
+    assert sum(map(len, model.ratios.values())) == 9

@@ -57,36 +57,62 @@ SEARCH_TIMING = TimingSettings(warmup=2, min_repeats=5, max_repeats=100_000, bud
 REPORT_TIMING = TimingSettings(warmup=3, min_repeats=5, max_repeats=50, budget_s=0.5)
 
 
+#: the share of candidates that a calibrated `LatencyModel` puts at or under their measured latency: an upper quantile
+#: of the measured/predicted ratios, so that a student fitted to a latency target meets it as measured 3 times in 4
+#: rather than 1 in 2 (docs/benchmarks.md, "A latency target met as a fitted model predicts it")
+CALIBRATION_QUANTILE = 0.75
+
+#: how many measured students of one depth (one count of calls) calibrate that depth apart from the others
+SAME_DEPTH = 3
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values``, interpolated linearly between the order statistics."""
+    ordered = sorted(values)
+    at = q * (len(ordered) - 1)
+    low = int(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+
+
 @dataclass
 class LatencyModel:
     """Batch-1 eager latency predicted from what is counted without timing: ``ms_per_call`` per leaf-module call plus
-    ``ms_per_mac`` per multiply-accumulate, times the median ratio of measured to predicted latency over the students
+    ``ms_per_mac`` per multiply-accumulate, times a ratio of measured to predicted latency learned from the students
     `observe`\ d so far (1 before any). A small network's eager latency is mostly a fixed cost per call, so at equal
     MACs a shallower student is faster, which a latency taken as proportional to MACs misses. A search with a latency
     target narrows and fits its candidates with it (`fit_latency_model`) and tells it what each candidate measured:
     the teacher is timed alone, candidates where they are evaluated, beside other workers' training (13% slower on
-    two cores, docs/benchmarks.md). Their reward reads measured latency."""
+    two cores, docs/benchmarks.md). Their reward reads measured latency.
+
+    The ratio is the upper quartile (`CALIBRATION_QUANTILE`) of those measured at the same depth (the same number of
+    calls) once `SAME_DEPTH` have been, else of all: how far the two costs miss depends on which layers are left, and
+    the shrink stage measures one depth only, which the removal stage's many depths would otherwise outvote."""
 
     ms_per_call: float
     ms_per_mac: float
-    ratios: list[float] = field(default_factory=list, repr=False)
+    ratios: dict[int, list[float]] = field(default_factory=dict, repr=False)  # by number of calls
 
-    @property
-    def scale(self) -> float:
-        return statistics.median(self.ratios) if self.ratios else 1.0
+    def scale(self, calls: int | None = None) -> float:
+        """The ratio predictions are multiplied by, for a student of ``calls`` calls (any depth when None)."""
+        same = self.ratios.get(calls, []) if calls is not None else []
+        pool = same if len(same) >= SAME_DEPTH else [r for ratios in self.ratios.values() for r in ratios]
+        return _quantile(pool, CALIBRATION_QUANTILE) if pool else 1.0
 
-    def counted(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
-        """The prediction from the counts alone (no scale)."""
-        return self.ms_per_call * count_calls(model, input_shape) + self.ms_per_mac * count_macs(model, input_shape)
+    def counts(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[int, float]:
+        """The student's number of calls, and its latency predicted from the counts alone (no scale)."""
+        calls = count_calls(model, input_shape)
+        return calls, self.ms_per_call * calls + self.ms_per_mac * count_macs(model, input_shape)
 
     def __call__(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
-        return self.scale * self.counted(model, input_shape)
+        calls, counted = self.counts(model, input_shape)
+        return self.scale(calls) * counted
 
     def observe(self, model: torch.nn.Module, input_shape: tuple[int, ...], measured_ms: float) -> None:
         """Scale later predictions by what ``model`` measured against what the counts predict for it."""
-        predicted = self.counted(model, input_shape)
+        calls, predicted = self.counts(model, input_shape)
         if predicted > 0 and measured_ms > 0:
-            self.ratios.append(measured_ms / predicted)
+            self.ratios.setdefault(calls, []).append(measured_ms / predicted)
 
 
 def fit_latency_model(
