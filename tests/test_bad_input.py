@@ -358,6 +358,12 @@ CASES = [
         "--target-latency-ms must be > 0",
     ),
     (
+        "latency-runtime-without-latency",
+        ["compress", "--teacher", "{T}", "--out", "o", "--latency-runtime", "onnxruntime"],
+        None,
+        "--latency-runtime onnxruntime says where latency is measured, and nothing measures it",
+    ),
+    (
         "target-exponent-positive",
         ["compress", "--teacher", "{T}", "--out", "o", "--target-params", "9", "--target-exponent", "0.5"],
         None,

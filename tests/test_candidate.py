@@ -304,9 +304,35 @@ def test_candidate_latency_is_measured_in_the_layout_the_student_is_saved_in(mon
         trained_layouts.append([m.weight.is_contiguous(memory_format=torch.channels_last)
                                 for m in student.modules() if isinstance(m, nn.Conv2d)])  # fmt: skip
 
-    monkeypatch.setattr(candidate, "torch_latency_ms", fake_latency)
+    monkeypatch.setattr(candidate, "latency_ms", fake_latency)
     monkeypatch.setattr(candidate, "train_candidate", train_and_look)
     result = candidate.evaluate_candidate(ctx, Edits.make(keep={"2": 0.5}))
     assert result.valid and result.latency_ms == 1.5
     assert trained_layouts == [[True, True, True]]  # it did train in NHWC
     assert layouts == [[True, True, True]]  # and was timed in NCHW
+
+
+def test_candidate_latency_in_onnxruntime_and_a_student_it_cannot_run_is_invalid(monkeypatch):
+    """--latency-runtime onnxruntime times the student's ONNX export; one that cannot be exported or run there
+    cannot meet a latency there, and costs its candidate, not the search."""
+    pytest.importorskip("onnxruntime")
+    import dataclasses
+
+    import n2n.search.candidate as candidate
+    from n2n.measure import TimingSettings
+    from n2n.surgery import Edits
+
+    timing = TimingSettings(warmup=1, min_repeats=3, max_repeats=3, budget_s=0.0, runtime="onnxruntime")
+    ctx = dataclasses.replace(_chain_context(), latency_timing=timing)
+    result = candidate.evaluate_candidate(ctx, Edits.make(keep={"2": 0.5}))
+    assert result.valid and 0 < result.latency_ms < 1000
+
+    def no_export(model, input_shape, batch, timing):
+        raise RuntimeError("Exporting the operator 'aten::something' to ONNX opset 17 is not supported\nmore")
+
+    monkeypatch.setattr(candidate, "latency_ms", no_export)
+    broken = candidate.evaluate_candidate(ctx, Edits.make(keep={"2": 0.5}))
+    assert not broken.valid and broken.reward == -1.0
+    assert broken.reason == (
+        "onnxruntime latency: RuntimeError: Exporting the operator 'aten::something' to ONNX opset 17 is not supported"
+    )

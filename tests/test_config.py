@@ -63,6 +63,17 @@ def test_the_outside_world_is_checked_at_the_edge_not_when_settings_are_made(tmp
     assert CompressConfig().validate() == CompressConfig()
 
 
+def test_an_onnxruntime_latency_needs_onnxruntime_installed(monkeypatch):
+    import importlib.util
+
+    cfg = CompressConfig(target_latency_ms=1.0, latency_runtime="onnxruntime")  # the values alone are fine
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'n2n\[export\]'"):
+        cfg.validate()
+    assert CompressConfig(target_latency_ms=1.0).validate().latency_runtime == "torch"  # PyTorch needs nothing
+
+
 def test_compress_help_lists_the_settings_group_by_group():
     parser = build_parser()
     compress = parser._subparsers._group_actions[0].choices["compress"]

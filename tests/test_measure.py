@@ -63,6 +63,8 @@ def test_timed_seconds_reports_the_median_or_the_fastest_call():
     assert timed_seconds(calls(pauses), TimingSettings(**exact, statistic="min")) < 0.01  # the one fast call
     with pytest.raises(ValueError, match="statistic"):
         TimingSettings(statistic="mean")
+    with pytest.raises(ValueError, match="runtime must be one of torch, onnxruntime"):
+        TimingSettings(runtime="tensorrt")
 
 
 def test_measure_cost_counts_and_times():

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 BATCHES = (1, 64)
 
+#: where a latency can be measured: PyTorch eager, or onnxruntime on the student's ONNX export (``n2n[export]``)
+RUNTIMES = ("torch", "onnxruntime")
+
 
 @dataclass(frozen=True)
 class TimingSettings:
@@ -40,10 +43,13 @@ class TimingSettings:
     budget_s: float = 1.0
     threads: int = 1
     statistic: Literal["median", "min"] = "median"
+    runtime: Literal["torch", "onnxruntime"] = "torch"  # what `latency_ms` times: PyTorch eager or the ONNX export
 
     def __post_init__(self) -> None:
         if self.statistic not in ("median", "min"):
             raise ValueError(f"TimingSettings.statistic must be 'median' or 'min'; got {self.statistic!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"TimingSettings.runtime must be one of {', '.join(RUNTIMES)}; got {self.runtime!r}")
 
 
 #: Latency during a search (``--objective latency``, ``--max-latency-ms``): short, as every candidate is measured, and
@@ -184,6 +190,19 @@ def onnx_latencies_ms(
             x = np.random.default_rng(0).standard_normal((batch, *input_shape), dtype=np.float32)
             result[batch] = 1000.0 * timed_seconds(lambda x=x: session.run(None, {"input": x}), timing)
         return result
+
+
+def latency_ms(
+    model: torch.nn.Module, input_shape: tuple[int, ...], batch: int, timing: TimingSettings = TimingSettings()
+) -> float:
+    """Latency in milliseconds of one forward pass on a ``(batch, *input_shape)`` input in ``timing.runtime``.
+
+    With onnxruntime the model is exported to ONNX first (as `n2n export` writes it), which raises when it cannot be
+    (or when onnx is not installed).
+    """
+    if timing.runtime == "onnxruntime":
+        return onnx_latencies_ms(model, input_shape, (batch,), timing)[batch]
+    return torch_latency_ms(model, input_shape, batch, timing)
 
 
 def measure_cost(

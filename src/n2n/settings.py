@@ -167,8 +167,8 @@ class CompressConfig:
     )
     target_latency_ms: float | None = _opt(
         None,
-        "as --target-params, for batch-1 latency in ms (PyTorch eager, measured per candidate; removals and widths "
-        "are scaled to it as a model fitted on the teacher and on the candidates measured so far predicts)",
+        "as --target-params, for batch-1 latency in ms (in --latency-runtime, measured per candidate; removals and "
+        "widths are scaled to it as a model fitted on the teacher and on the candidates measured so far predicts)",
         group="size",
     )
     target_exponent: float = _opt(
@@ -229,7 +229,15 @@ class CompressConfig:
     )
     max_latency_ms: float | None = _opt(
         None,
-        "constraint: student latency (batch 1, PyTorch eager, measured per candidate) at most this many ms",
+        "constraint: student latency (batch 1, in --latency-runtime, measured per candidate) at most this many ms",
+        group="constraints",
+    )
+    latency_runtime: Literal["torch", "onnxruntime"] = _opt(
+        "torch",
+        "where a latency target, constraint or objective is measured, one thread, batch 1: torch (PyTorch eager) or "
+        "onnxruntime (the student's ONNX export, as `n2n export` writes it; needs `pip install 'n2n[export]'`; a "
+        "student that cannot be exported is an invalid candidate). Eager PyTorch pays a fixed cost per layer call, "
+        "so removing layers saves most there; onnxruntime's cost follows the multiply-accumulates more",
         group="constraints",
     )
     min_accuracy: float | None = _opt(
@@ -243,8 +251,8 @@ class CompressConfig:
     objective: Literal["params", "flops", "latency"] = _opt(
         "params",
         "what the reward's compression C = 1 - cost_student / cost_teacher measures: params (the paper), flops, or "
-        "latency (batch 1, PyTorch eager, measured once per candidate architecture; noisy, so a latency run is not "
-        "bit-reproducible)",
+        "latency (batch 1, in --latency-runtime, measured once per candidate architecture; noisy, so a latency run is "
+        "not bit-reproducible)",
         group="constraints",
     )
     fix: tuple[str, ...] = _opt((), "glob patterns of layer names held out of both stages", group="constraints")
@@ -345,8 +353,14 @@ class CompressConfig:
         )
 
     def limits_table(self, params: float, acc: float, macs: float, latency_ms: float | None) -> list[dict]:
-        """Each constraint and target set, with its limit, the student's value and whether it held (for reports)."""
-        return self.constraints().table(params, acc, macs, latency_ms) + self.target().table(params, macs, latency_ms)
+        """Each constraint and target set, with its limit, the student's value and whether it held (for reports); a
+        latency measured elsewhere than in PyTorch eager says where."""
+        rows = self.constraints().table(params, acc, macs, latency_ms) + self.target().table(params, macs, latency_ms)
+        if self.latency_runtime != "torch":
+            for row in rows:
+                if row["option"].endswith("-latency-ms"):
+                    row["option"] += f" ({self.latency_runtime})"
+        return rows
 
     def finetune_settings(self) -> FinetuneSettings:
         """How the chosen student (and the front) is fine-tuned."""
@@ -469,6 +483,11 @@ class CompressConfig:
             raise ConfigError(f"--finalists must be an integer from 1 to {MAX_FRONT}; got {self.finalists}")
         if self.max_latency_ms is not None and not self.max_latency_ms > 0:
             raise ConfigError(f"--max-latency-ms must be > 0; got {self.max_latency_ms}")
+        if self.latency_runtime != "torch" and not self.measures_latency:
+            raise ConfigError(
+                f"--latency-runtime {self.latency_runtime} says where latency is measured, and nothing measures it: "
+                "add --target-latency-ms, --max-latency-ms or --objective latency (or drop --latency-runtime)"
+            )
         if self.min_accuracy is not None and not 0 < self.min_accuracy <= 1:
             raise ConfigError(f"--min-accuracy must be a fraction in (0, 1]; got {self.min_accuracy}")
         if self.candidate_epochs is not None and not self.candidate_epochs > 0:
@@ -478,8 +497,9 @@ class CompressConfig:
 
     def validate(self) -> CompressConfig:
         """The checks that need the outside world, run once at the edge (the command line, `compress`): the device
-        is there, the Ray cluster answers, the TensorBoard directory is writable and the package installed, the
-        policies of --init-policy are readable. Returns these settings; raises ConfigError."""
+        is there, the Ray cluster answers, the TensorBoard directory is writable and the package installed (onnx
+        and onnxruntime for --latency-runtime onnxruntime), the policies of --init-policy are readable. Returns these
+        settings; raises ConfigError."""
         self.compute()
         if self.ray_address is not None:
             from n2n.search.ray_eval import import_ray, probe_address
@@ -491,6 +511,12 @@ class CompressConfig:
         if self.tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError(
                 "--tensorboard needs the tensorboard package: pip install 'n2n[tensorboard]' (or drop --tensorboard)"
+            )
+        onnx = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+        if self.latency_runtime == "onnxruntime" and self.measures_latency and not onnx:
+            raise ConfigError(
+                "--latency-runtime onnxruntime times each candidate's ONNX export, and onnx or onnxruntime is not "
+                "installed: `pip install 'n2n[export]'` (or drop --latency-runtime to time PyTorch eager)"
             )
         if self.init_policy is not None:
             found = [n for n in ("policy_remove.json", "policy_shrink.json") if (Path(self.init_policy) / n).is_file()]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from n2n.errors import SurgeryError
-from n2n.measure import LatencyModel, TimingSettings, torch_latency_ms
+from n2n.measure import LatencyModel, TimingSettings, latency_ms
 from n2n.search.reward import INVALID_REWARD, objective_cost, reward
 from n2n.surgery import Edits, apply_edits, count_macs, count_params, forward_counts
 from n2n.train.compute import CPU, Compute, to_host
@@ -135,6 +135,11 @@ def invalid_result(edits: Edits, reason: str, start: float, params: int = 0, mac
     return CandidateResult(edits, params, macs, 0.0, INVALID_REWARD, reason, time.perf_counter() - start)
 
 
+def _named(err: Exception) -> str:
+    """An exception as an invalid candidate's reason: its type and the first line of its message."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
 def build_student(ctx: EvalContext, edits: Edits) -> nn.Module:
     """The untrained student ``edits`` describe (inheriting the teacher's weights unless ``reinit``)."""
     student = apply_edits(ctx.teacher, edits, ctx.example, ctx.protected)
@@ -223,11 +228,14 @@ def evaluate_candidate(ctx: EvalContext, edits: Edits) -> CandidateResult:
         return invalid_result(edits, f"training diverged: {err}", start)
     except Exception as err:  # failure isolation: a broken candidate costs its reward, never the search
         log.warning("candidate %s failed", edits.key(), exc_info=True)
-        return invalid_result(edits, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", start)
+        return invalid_result(edits, _named(err), start)
     latency = 0.0
     if ctx.latency_timing is not None:  # measured where and as the saved student runs, and the teacher was measured:
         student = to_host(student)  # on the CPU in NCHW, not where and as it trained (--channels-last)
-        latency = torch_latency_ms(student, ctx.input_shape, 1, ctx.latency_timing)
+        try:
+            latency = latency_ms(student, ctx.input_shape, 1, ctx.latency_timing)
+        except Exception as err:  # noqa: BLE001 - a student onnxruntime cannot run cannot meet its latency there
+            return invalid_result(edits, f"{ctx.latency_timing.runtime} latency: {_named(err)}", start, params, macs)
     cost = objective_cost(ctx.objective, params, macs, latency)
     teacher_cost = ctx.teacher_params if ctx.teacher_cost is None else ctx.teacher_cost
     r = reward(acc, ctx.teacher_val_accuracy, cost, teacher_cost)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import torch
 from torch import nn
 
 from n2n.data import DataBundle
-from n2n.measure import SEARCH_TIMING, LatencyModel, fit_latency_model, torch_latency_ms
+from n2n.measure import SEARCH_TIMING, LatencyModel, fit_latency_model, latency_ms
 from n2n.search.candidate import CandidateSettings, EvalContext, Evaluator, SerialEvaluator, build_student
 from n2n.search.narrow import Fitting, Narrowing, size_target
 from n2n.search.parallel import ProcessPoolEvaluator, default_workers
@@ -46,8 +47,8 @@ def eval_context(
         z_train: the teacher's logits on all of ``data.train``, when already computed; by default only the subset's
             are computed (the fine-tune computes the rest when it starts: `training_logits`).
     """
-    timing = SEARCH_TIMING if cfg.measures_latency else None
-    latency = 0.0 if timing is None else torch_latency_ms(teacher, data.input_shape, 1, timing)
+    timing = replace(SEARCH_TIMING, runtime=cfg.latency_runtime) if cfg.measures_latency else None
+    latency = 0.0 if timing is None else latency_ms(teacher, data.input_shape, 1, timing)
     compute = cfg.compute()
     subset = candidate_subset(len(data.train), cfg)
     n = len(subset)
@@ -100,7 +101,7 @@ def fitted_latency_model(ctx: EvalContext, analysis: Analysis, floor: float) -> 
     except Exception as err:  # noqa: BLE001 - a latency target is then converted to FLOPs (`size_target`)
         log.info("no latency model (the teacher cannot be narrowed to %s: %s)", floor, err)
         return None
-    narrow_ms = torch_latency_ms(narrow, ctx.input_shape, 1, ctx.latency_timing)
+    narrow_ms = latency_ms(narrow, ctx.input_shape, 1, ctx.latency_timing)
     model = fit_latency_model(ctx.teacher, narrow, ctx.input_shape, ctx.teacher_latency_ms, narrow_ms)
     log.info("latency model: %.4f ms per call + %.3g ms per MAC", model.ms_per_call, model.ms_per_mac)
     return model
