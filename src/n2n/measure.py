@@ -63,9 +63,9 @@ SEARCH_TIMING = TimingSettings(warmup=2, min_repeats=5, max_repeats=100_000, bud
 REPORT_TIMING = TimingSettings(warmup=3, min_repeats=5, max_repeats=50, budget_s=0.5)
 
 
-#: the share of candidates that a calibrated `LatencyModel` puts at or under their measured latency: an upper quantile
-#: of the measured/predicted ratios, so that a student fitted to a latency target meets it as measured 3 times in 4
-#: rather than 1 in 2 (docs/benchmarks.md, "A latency target met as a fitted model predicts it")
+#: which quantile of the measured/predicted ratios a calibrated `LatencyModel` scales by: an upper one, so that more
+#: students fitted to a latency target meet it as measured (49-62% of the width choices of two 75K MNIST runs, against
+#: 12-35% with the median over all candidates; docs/benchmarks.md, "A latency target met as a fitted model predicts it")
 CALIBRATION_QUANTILE = 0.75
 
 #: how many measured students of one depth (one count of calls) calibrate that depth apart from the others
@@ -83,13 +83,14 @@ def _quantile(values: list[float], q: float) -> float:
 
 @dataclass
 class LatencyModel:
-    """Batch-1 eager latency predicted from what is counted without timing: ``ms_per_call`` per leaf-module call plus
+    """Batch-1 latency predicted from what is counted without timing: ``ms_per_call`` per leaf-module call plus
     ``ms_per_mac`` per multiply-accumulate, times a ratio of measured to predicted latency learned from the students
     `observe`\ d so far (1 before any). A small network's eager latency is mostly a fixed cost per call, so at equal
     MACs a shallower student is faster, which a latency taken as proportional to MACs misses. A search with a latency
     target narrows and fits its candidates with it (`fit_latency_model`) and tells it what each candidate measured:
     the teacher is timed alone, candidates where they are evaluated, beside other workers' training (13% slower on
-    two cores, docs/benchmarks.md). Their reward reads measured latency.
+    two cores, docs/benchmarks.md). Their reward reads measured latency. In onnxruntime (``--latency-runtime``) the
+    same two costs are fitted on onnxruntime's timings, where a call costs about 20x less.
 
     The ratio is the upper quartile (`CALIBRATION_QUANTILE`) of those measured at the same depth (the same number of
     calls) once `SAME_DEPTH` have been, else of all: how far the two costs miss depends on which layers are left, and
