@@ -84,13 +84,13 @@ def _quantile(values: list[float], q: float) -> float:
 @dataclass
 class LatencyModel:
     """Batch-1 latency predicted from what is counted without timing: ``ms_per_call`` per leaf-module call plus
-    ``ms_per_mac`` per multiply-accumulate, times a ratio of measured to predicted latency learned from the students
-    `observe`\ d so far (1 before any). A small network's eager latency is mostly a fixed cost per call, so at equal
-    MACs a shallower student is faster, which a latency taken as proportional to MACs misses. A search with a latency
-    target narrows and fits its candidates with it (`fit_latency_model`) and tells it what each candidate measured:
-    the teacher is timed alone, candidates where they are evaluated, beside other workers' training (13% slower on
-    two cores, docs/benchmarks.md). Their reward reads measured latency. In onnxruntime (``--latency-runtime``) the
-    same two costs are fitted on onnxruntime's timings, where a call costs about 20x less.
+    ``ms_per_mac`` per multiply-accumulate, times a ratio of measured to predicted latency learned from the
+    students given to `observe` so far (1 before any). A small network's eager latency is mostly a fixed cost per
+    call, so at equal MACs a shallower student is faster, which a latency taken as proportional to MACs misses. A
+    search with a latency target narrows and fits its candidates with it (`fit_latency_model`) and tells it what
+    each candidate measured: the teacher is timed alone, candidates where they are evaluated, beside other workers'
+    training (13% slower on two cores, docs/benchmarks.md). Their reward reads measured latency. In onnxruntime
+    (``--latency-runtime``) the same two costs are fitted on onnxruntime's timings, where a call costs about 20x less.
 
     The ratio is the upper quartile (`CALIBRATION_QUANTILE`) of those measured at the same depth (the same number of
     calls) once `SAME_DEPTH` have been, else of all: how far the two costs miss depends on which layers are left, and
