@@ -512,8 +512,9 @@ class CompressConfig:
             raise ConfigError(
                 "--tensorboard needs the tensorboard package: pip install 'n2n[tensorboard]' (or drop --tensorboard)"
             )
-        onnx = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
-        if self.latency_runtime == "onnxruntime" and self.measures_latency and not onnx:
+        from n2n.measure import onnxruntime_available
+
+        if self.latency_runtime == "onnxruntime" and self.measures_latency and not onnxruntime_available():
             raise ConfigError(
                 "--latency-runtime onnxruntime times each candidate's ONNX export, and onnx or onnxruntime is not "
                 "installed: `pip install 'n2n[export]'` (or drop --latency-runtime to time PyTorch eager)"
