@@ -266,6 +266,7 @@ def test_finalists_are_fine_tuned_and_the_most_accurate_on_validation_is_the_stu
     assert searched == sorted(searched, reverse=True)  # the search's order: best first
     chosen = next(row for row in finalists if row["chosen"])
     assert chosen["val_accuracy"] == max(row["val_accuracy"] for row in finalists)
+    assert all(math.isfinite(row["val_loss"]) and row["val_loss"] > 0 for row in finalists)  # what breaks ties next
     assert (
         report["student"]["edits"] == chosen["edits"] and report["student"]["test_accuracy"] == chosen["test_accuracy"]
     )

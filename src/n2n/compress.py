@@ -51,7 +51,7 @@ from n2n.search.state import SearchContext, SearchState
 from n2n.settings import CompressConfig
 from n2n.surgery import Analysis, Edits, analyze, count_macs, count_params, unmatched_patterns
 from n2n.teacher import trained_split_seed
-from n2n.train.evaluate import accuracy
+from n2n.train.evaluate import accuracy, predict_logits
 from n2n.train.finetune import FinetuneSettings, finetune
 
 log = logging.getLogger(__name__)
@@ -435,6 +435,7 @@ def _finalist_row(result: CandidateResult, final: dict[str, Any], chosen: bool, 
         "params": final["params"],
         "search_val_accuracy": result.val_accuracy,
         "val_accuracy": final["val_accuracy"],
+        "val_loss": final.get("val_loss"),
         "test_accuracy": final["test_accuracy"],
         "edits": result.edits.to_dict(),
     }
@@ -516,9 +517,12 @@ def finetune_student(
     on_step = None if listener is None else lambda step: listener(FinetuneStep(step).to_dict())
     student, best_acc = finetune(student, data, z_train, settings, compute, on_step, teacher=ctx.teacher)
     seconds["finetune"] = seconds.get("finetune", 0.0) + time.perf_counter() - t0  # the front's too
+    # cross-entropy on the validation split: a finer measure than accuracy, where students tie image for image
+    val_logits = predict_logits(student, data.val.x, cfg.eval_batch_size, fold_bn=True)
     return student, {
         "params": count_params(student),
         "macs": count_macs(student, data.input_shape),
         "val_accuracy": best_acc,
+        "val_loss": torch.nn.functional.cross_entropy(val_logits, data.val.y).item(),
         "test_accuracy": accuracy(student, data.test.x, data.test.y, cfg.eval_batch_size),
     }
