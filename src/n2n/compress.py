@@ -435,7 +435,7 @@ def _finalist_row(result: CandidateResult, final: dict[str, Any], chosen: bool, 
         "params": final["params"],
         "search_val_accuracy": result.val_accuracy,
         "val_accuracy": final["val_accuracy"],
-        "val_loss": final.get("val_loss"),
+        "val_loss": final["val_loss"],
         "test_accuracy": final["test_accuracy"],
         "edits": result.edits.to_dict(),
     }
