@@ -67,6 +67,20 @@ def searched(run: Path) -> list[CandidateResult]:
     return list(seen.values())
 
 
+def pair_agreement(rows: list[dict[str, Any]], key: str, lower_is_better: bool = False) -> float | None:
+    """The share of finalist pairs with different test accuracy that ``key`` orders the same way (a tie: half)."""
+    sign = -1.0 if lower_is_better else 1.0
+    scores = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            if a["test_accuracy"] == b["test_accuracy"]:
+                continue
+            by_key = sign * (a[key] - b[key])
+            by_test = a["test_accuracy"] - b["test_accuracy"]
+            scores.append(0.5 if by_key == 0 else float(by_key * by_test > 0))
+    return sum(scores) / len(scores) if scores else None
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     run = Path(args.run)
@@ -100,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "params": final["params"],
                 "search_val_accuracy": r.val_accuracy,
                 "val_accuracy": final["val_accuracy"],
+                "val_loss": final["val_loss"],
                 "test_accuracy": final["test_accuracy"],
                 "seconds": time.perf_counter() - t0,
                 "edits": r.edits.to_dict(),
@@ -107,10 +122,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         print(
             f"#{rank} {final['params']:>8,} params: search {r.val_accuracy:.2%}, val {final['val_accuracy']:.2%}, "
-            f"test {final['test_accuracy']:.2%}",
+            f"loss {final['val_loss']:.4f}, test {final['test_accuracy']:.2%}",
             flush=True,
         )
     chosen = max(rows, key=lambda row: (row["val_accuracy"], -row["params"], -row["rank"]))
+    by_loss = min(rows, key=lambda row: (row["val_loss"], row["rank"]))
     result = {
         "benchmark": "finalists",
         "command": " ".join(["python", "benchmarks/finalists.py", *sys.argv[1:]]),
@@ -122,12 +138,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "search_pick_test_accuracy": rows[0]["test_accuracy"],
         "finalists_pick": chosen["rank"],
         "finalists_pick_test_accuracy": chosen["test_accuracy"],
+        "val_loss_pick": by_loss["rank"],
+        "val_loss_pick_test_accuracy": by_loss["test_accuracy"],
+        # how often each validation figure orders two finalists as their test accuracy does (ties count half)
+        "pairs_ordered_by": {
+            "search_val_accuracy": pair_agreement(rows, "search_val_accuracy"),
+            "val_accuracy": pair_agreement(rows, "val_accuracy"),
+            "val_loss": pair_agreement(rows, "val_loss", lower_is_better=True),
+        },
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"search's pick: test {rows[0]['test_accuracy']:.2%}; best of {len(rows)} on validation (#{chosen['rank']}): "
-        f"test {chosen['test_accuracy']:.2%}"
+        f"test {chosen['test_accuracy']:.2%}; lowest validation loss (#{by_loss['rank']}): "
+        f"test {by_loss['test_accuracy']:.2%}"
     )
     return result
 
