@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from n2n.compress import finetune_student
+from n2n.compress import finalist_rank, finetune_student
 from n2n.data import load_data
 from n2n.models.io import load_model
 from n2n.preprocess import match_teacher
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"loss {final['val_loss']:.4f}, test {final['test_accuracy']:.2%}",
             flush=True,
         )
-    chosen = max(rows, key=lambda row: (row["val_accuracy"], -row["params"], -row["rank"]))
+    chosen = max(rows, key=lambda row: finalist_rank(row, row["rank"]))  # what --finalists K keeps
     by_loss = min(rows, key=lambda row: (row["val_loss"], row["rank"]))
     result = {
         "benchmark": "finalists",
